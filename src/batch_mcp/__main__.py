@@ -1,0 +1,3 @@
+from batch_mcp.cli import main
+
+raise SystemExit(main())
