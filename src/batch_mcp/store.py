@@ -1,0 +1,484 @@
+"""Durable job store: every upload, planned create call and batch the server has seen, in SQLite.
+
+Users run jobs over days and restart their IDE in between, so the server must never forget a job it
+created and never submit one twice. The create call's ``request_id`` (the API's idempotency key) is
+stored *before* the call: after a crash between "request sent" and "answer stored", the pending
+submission is re-sent with the same ``request_id`` and the API answers with the batch it already made.
+
+One connection is shared by the event loop and worker threads; a lock serialises statements within
+the process, ``BEGIN IMMEDIATE`` plus a busy timeout serialise writers across processes (two IDE
+windows may run two servers on one state folder). Times are stored as ISO-8601 UTC text, metadata as
+JSON text. The schema is versioned with ``PRAGMA user_version`` and upgraded by :data:`MIGRATIONS`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+import threading
+import uuid
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Self
+
+from pydantic import AwareDatetime, BaseModel, Field
+
+from batch_mcp.schemas.api import Batch, RequestCounts, is_terminal
+
+STORE_FILENAME = "jobs.sqlite3"
+#: The service keeps file_ids for about 29 days; reusing them for only 7 leaves a wide margin.
+DEFAULT_UPLOAD_MAX_AGE = timedelta(days=7)
+BUSY_TIMEOUT_SECONDS = 5.0
+
+#: Ordered schema migrations; migration ``n`` (1-based) upgrades a store at version ``n - 1``.
+#: Released migrations are never edited, only appended to, so every older store can be opened.
+MIGRATIONS: tuple[tuple[str, ...], ...] = (
+    (
+        """CREATE TABLE uploads (
+            file_id TEXT PRIMARY KEY,
+            path TEXT NOT NULL,
+            sha256 TEXT NOT NULL,
+            size_bytes INTEGER NOT NULL,
+            line_count INTEGER NOT NULL,
+            intent_expires_at TEXT,
+            created_at TEXT NOT NULL,
+            completed_at TEXT
+        )""",
+        "CREATE INDEX uploads_by_sha256 ON uploads (sha256, created_at)",
+        """CREATE TABLE submissions (
+            request_id TEXT PRIMARY KEY,
+            fingerprint TEXT NOT NULL,
+            path TEXT,
+            file_id TEXT NOT NULL,
+            provider TEXT NOT NULL,
+            endpoint TEXT,
+            metadata TEXT,
+            batch_id TEXT UNIQUE,
+            created_at TEXT NOT NULL
+        )""",
+        "CREATE INDEX submissions_by_fingerprint ON submissions (fingerprint, created_at)",
+        """CREATE TABLE batches (
+            batch_id TEXT PRIMARY KEY,
+            status TEXT NOT NULL,
+            total_count INTEGER NOT NULL,
+            completed_count INTEGER NOT NULL,
+            failed_count INTEGER NOT NULL,
+            last_seen TEXT NOT NULL,
+            created_at TEXT NOT NULL,
+            updated_at TEXT NOT NULL,
+            output_path TEXT,
+            error_path TEXT
+        )""",
+        "CREATE INDEX batches_by_created_at ON batches (created_at)",
+    ),
+    (  # room for job groups and retries of failed requests, so those features need no rewrite
+        "ALTER TABLE submissions ADD COLUMN group_id TEXT",
+        "ALTER TABLE submissions ADD COLUMN parent_batch_id TEXT",
+    ),
+)
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+class StoreVersionError(RuntimeError):
+    """The store was written by a newer release; opening it here could lose what that release knows."""
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _time_to_text(moment: datetime | None) -> str | None:
+    """ISO-8601 UTC with fixed precision, so text order is time order. Naive times are taken as UTC."""
+    if moment is None:
+        return None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC).isoformat(timespec="microseconds")
+
+
+def _canonical_json(value: Any) -> str:
+    """One spelling per value (sorted keys, no spaces), so equal data gives equal text and hashes."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"))
+
+
+def _metadata_to_text(metadata: dict[str, str] | None) -> str | None:
+    return None if metadata is None else _canonical_json(metadata)
+
+
+def _text_to_metadata(text: str | None) -> dict[str, str] | None:
+    return None if text is None else json.loads(text)
+
+
+def _path_to_text(path: Path | None) -> str | None:
+    return None if path is None else str(path)
+
+
+def submission_fingerprint(
+    sha256: str, provider: str, endpoint: str | None, metadata: dict[str, str] | None
+) -> str:
+    """Identity of "this file sent this way": equal fingerprints mean a resubmission of the same job.
+
+    Absent and empty metadata are the same job; key order in metadata does not matter.
+    """
+    identity = [sha256, provider, endpoint, metadata or {}]
+    return hashlib.sha256(_canonical_json(identity).encode()).hexdigest()
+
+
+class UploadRecord(BaseModel):
+    """One input file sent to the service, kept so that the same bytes are not uploaded twice."""
+
+    file_id: str
+    path: Path
+    sha256: str
+    size_bytes: int
+    line_count: int
+    intent_expires_at: AwareDatetime | None = None
+    created_at: AwareDatetime = Field(default_factory=_now)
+    completed_at: AwareDatetime | None = None
+
+
+class Submission(BaseModel):
+    """A create call, stored before it is made; ``batch_id`` stays None until the API has answered."""
+
+    request_id: str
+    fingerprint: str
+    path: Path | None
+    file_id: str
+    provider: str
+    endpoint: str | None = None
+    metadata: dict[str, str] | None = None
+    batch_id: str | None = None
+    group_id: str | None = None
+    parent_batch_id: str | None = None
+    created_at: AwareDatetime
+
+
+class JobRecord(BaseModel):
+    """A batch as last seen, joined with how it was submitted (if this server submitted it)."""
+
+    batch_id: str
+    request_id: str | None
+    file_id: str | None
+    path: Path | None
+    provider: str | None
+    endpoint: str | None
+    metadata: dict[str, str] | None
+    status: str
+    request_counts: RequestCounts
+    created_at: AwareDatetime
+    updated_at: AwareDatetime
+    last_seen: Batch
+    output_path: Path | None
+    error_path: Path | None
+    group_id: str | None
+    parent_batch_id: str | None
+
+
+_SUBMISSION_COLUMNS = (
+    "request_id, fingerprint, path, file_id, provider, endpoint, metadata, batch_id, group_id, "
+    "parent_batch_id, created_at"
+)
+_JOB_QUERY = """
+    SELECT b.batch_id, b.status, b.total_count, b.completed_count, b.failed_count, b.last_seen,
+           b.created_at, b.updated_at, b.output_path, b.error_path,
+           s.request_id, s.file_id, s.path, s.provider, s.endpoint, s.metadata, s.group_id,
+           s.parent_batch_id
+    FROM batches AS b LEFT JOIN submissions AS s ON s.batch_id = b.batch_id
+"""
+
+
+def _upload_from_row(row: sqlite3.Row) -> UploadRecord:
+    return UploadRecord.model_validate(dict(row))
+
+
+def _submission_from_row(row: sqlite3.Row) -> Submission:
+    return Submission.model_validate({**dict(row), "metadata": _text_to_metadata(row["metadata"])})
+
+
+def _job_from_row(row: sqlite3.Row) -> JobRecord:
+    """What we sent wins over what the API echoes; a batch we did not submit has only the latter."""
+    batch = Batch.model_validate_json(row["last_seen"])
+    submitted = row["request_id"] is not None
+    return JobRecord(
+        batch_id=row["batch_id"],
+        request_id=row["request_id"] if submitted else batch.request_id,
+        file_id=row["file_id"] if submitted else batch.input_file_id,
+        path=row["path"],
+        provider=row["provider"] if submitted else batch.provider,
+        endpoint=row["endpoint"] if submitted else batch.endpoint,
+        metadata=_text_to_metadata(row["metadata"]) if submitted else batch.metadata,
+        status=row["status"],
+        request_counts=RequestCounts(
+            total=row["total_count"], completed=row["completed_count"], failed=row["failed_count"]
+        ),
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+        last_seen=batch,
+        output_path=row["output_path"],
+        error_path=row["error_path"],
+        group_id=row["group_id"],
+        parent_batch_id=row["parent_batch_id"],
+    )
+
+
+class JobStore:
+    """The server's memory of uploads, submissions and batches. Open with :meth:`open`."""
+
+    def __init__(self, connection: sqlite3.Connection, upload_max_age: timedelta) -> None:
+        self._conn = connection
+        self._lock = threading.Lock()
+        self.upload_max_age = upload_max_age
+
+    @classmethod
+    def open(cls, state_dir: Path, *, upload_max_age: timedelta = DEFAULT_UPLOAD_MAX_AGE) -> Self:
+        """Open (or create) ``state_dir/jobs.sqlite3`` in WAL mode and bring its schema up to date."""
+        state_dir.mkdir(parents=True, exist_ok=True)
+        connection = sqlite3.connect(
+            state_dir / STORE_FILENAME,
+            timeout=BUSY_TIMEOUT_SECONDS,
+            isolation_level=None,  # transactions are explicit, see _write
+            check_same_thread=False,
+        )
+        try:
+            connection.row_factory = sqlite3.Row
+            connection.execute("PRAGMA journal_mode = WAL")
+            store = cls(connection, upload_max_age)
+            store._migrate()
+        except BaseException:
+            connection.close()
+            raise
+        return store
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        """One atomic write; IMMEDIATE takes the write lock up front so read-then-write cannot race."""
+        with self._lock:
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._conn
+                self._conn.execute("COMMIT")
+            except BaseException:
+                if self._conn.in_transaction:
+                    self._conn.execute("ROLLBACK")
+                raise
+
+    def _query(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> list[sqlite3.Row]:
+        with self._lock:
+            return self._conn.execute(sql, params).fetchall()
+
+    def _migrate(self) -> None:
+        with self._write() as conn:  # inside the write lock, so two servers never migrate at once
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            if version > SCHEMA_VERSION:
+                raise StoreVersionError(
+                    f"job store schema v{version} is newer than this release understands (v{SCHEMA_VERSION})"
+                )
+            for number, statements in enumerate(MIGRATIONS[version:], start=version + 1):
+                for statement in statements:
+                    conn.execute(statement)
+                conn.execute(f"PRAGMA user_version = {number:d}")  # PRAGMA takes no parameters
+
+    # Uploads
+
+    def record_upload(self, upload: UploadRecord) -> None:
+        with self._write() as conn:
+            conn.execute(
+                "INSERT INTO uploads (file_id, path, sha256, size_bytes, line_count, intent_expires_at,"
+                " created_at, completed_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    upload.file_id,
+                    str(upload.path),
+                    upload.sha256,
+                    upload.size_bytes,
+                    upload.line_count,
+                    _time_to_text(upload.intent_expires_at),
+                    _time_to_text(upload.created_at),
+                    _time_to_text(upload.completed_at),
+                ),
+            )
+
+    def mark_upload_complete(self, file_id: str) -> None:
+        """Only a completed upload may be reused: an interrupted one left the file_id empty or partial."""
+        with self._write() as conn:
+            cursor = conn.execute(
+                "UPDATE uploads SET completed_at = ? WHERE file_id = ?", (_time_to_text(_now()), file_id)
+            )
+            if cursor.rowcount == 0:
+                raise KeyError(f"no upload with file_id {file_id!r}")
+
+    def find_reusable_upload(self, sha256: str, now: datetime) -> UploadRecord | None:
+        """The newest completed upload of the same bytes whose file_id is young enough to still exist."""
+        rows = self._query(
+            "SELECT * FROM uploads WHERE sha256 = ? AND completed_at IS NOT NULL AND created_at > ?"
+            " ORDER BY created_at DESC, rowid DESC LIMIT 1",
+            (sha256, _time_to_text(now - self.upload_max_age)),
+        )
+        return _upload_from_row(rows[0]) if rows else None
+
+    # Submissions
+
+    def plan_submission(
+        self,
+        *,
+        sha256: str,
+        path: Path | None,
+        file_id: str,
+        provider: str,
+        endpoint: str | None,
+        metadata: dict[str, str] | None,
+        group_id: str | None = None,
+        parent_batch_id: str | None = None,
+    ) -> Submission:
+        """Store a create call with a fresh request_id; call this before sending it, never after."""
+        submission = Submission(
+            request_id=str(uuid.uuid4()),
+            fingerprint=submission_fingerprint(sha256, provider, endpoint, metadata),
+            path=path,
+            file_id=file_id,
+            provider=provider,
+            endpoint=endpoint,
+            metadata=metadata,
+            group_id=group_id,
+            parent_batch_id=parent_batch_id,
+            created_at=_now(),
+        )
+        with self._write() as conn:
+            conn.execute(
+                f"INSERT INTO submissions ({_SUBMISSION_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    submission.request_id,
+                    submission.fingerprint,
+                    _path_to_text(submission.path),
+                    submission.file_id,
+                    submission.provider,
+                    submission.endpoint,
+                    _metadata_to_text(submission.metadata),
+                    submission.batch_id,
+                    submission.group_id,
+                    submission.parent_batch_id,
+                    _time_to_text(submission.created_at),
+                ),
+            )
+        return submission
+
+    def find_submission_by_fingerprint(self, fingerprint: str) -> Submission | None:
+        """The newest submission of the same job (attached or pending), to return instead of a new one."""
+        rows = self._query(
+            f"SELECT {_SUBMISSION_COLUMNS} FROM submissions WHERE fingerprint = ?"
+            " ORDER BY created_at DESC, rowid DESC LIMIT 1",
+            (fingerprint,),
+        )
+        return _submission_from_row(rows[0]) if rows else None
+
+    def attach_batch(self, request_id: str, batch: Batch) -> None:
+        """Record the API's answer to a planned create call; repeating it with the same batch is harmless."""
+        with self._write() as conn:
+            rows = conn.execute(
+                "SELECT batch_id FROM submissions WHERE request_id = ?", (request_id,)
+            ).fetchall()
+            if not rows:
+                raise KeyError(f"no submission with request_id {request_id!r}")
+            attached = rows[0]["batch_id"]
+            if attached is not None and attached != batch.batch_id:
+                raise ValueError(
+                    f"submission {request_id!r} is already attached to {attached!r}, not {batch.batch_id!r}"
+                )
+            conn.execute(
+                "UPDATE submissions SET batch_id = ? WHERE request_id = ?", (batch.batch_id, request_id)
+            )
+            self._upsert_batch(conn, batch)
+
+    def pending_submissions(self) -> list[Submission]:
+        """Create calls whose answer was never stored (oldest first): re-send them with their request_id."""
+        rows = self._query(
+            f"SELECT {_SUBMISSION_COLUMNS} FROM submissions WHERE batch_id IS NULL ORDER BY created_at, rowid"
+        )
+        return [_submission_from_row(row) for row in rows]
+
+    def discard_submission(self, request_id: str) -> None:
+        """Drop a create call the API refused for good, so it is not re-sent after every restart."""
+        with self._write() as conn:
+            cursor = conn.execute(
+                "DELETE FROM submissions WHERE request_id = ? AND batch_id IS NULL", (request_id,)
+            )
+            if cursor.rowcount == 0:
+                raise KeyError(f"no pending submission with request_id {request_id!r}")
+
+    # Jobs
+
+    def upsert_batch(self, batch: Batch) -> None:
+        """Store the latest view of a batch (one this server submitted or not)."""
+        with self._write() as conn:
+            self._upsert_batch(conn, batch)
+
+    @staticmethod
+    def _upsert_batch(conn: sqlite3.Connection, batch: Batch) -> None:
+        """A stale non-terminal view never overwrites a terminal one: concurrent polls answer out of order."""
+        rows = conn.execute("SELECT status FROM batches WHERE batch_id = ?", (batch.batch_id,)).fetchall()
+        if rows and is_terminal(rows[0]["status"]) and not batch.is_terminal:
+            return
+        now = _now()
+        counts = batch.request_counts
+        conn.execute(
+            """INSERT INTO batches (batch_id, status, total_count, completed_count, failed_count, last_seen,
+                                    created_at, updated_at)
+               VALUES (:batch_id, :status, :total, :completed, :failed, :last_seen, :created_at, :updated_at)
+               ON CONFLICT (batch_id) DO UPDATE SET
+                   status = excluded.status, total_count = excluded.total_count,
+                   completed_count = excluded.completed_count, failed_count = excluded.failed_count,
+                   last_seen = excluded.last_seen, updated_at = excluded.updated_at""",
+            {
+                "batch_id": batch.batch_id,
+                "status": batch.status,
+                "total": counts.total,
+                "completed": counts.completed,
+                "failed": counts.failed,
+                "last_seen": batch.model_dump_json(),
+                "created_at": _time_to_text(batch.created_at or now),
+                "updated_at": _time_to_text(now),
+            },
+        )
+
+    def record_download(self, batch_id: str, output_path: Path | None, error_path: Path | None) -> None:
+        """Remember where results were written, so a restart neither downloads again nor loses them."""
+        with self._write() as conn:
+            cursor = conn.execute(
+                "UPDATE batches SET output_path = ?, error_path = ?, updated_at = ? WHERE batch_id = ?",
+                (
+                    _path_to_text(output_path),
+                    _path_to_text(error_path),
+                    _time_to_text(_now()),
+                    batch_id,
+                ),
+            )
+            if cursor.rowcount == 0:
+                raise KeyError(f"no batch {batch_id!r}")
+
+    def get_job(self, batch_id: str) -> JobRecord | None:
+        rows = self._query(f"{_JOB_QUERY} WHERE b.batch_id = ?", (batch_id,))
+        return _job_from_row(rows[0]) if rows else None
+
+    def list_jobs(self, status: str | None = None, limit: int = 100) -> list[JobRecord]:
+        """Newest first, optionally only those in one status."""
+        rows = self._query(
+            f"{_JOB_QUERY} WHERE :status IS NULL OR b.status = :status"
+            " ORDER BY b.created_at DESC, b.rowid DESC LIMIT :limit",
+            {"status": status, "limit": limit},
+        )
+        return [_job_from_row(row) for row in rows]
