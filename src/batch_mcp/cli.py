@@ -1,0 +1,139 @@
+"""``batch-mcp``: serve the MCP server, run the sandbox, validate a file, or run the demo.
+
+Heavy imports (mcp, uvicorn) happen inside the subcommand that needs them, so ``batch-mcp validate``
+starts fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+
+QUIET_LOGGERS = ("httpx", "httpx2", "httpcore", "uvicorn.access")
+
+
+def configure_logging(verbose: bool) -> None:
+    """Logs go to stderr (stdout is the stdio transport). HTTP client loggers are kept quiet: their
+    request lines would carry presigned URLs with signatures."""
+    level = "DEBUG" if verbose else os.environ.get("BATCH_MCP_LOG_LEVEL", "INFO").upper()
+    logging.basicConfig(level=level, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for name in QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import anyio
+
+    from batch_mcp.config import Settings
+    from batch_mcp.server import UnsafeBinding, serve
+
+    overrides: dict[str, object] = {}
+    if args.allow_dir:
+        overrides["allowed_dirs"] = args.allow_dir
+    if args.state_dir:
+        overrides["state_dir"] = args.state_dir
+    if args.sandbox:
+        overrides["sandbox"] = True
+    if args.auth_token:
+        overrides["auth_token"] = args.auth_token
+    settings = Settings(**overrides)
+    try:
+        anyio.run(lambda: serve(settings, args.transport, args.host, args.port))
+    except UnsafeBinding as exc:
+        print(f"batch-mcp: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+def _sandbox(args: argparse.Namespace) -> int:
+    from batch_mcp.sandbox import SandboxConfig, serve
+
+    config = SandboxConfig(token=args.token, dialect=args.dialect, failure_rate=args.failure_rate,
+                           requests_per_s=args.requests_per_s)
+    print(f"sandbox: http://{args.host}:{args.port} (dialect {args.dialect}); token from --token", file=sys.stderr)
+    serve(config, args.host, args.port)
+    return 0
+
+
+def _validate(args: argparse.Namespace) -> int:
+    from batch_mcp.services.preflight import Limits, UnusableInput, preflight
+
+    limits = Limits(max_requests=args.max_requests, max_bytes=args.max_bytes)
+    try:
+        report = preflight(Path(args.path), args.provider, args.endpoint, limits)
+    except UnusableInput as exc:
+        if args.json:
+            print(json.dumps({"valid": False, "unusable": str(exc)}))
+        else:
+            print(f"unusable input: {exc}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(report.model_dump_json(indent=2))
+    else:
+        print(report.summary())
+        for problem in report.problems:
+            where = f"line {problem.line}" if problem.line else "file"
+            print(f"  {problem.severity:7} {where}: {problem.message}")
+        if report.truncated:
+            print(f"  ... {report.error_count + report.warning_count - len(report.problems)} more")
+    return 0 if report.valid else 1
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from batch_mcp.demo import run_demo
+
+    return run_demo(workdir=args.workdir)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="batch-mcp", description=__doc__.splitlines()[0])
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging (stderr)")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run the MCP server (stdio by default)")
+    serve.add_argument("--transport", choices=["stdio", "streamable-http", "sse"], default="stdio")
+    serve.add_argument("--host", default="127.0.0.1", help="HTTP bind address (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--sandbox", action="store_true", help="use the embedded sandbox: no account needed")
+    serve.add_argument("--allow-dir", action="append", type=Path, metavar="DIR",
+                       help="a folder the tools may read and write (repeatable; default: working directory)")
+    serve.add_argument("--state-dir", type=Path, help="where the job store lives")
+    serve.add_argument("--auth-token", help="require this bearer token on HTTP transports "
+                                            "(or BATCH_MCP_AUTH_TOKEN)")
+    serve.set_defaults(run=_serve)
+
+    sandbox = sub.add_parser("sandbox", help="run the offline emulator of the batch API")
+    sandbox.add_argument("--host", default="127.0.0.1")
+    sandbox.add_argument("--port", type=int, default=8787)
+    sandbox.add_argument("--token", default=os.environ.get("BATCH_MCP_SANDBOX_TOKEN", "sandbox-token"))
+    sandbox.add_argument("--dialect", choices=["openapi", "godo"], default="openapi")
+    sandbox.add_argument("--failure-rate", type=float, default=0.03, help="share of requests that fail")
+    sandbox.add_argument("--requests-per-s", type=float, default=500.0, help="processing pace")
+    sandbox.set_defaults(run=_sandbox)
+
+    validate = sub.add_parser("validate", help="check a JSONL batch file (exit 0 valid, 1 invalid, 2 unusable)")
+    validate.add_argument("path")
+    validate.add_argument("--provider", choices=["openai", "anthropic"])
+    validate.add_argument("--endpoint", choices=["/v1/chat/completions", "/v1/responses"])
+    validate.add_argument("--json", action="store_true", help="print the full report as JSON")
+    validate.add_argument("--max-requests", type=int, default=50_000)
+    validate.add_argument("--max-bytes", type=int, default=200_000_000)
+    validate.set_defaults(run=_validate)
+
+    demo = sub.add_parser("demo", help="run the whole workflow on the sandbox through a real MCP client")
+    demo.add_argument("--workdir", type=Path, help="folder for the demo's files (default: a temporary one)")
+    demo.set_defaults(run=_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    configure_logging(args.verbose)
+    return int(args.run(args) or 0)

@@ -1,0 +1,65 @@
+"""Settings, read from the environment (and overridden by CLI flags).
+
+The token is a ``SecretStr``: it prints as ``**********`` in reprs, logs and errors, and is revealed
+only where the API client builds its Authorization header.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from batch_mcp.client import DEFAULT_BASE_URL
+
+TOKEN_VARIABLES = ("MODEL_ACCESS_KEY", "DIGITALOCEAN_TOKEN")
+
+
+def default_state_dir() -> Path:
+    from platformdirs import user_data_dir
+
+    return Path(user_data_dir("batch-mcp", appauthor=False))
+
+
+class Settings(BaseSettings):
+    """Everything the server needs to know about its environment."""
+
+    model_config = SettingsConfigDict(env_prefix="BATCH_MCP_", extra="ignore", populate_by_name=True)
+
+    token: SecretStr | None = Field(
+        default=None,
+        validation_alias=AliasChoices(*TOKEN_VARIABLES, "token"),
+        description="API token: MODEL_ACCESS_KEY, else DIGITALOCEAN_TOKEN.",
+    )
+    base_url: str = Field(default=DEFAULT_BASE_URL, description="Batch API base URL.")
+    allowed_dirs: Annotated[list[Path], NoDecode] = Field(
+        default_factory=list,
+        description=f"Folders the tools may read and write ({os.pathsep}-separated); default: the working directory.",
+    )
+    state_dir: Path = Field(default_factory=default_state_dir, description="Where the job store lives.")
+    sandbox: bool = Field(default=False, description="Run against the embedded sandbox instead of the real API.")
+    auth_token: SecretStr | None = Field(default=None, description="Bearer token required on HTTP transports.")
+    max_requests: int = Field(default=50_000, ge=1, description="Requests allowed in one batch file.")
+    max_bytes: int = Field(default=200_000_000, ge=1, description="Bytes allowed in one batch file.")
+    poll_interval_s: float = Field(default=5.0, gt=0, description="Default wait_for_batch poll interval.")
+
+    @field_validator("allowed_dirs", mode="before")
+    @classmethod
+    def _split_dirs(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [part for part in value.split(os.pathsep) if part.strip()]
+        return value
+
+    @field_validator("allowed_dirs")
+    @classmethod
+    def _resolve_dirs(cls, dirs: list[Path]) -> list[Path]:
+        return [d.expanduser().resolve() for d in dirs]
+
+    def effective_allowed_dirs(self) -> list[Path]:
+        return self.allowed_dirs or [Path.cwd().resolve()]
+
+    def token_value(self) -> str | None:
+        return self.token.get_secret_value() if self.token else None

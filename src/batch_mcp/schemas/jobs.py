@@ -1,0 +1,156 @@
+"""What the workflow hands back to agents: compact views of jobs, uploads and results.
+
+Each model is a tool's structured output, so every field is described for a model reading the
+schema, and each carries a ``next_step`` that says what to call next.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from pydantic import BaseModel, Field
+
+from batch_mcp.schemas.api import RESULT_STATUSES, Batch, BatchErrorItem
+
+_NEXT_STEP = {
+    "completed": "Done: call download_batch_results to fetch and summarise the results.",
+    "cancelled": "Cancelled: results of requests finished before the cancel are kept; "
+                 "call download_batch_results to fetch them.",
+    "expired": "Expired (24 h window passed): finished requests are kept; call download_batch_results, "
+               "then retry the rest in a new batch.",
+    "failed": "The job failed before running: read `errors` (line numbers refer to the input file), "
+              "fix the file, then call submit_batch again.",
+    "cancelling": "Cancelling: call wait_for_batch until it reaches `cancelled`.",
+}
+_RUNNING = "Running: call wait_for_batch to wait for it (or get_batch later to check)."
+
+
+class BatchView(BaseModel):
+    """A batch job as an agent needs to see it."""
+
+    batch_id: str = Field(description="The job's id; pass it to the other batch tools.")
+    status: str = Field(description="validating, queued, in_progress, finalizing, cancelling, or a terminal "
+                                    "status: completed, failed, expired, cancelled.")
+    terminal: bool = Field(description="True when the status will not change any more.")
+    provider: str | None = Field(default=None, description="openai or anthropic.")
+    endpoint: str | None = Field(default=None, description="The endpoint every request goes to (openai only).")
+    total: int = Field(default=0, description="Requests in the job.")
+    completed: int = Field(default=0, description="Requests that succeeded so far.")
+    failed: int = Field(default=0, description="Requests that failed so far.")
+    percent_done: float = Field(default=0.0, description="Share of requests finished (succeeded or failed), 0-100.")
+    results_ready: bool = Field(description="True when download_batch_results can fetch results now.")
+    created_at: datetime | None = None
+    completed_at: datetime | None = None
+    expires_at: datetime | None = Field(default=None, description="When the job expires if not finished.")
+    metadata: dict[str, str] | None = None
+    errors: list[BatchErrorItem] = Field(default_factory=list,
+                                         description="Why the job failed (first 20), with input line numbers.")
+    next_step: str = Field(description="What to do next.")
+
+    @classmethod
+    def from_batch(cls, batch: Batch) -> BatchView:
+        counts = batch.request_counts
+        done = counts.completed + counts.failed
+        ready = batch.result_available if batch.result_available is not None else batch.status in RESULT_STATUSES
+        return cls(
+            batch_id=batch.batch_id,
+            status=batch.status,
+            terminal=batch.is_terminal,
+            provider=batch.provider,
+            endpoint=batch.endpoint,
+            total=counts.total,
+            completed=counts.completed,
+            failed=counts.failed,
+            percent_done=round(100.0 * done / counts.total, 1) if counts.total else 0.0,
+            results_ready=bool(ready),
+            created_at=batch.created_at,
+            completed_at=batch.completed_at or batch.cancelled_at or batch.failed_at,
+            expires_at=batch.expires_at,
+            metadata=batch.metadata,
+            errors=(batch.errors or [])[:20],
+            next_step=_NEXT_STEP.get(batch.status, _RUNNING),
+        )
+
+
+class UploadResult(BaseModel):
+    """A validated input file, uploaded and ready for create_batch."""
+
+    file_id: str = Field(description="Pass this to create_batch.")
+    path: str
+    bytes: int
+    requests: int = Field(description="Request lines in the file.")
+    sha256: str
+    provider: str = Field(description="Detected or given provider.")
+    endpoint: str | None = Field(default=None, description="Detected or given endpoint (openai only).")
+    upload_expires_at: datetime | None = Field(default=None, description="When the upload URL expired/expires.")
+    reused: bool = Field(description="True if an earlier upload of the same bytes was reused instead of uploading.")
+    warnings: list[str] = Field(default_factory=list)
+    next_step: str = "Call create_batch with this file_id (or use submit_batch next time to do it in one call)."
+
+
+class SubmitResult(BaseModel):
+    """The outcome of submit_batch or create_batch."""
+
+    batch: BatchView
+    file_id: str
+    request_id: str = Field(description="Idempotency key: the same call again returns this same job.")
+    reused_existing_job: bool = Field(description="True if this exact submission already existed and was returned.")
+    requests: int | None = Field(default=None, description="Request lines submitted.")
+    warnings: list[str] = Field(default_factory=list)
+    next_step: str = "Call wait_for_batch with this batch_id."
+
+
+class WaitResult(BaseModel):
+    """Where a job stands after waiting."""
+
+    batch: BatchView
+    timed_out: bool = Field(description="True if the wait ended at the timeout; the job goes on running.")
+    waited_s: float
+    next_step: str
+
+
+class BatchList(BaseModel):
+    """One page of jobs, newest first."""
+
+    batches: list[BatchView]
+    next_cursor: str | None = Field(default=None, description="Pass as `cursor` to get the next page.")
+    has_more: bool
+
+
+class ResultLinksView(BaseModel):
+    """Short-lived presigned links to a job's result files."""
+
+    batch_id: str
+    output_file_url: str | None = Field(default=None, description="Presigned URL of the results JSONL.")
+    error_file_url: str | None = Field(default=None, description="Presigned URL of the errors JSONL, if any.")
+    expires_at: datetime | None = Field(default=None, description="When the links stop working.")
+    next_step: str = ("Download soon: the links expire. download_batch_results streams both files into an "
+                      "allowed folder and summarises them.")
+
+
+class ResultPreview(BaseModel):
+    custom_id: str
+    succeeded: bool
+    text: str | None = Field(default=None, description="The output text, shortened.")
+    error: str | None = Field(default=None, description="Error code and message, if it failed.")
+
+
+class TokenUsage(BaseModel):
+    input_tokens: int = 0
+    output_tokens: int = 0
+
+
+class DownloadSummary(BaseModel):
+    """Result files saved to disk, and what they hold."""
+
+    batch_id: str
+    status: str
+    output_path: str | None = Field(default=None, description="Where the results JSONL was written.")
+    error_path: str | None = Field(default=None, description="Where the errors JSONL was written, if any.")
+    succeeded: int
+    failed: int
+    missing: int = Field(description="Requests of the job with no result line at all (e.g. cancelled, expired).")
+    error_codes: dict[str, int] = Field(default_factory=dict, description="Failed requests by error code.")
+    usage: TokenUsage = Field(default_factory=TokenUsage)
+    preview: list[ResultPreview] = Field(default_factory=list, description="A few results, shortened.")
+    next_step: str

@@ -1,0 +1,142 @@
+"""The MCP server: wires the batch service into tools, resources and prompts, and runs a transport.
+
+Process-wide resources (the API client, the job store, the embedded sandbox) are opened once by
+:func:`open_app_state`, outside the MCP lifespan, because the SSE transport runs a lifespan per
+connection and a job store or sandbox must not be per connection.
+"""
+
+from __future__ import annotations
+
+import hmac
+import ipaddress
+import logging
+import shutil
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from typing import Literal
+
+from mcp.server import MCPServer
+from mcp.server.subscriptions import InMemorySubscriptionBus
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from batch_mcp import __version__
+from batch_mcp.client import DigitalOceanBatchClient
+from batch_mcp.config import Settings
+from batch_mcp.services.batches import BatchService
+from batch_mcp.services.preflight import Limits
+from batch_mcp.services.workspace import Workspace
+from batch_mcp.store import JobStore
+from batch_mcp.tools import register_all
+from batch_mcp.tools.context import AppState
+
+log = logging.getLogger(__name__)
+Transport = Literal["stdio", "streamable-http", "sse"]
+
+INSTRUCTIONS = (
+    "Runs LLM batch inference jobs (half the price of real-time calls, results within 24 h). Usual flow: "
+    "validate_batch_file → submit_batch → wait_for_batch (repeat while timed_out) → download_batch_results. "
+    "Files must be JSONL inside the allowed folders. The resource batch://jobs lists every job this server made."
+)
+
+
+@asynccontextmanager
+async def open_app_state(settings: Settings) -> AsyncIterator[AppState]:
+    """Open the client, job store and (with ``settings.sandbox``) the embedded sandbox, for the process."""
+    async with AsyncExitStack() as stack:
+        base_url, token, state_dir = settings.base_url, settings.token_value(), settings.state_dir
+        if settings.sandbox:
+            from batch_mcp.sandbox import SandboxConfig, SandboxServer
+
+            sandbox = stack.enter_context(SandboxServer(SandboxConfig()))
+            base_url, token = sandbox.base_url, sandbox.token
+            state_dir = settings.state_dir / "sandbox"  # the sandbox forgets its jobs on exit; so does this store
+            shutil.rmtree(state_dir, ignore_errors=True)
+            log.info("sandbox mode: API emulated at %s", base_url)
+        client = None
+        if token:
+            client = await stack.enter_async_context(DigitalOceanBatchClient(token=token, base_url=base_url))
+        else:
+            log.warning("no API token: set MODEL_ACCESS_KEY or DIGITALOCEAN_TOKEN (tools will say so)")
+        store = stack.enter_context(JobStore.open(state_dir))
+        service = BatchService(
+            client=client,
+            store=store,
+            workspace=Workspace(settings.effective_allowed_dirs()),
+            limits=Limits(max_requests=settings.max_requests, max_bytes=settings.max_bytes),
+            default_poll_interval_s=settings.poll_interval_s,
+        )
+        state = AppState(service=service, bus=InMemorySubscriptionBus())
+        service.status_listeners.append(state.announce)
+        if client is not None and (resumed := await service.resume_pending()):
+            log.info("resumed %d submission(s) whose answer was lost", len(resumed))
+        yield state
+
+
+def build_server(state: AppState) -> MCPServer:
+    @asynccontextmanager
+    async def lifespan(_: MCPServer) -> AsyncIterator[AppState]:
+        yield state
+
+    mcp = MCPServer("batch-mcp", version=__version__, instructions=INSTRUCTIONS, lifespan=lifespan,
+                    subscriptions=state.bus)
+    register_all(mcp, state)
+    return mcp
+
+
+class BearerAuth:
+    """Require ``Authorization: Bearer <token>`` on every HTTP request (compared in constant time)."""
+
+    def __init__(self, app: ASGIApp, token: str) -> None:
+        self.app = app
+        self.expected = f"Bearer {token}".encode()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            given = dict(scope.get("headers") or []).get(b"authorization", b"")
+            if not hmac.compare_digest(given, self.expected):
+                await send({"type": "http.response.start", "status": 401,
+                            "headers": [(b"content-type", b"application/json"),
+                                        (b"www-authenticate", b'Bearer realm="batch-mcp"')]})
+                await send({"type": "http.response.body",
+                            "body": b'{"error":"unauthorized","message":"Send Authorization: Bearer <token>"}'})
+                return
+        await self.app(scope, receive, send)
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+class UnsafeBinding(Exception):
+    """Refusal to expose an unauthenticated server beyond this machine."""
+
+
+def http_app(mcp: MCPServer, transport: Transport, host: str, auth_token: str | None) -> ASGIApp:
+    """The ASGI app of an HTTP transport, behind bearer auth when a token is set."""
+    if not is_loopback(host) and not auth_token:
+        raise UnsafeBinding(
+            f"Refusing to serve on {host} without authentication: anyone who can reach it could run batch jobs "
+            "on your account and read your files. Pass --auth-token (or BATCH_MCP_AUTH_TOKEN), or bind 127.0.0.1."
+        )
+    app: ASGIApp = mcp.sse_app(host=host) if transport == "sse" else mcp.streamable_http_app(host=host)
+    return BearerAuth(app, auth_token) if auth_token else app
+
+
+async def serve(settings: Settings, transport: Transport = "stdio", host: str = "127.0.0.1",
+                port: int = 8000) -> None:
+    async with open_app_state(settings) as state:
+        mcp = build_server(state)
+        if transport == "stdio":
+            await mcp.run_stdio_async()
+            return
+        import uvicorn
+
+        auth = settings.auth_token.get_secret_value() if settings.auth_token else None
+        config = uvicorn.Config(http_app(mcp, transport, host, auth), host=host, port=port,
+                                log_level="warning", access_log=False, lifespan="on")
+        await uvicorn.Server(config).serve()

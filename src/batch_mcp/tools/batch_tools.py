@@ -1,0 +1,214 @@
+"""The batch tools: thin MCP wiring over ``BatchService``. Descriptions are written for the model that calls them."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from mcp.server import MCPServer
+from mcp.server.mcpserver import Context
+from mcp.server.mcpserver.exceptions import ToolError
+from mcp.types import ToolAnnotations
+from pydantic import AfterValidator, Field
+
+from batch_mcp.schemas.jobs import (
+    BatchList,
+    BatchView,
+    DownloadSummary,
+    ResultLinksView,
+    SubmitResult,
+    UploadResult,
+    WaitResult,
+)
+from batch_mcp.schemas.preflight import PreflightReport
+from batch_mcp.tools.context import AppState, progress_reporter, state_of
+from batch_mcp.tools.errors import agent_errors
+
+MAX_METADATA_KEYS = 16
+MAX_METADATA_KEY_CHARS = 64
+MAX_METADATA_VALUE_CHARS = 512
+
+
+def _check_metadata(metadata: dict[str, str] | None) -> dict[str, str] | None:
+    if metadata is None:
+        return None
+    if len(metadata) > MAX_METADATA_KEYS:
+        raise ValueError(f"metadata has {len(metadata)} keys; at most {MAX_METADATA_KEYS} are allowed")
+    for key, value in metadata.items():
+        if not key or len(key) > MAX_METADATA_KEY_CHARS:
+            raise ValueError(f"metadata key {key[:80]!r} must be 1-{MAX_METADATA_KEY_CHARS} characters")
+        if len(value) > MAX_METADATA_VALUE_CHARS:
+            raise ValueError(f"metadata value of {key!r} is {len(value)} characters; "
+                             f"at most {MAX_METADATA_VALUE_CHARS} are allowed")
+    return metadata
+
+
+Path_ = Annotated[str, Field(min_length=1, max_length=4096,
+                             description="Path of the .jsonl file; relative paths start at the first allowed folder.")]
+ProviderArg = Annotated[Literal["openai", "anthropic"] | None,
+                        Field(description="openai or anthropic; detected from the lines when omitted.")]
+EndpointArg = Annotated[Literal["/v1/chat/completions", "/v1/responses"] | None,
+                        Field(description="openai only: the endpoint every line's url uses; detected when omitted.")]
+BatchId = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$",
+                               description="The batch_id returned by submit_batch, create_batch or list_batches.")]
+Metadata = Annotated[
+    dict[str, Annotated[str, Field(strict=True)]] | None,
+    AfterValidator(_check_metadata),
+    Field(description=f"Optional string labels for the job (at most {MAX_METADATA_KEYS} keys, string values)."),
+]
+NewJob = Annotated[bool, Field(description="Force a new job even if this exact submission already made one.")]
+
+READ_ONLY_LOCAL = ToolAnnotations(read_only_hint=True, idempotent_hint=True, open_world_hint=False)
+READ_ONLY_REMOTE = ToolAnnotations(read_only_hint=True, idempotent_hint=True, open_world_hint=True)
+CREATES_REMOTE = ToolAnnotations(read_only_hint=False, destructive_hint=False, idempotent_hint=True,
+                                 open_world_hint=True)
+
+
+def register_batch_tools(mcp: MCPServer) -> None:
+    @mcp.tool(
+        title="Validate a batch file",
+        annotations=READ_ONLY_LOCAL,
+        description="Check a JSONL batch file locally before anything is uploaded: JSON on every line, unique "
+                    "custom_id, the provider's line shape, limits (50,000 requests, 200 MB). Returns counts, the "
+                    "detected provider and endpoint, models, an input-token estimate and problems with line "
+                    "numbers. Nothing leaves the machine. Next: fix any errors, then submit_batch.",
+    )
+    @agent_errors
+    async def validate_batch_file(path: Path_, ctx: Context[AppState, Any], provider: ProviderArg = None,
+                                  endpoint: EndpointArg = None) -> PreflightReport:
+        return await state_of(ctx).service.validate(path, provider, endpoint)
+
+    @mcp.tool(
+        title="Upload a batch file",
+        annotations=CREATES_REMOTE,
+        description="Validate a JSONL file, then upload it for a batch (an identical earlier upload is reused). "
+                    "Returns the file_id for create_batch. Prefer submit_batch, which also creates the job.",
+    )
+    @agent_errors
+    async def upload_batch_file(path: Path_, ctx: Context[AppState, Any], provider: ProviderArg = None,
+                                endpoint: EndpointArg = None) -> UploadResult:
+        return await state_of(ctx).service.upload(path, provider, endpoint,
+                                                  on_progress=progress_reporter(ctx, "bytes uploaded"))
+
+    @mcp.tool(
+        title="Create a batch from an uploaded file",
+        annotations=CREATES_REMOTE,
+        description="Create a batch job from a file_id returned by upload_batch_file. Idempotent: calling it "
+                    "again with the same arguments returns the same job (pass new=true for another). "
+                    "Next: wait_for_batch.",
+    )
+    @agent_errors
+    async def create_batch(
+        file_id: Annotated[str, Field(min_length=1, max_length=128, description="From upload_batch_file.")],
+        provider: Annotated[Literal["openai", "anthropic"], Field(description="openai or anthropic.")],
+        ctx: Context[AppState, Any],
+        endpoint: EndpointArg = None,
+        metadata: Metadata = None,
+        completion_window: Annotated[Literal["24h"], Field(description="Only 24h is offered.")] = "24h",
+        new: NewJob = False,
+    ) -> SubmitResult:
+        if provider == "openai" and endpoint is None:
+            raise ToolError("endpoint is required for openai: pass the url used on every line "
+                            "(/v1/chat/completions or /v1/responses).")
+        return await state_of(ctx).service.create(file_id, provider, endpoint if provider == "openai" else None,
+                                                  metadata, new=new)
+
+    @mcp.tool(
+        title="Submit a batch file",
+        annotations=CREATES_REMOTE,
+        description="The usual way to run a batch: validates the JSONL file, uploads it and creates the job in "
+                    "one call. Submitting the same file with the same options again returns the existing job "
+                    "instead of paying twice (unless it failed, was cancelled or expired, or new=true). "
+                    "Next: wait_for_batch with the returned batch_id.",
+    )
+    @agent_errors
+    async def submit_batch(path: Path_, ctx: Context[AppState, Any], provider: ProviderArg = None,
+                           endpoint: EndpointArg = None, metadata: Metadata = None,
+                           new: NewJob = False) -> SubmitResult:
+        return await state_of(ctx).service.submit(path, provider, endpoint, metadata, new=new,
+                                                  on_progress=progress_reporter(ctx, "bytes uploaded"))
+
+    @mcp.tool(
+        title="Get a batch",
+        annotations=READ_ONLY_REMOTE,
+        description="Current status of a batch job: counts, percent done, timestamps, errors, whether results "
+                    "are ready, and what to do next.",
+    )
+    @agent_errors
+    async def get_batch(batch_id: BatchId, ctx: Context[AppState, Any]) -> BatchView:
+        return BatchView.from_batch(await state_of(ctx).service.get(batch_id))
+
+    @mcp.tool(
+        title="Wait for a batch",
+        annotations=READ_ONLY_REMOTE,
+        description="Wait until a batch job finishes or the timeout passes, polling with backoff and sending "
+                    "progress (requests done of total). A timeout is a normal answer (timed_out=true): the job "
+                    "keeps running; call again to keep waiting. Next: download_batch_results.",
+    )
+    @agent_errors
+    async def wait_for_batch(
+        batch_id: BatchId,
+        ctx: Context[AppState, Any],
+        timeout_s: Annotated[float, Field(gt=0, le=3600, description="Longest wait in seconds.")] = 300,
+        poll_interval_s: Annotated[float | None, Field(ge=0.05, le=600, description="First poll interval; "
+                                                       "it grows while nothing changes.")] = None,
+    ) -> WaitResult:
+        return await state_of(ctx).service.wait(batch_id, timeout_s, poll_interval_s,
+                                                on_progress=progress_reporter(ctx, "requests done"))
+
+    @mcp.tool(
+        title="List batches",
+        annotations=READ_ONLY_REMOTE,
+        description="The account's batch jobs, newest first, optionally only those with one status. "
+                    "Pass next_cursor back as cursor for the next page.",
+    )
+    @agent_errors
+    async def list_batches(
+        ctx: Context[AppState, Any],
+        status: Annotated[Literal["validating", "queued", "in_progress", "finalizing", "completed", "failed",
+                                  "expired", "cancelling", "cancelled"] | None,
+                          Field(description="Only jobs with this status.")] = None,
+        limit: Annotated[int, Field(ge=1, le=100, description="Jobs per page, 1-100.")] = 20,
+        cursor: Annotated[str | None, Field(max_length=512, description="next_cursor of the previous page.")] = None,
+    ) -> BatchList:
+        return await state_of(ctx).service.list(status, limit, cursor)
+
+    @mcp.tool(
+        title="Cancel a batch",
+        annotations=ToolAnnotations(read_only_hint=False, destructive_hint=True, idempotent_hint=True,
+                                    open_world_hint=True),
+        description="Cancel a running batch job. Requests already finished are kept (and billed); the job goes "
+                    "cancelling, then cancelled. Fails if the job already finished, or is still validating "
+                    "(not yet handed to the provider: wait a moment and retry).",
+    )
+    @agent_errors
+    async def cancel_batch(batch_id: BatchId, ctx: Context[AppState, Any]) -> BatchView:
+        return await state_of(ctx).service.cancel(batch_id)
+
+    @mcp.tool(
+        title="Get batch result links",
+        annotations=READ_ONLY_REMOTE,
+        description="Short-lived presigned URLs of a finished job's results and errors files. Most agents "
+                    "want download_batch_results instead, which saves and summarises them.",
+    )
+    @agent_errors
+    async def get_batch_results(batch_id: BatchId, ctx: Context[AppState, Any]) -> ResultLinksView:
+        return await state_of(ctx).service.result_links(batch_id)
+
+    @mcp.tool(
+        title="Download batch results",
+        annotations=ToolAnnotations(read_only_hint=False, destructive_hint=False, idempotent_hint=True,
+                                    open_world_hint=True),
+        description="Save a finished job's results and errors files into an allowed folder (default "
+                    "./batch-results) and summarise them: succeeded/failed/missing counts, error codes, token "
+                    "usage and a preview. Never overwrites unless overwrite=true.",
+    )
+    @agent_errors
+    async def download_batch_results(
+        batch_id: BatchId,
+        ctx: Context[AppState, Any],
+        dest_dir: Annotated[str | None, Field(max_length=4096, description="Folder to write into "
+                                              "(inside the allowed folders).")] = None,
+        overwrite: Annotated[bool, Field(description="Replace result files already there.")] = False,
+    ) -> DownloadSummary:
+        return await state_of(ctx).service.download(batch_id, dest_dir, overwrite=overwrite,
+                                                    on_progress=progress_reporter(ctx, "bytes downloaded"))

@@ -1,0 +1,49 @@
+"""Turn every failure into a tool error an agent can act on: what happened, and what to do next."""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Awaitable, Callable
+from typing import ParamSpec, TypeVar
+
+from mcp.server.mcpserver.exceptions import ToolError
+
+from batch_mcp.client import BatchAPIError
+from batch_mcp.services.batches import InvalidBatchFile, NotConfigured, ResultsExist
+from batch_mcp.services.preflight import UnusableInput
+from batch_mcp.services.workspace import PathNotAllowed
+
+log = logging.getLogger(__name__)
+P = ParamSpec("P")
+R = TypeVar("R")
+
+#: Failures whose message already says what to do.
+_SELF_EXPLAINING = (InvalidBatchFile, NotConfigured, ResultsExist, UnusableInput, PathNotAllowed)
+
+
+def explain(exc: BaseException) -> str:
+    """The agent-facing text of a failure. Never includes tokens or presigned query strings."""
+    if isinstance(exc, BatchAPIError):
+        return f"{exc} {exc.hint}"
+    if isinstance(exc, _SELF_EXPLAINING):
+        return str(exc)
+    return (f"Unexpected internal error ({type(exc).__name__}); the server log has details. "
+            "Try again; if it persists, report it.")
+
+
+def agent_errors(fn: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
+    """Wrap a tool so that every exception reaches the model as a readable ``isError`` result."""
+
+    @functools.wraps(fn)
+    async def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return await fn(*args, **kwargs)
+        except ToolError:
+            raise
+        except Exception as exc:
+            if not isinstance(exc, (BatchAPIError, *_SELF_EXPLAINING)):
+                log.exception("tool %s failed", fn.__name__)
+            raise ToolError(explain(exc)) from None
+
+    return wrapper

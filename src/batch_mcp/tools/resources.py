@@ -1,0 +1,74 @@
+"""Resources (the jobs, as JSON) and prompts (the common workflows)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from mcp import MCPError
+from mcp.server import MCPServer
+from mcp.server.mcpserver import Context
+from mcp.server.mcpserver.exceptions import ResourceError, ResourceNotFoundError
+from mcp.types import INVALID_PARAMS
+from pydantic import Field
+
+from batch_mcp.client import BatchAPIError, NotFoundError
+from batch_mcp.services.batches import NotConfigured
+from batch_mcp.tools.context import JOBS_URI, AppState, state_of
+from batch_mcp.tools.errors import explain
+
+
+def register_resources(mcp: MCPServer, app_state: AppState) -> None:
+    """``app_state`` serves the static resource, which (unlike templates) gets no Context."""
+
+    @mcp.resource(JOBS_URI, name="jobs", title="Batch jobs", mime_type="application/json",
+                  description="Every batch job this server created (from its local job store, so jobs survive "
+                              "restarts), merged with the newest jobs the API lists, newest first.")
+    async def jobs() -> dict[str, Any]:
+        try:
+            return await app_state.service.jobs_overview()
+        except (BatchAPIError, NotConfigured) as exc:
+            raise ResourceError(explain(exc)) from None
+
+    @mcp.resource(f"{JOBS_URI}/{{batch_id}}", name="job", title="One batch job", mime_type="application/json",
+                  description="One batch job: its live status from the API, and what this server recorded "
+                              "(input file, request_id, downloaded result paths).")
+    async def job(batch_id: str, ctx: Context[AppState, Any]) -> dict[str, Any]:
+        try:
+            return await state_of(ctx).service.job_detail(batch_id)
+        except NotFoundError:
+            raise ResourceNotFoundError(f"No batch job {batch_id!r}. Read batch://jobs for the known ids.") from None
+        except (BatchAPIError, NotConfigured) as exc:
+            raise ResourceError(explain(exc)) from None
+
+
+def register_prompts(mcp: MCPServer) -> None:
+    @mcp.prompt(name="run_batch", title="Run a batch over a file")
+    def run_batch(
+        path: str = Field(description="The JSONL request file."),
+        goal: str = Field(default="", description="What the batch is for, to guide the summary."),
+    ) -> str:
+        """Validate, submit and wait for a batch file, then summarise its results."""
+        if not path.strip():
+            raise MCPError(code=INVALID_PARAMS, message="path must name a .jsonl file")
+        purpose = f" The goal: {goal.strip()}." if goal.strip() else ""
+        return (
+            f"Run the requests in {path} as a batch job.{purpose}\n"
+            "1. Call validate_batch_file on it. If it reports errors, explain them with their line numbers and "
+            "stop; do not submit a file with errors.\n"
+            "2. Call submit_batch, then wait_for_batch with the batch_id until it is terminal (call it again "
+            "whenever it returns timed_out=true).\n"
+            "3. Call download_batch_results, then summarise: how many requests succeeded and failed, the most "
+            "common error codes, token usage, and a few representative outputs from the preview.\n"
+            "4. Say where the result files were saved, and what to do about failed or missing requests."
+        )
+
+    @mcp.prompt(name="summarise_batch", title="Summarise a finished batch")
+    def summarise_batch(batch_id: str = Field(description="The finished job's batch_id.")) -> str:
+        """Fetch a finished batch's results and summarise them."""
+        if not batch_id.strip():
+            raise MCPError(code=INVALID_PARAMS, message="batch_id is required")
+        return (
+            f"Call download_batch_results for batch {batch_id}. Summarise the outcome: succeeded, failed and "
+            "missing counts, the error codes with how often each occurred, token usage, and three example "
+            "outputs. End with the paths of the saved files and a recommendation for any failed requests."
+        )

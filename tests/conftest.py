@@ -1,0 +1,58 @@
+"""Shared fixtures: a fast sandbox on loopback, a workspace with example files, and an MCP client on our server."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+from mcp import Client
+
+from batch_mcp.config import Settings
+from batch_mcp.demo import example_file
+from batch_mcp.sandbox import SandboxConfig, SandboxServer
+from batch_mcp.server import build_server, open_app_state
+from batch_mcp.tools.context import AppState
+
+
+def fast_config(**overrides: Any) -> SandboxConfig:
+    """A sandbox whose jobs finish in a fraction of a second, with a rate limit tests never reach."""
+    values: dict[str, Any] = dict(validating_s=0.05, queued_s=0.05, requests_per_s=20_000, finalizing_s=0.05,
+                                  cancelling_s=0.05, rate_limit_per_minute=1_000_000, failure_rate=0.05)
+    values.update(overrides)
+    return SandboxConfig(**values)
+
+
+@pytest.fixture(scope="module")
+def sandbox() -> Iterator[SandboxServer]:
+    with SandboxServer(fast_config()) as server:
+        yield server
+
+
+@pytest.fixture
+def workdir(tmp_path: Path) -> Path:
+    """An allowed folder holding the bundled examples under data/."""
+    data = tmp_path / "work" / "data"
+    data.mkdir(parents=True)
+    for name in ("tickets.jsonl", "reviews-anthropic.jsonl"):
+        shutil.copyfile(example_file(name), data / name)
+    return tmp_path / "work"
+
+
+def settings_for(sandbox: SandboxServer, workdir: Path, **overrides: Any) -> Settings:
+    values: dict[str, Any] = dict(token=sandbox.token, base_url=sandbox.base_url, allowed_dirs=[workdir],
+                                  state_dir=workdir.parent / "state", poll_interval_s=0.05)
+    values.update(overrides)
+    return Settings(**values)
+
+
+@asynccontextmanager
+async def mcp_session(settings: Settings, mode: str = "auto", **client_kwargs: Any
+                      ) -> AsyncIterator[tuple[Client, AppState]]:
+    """Our server, in memory, behind the SDK's real Client (opened inside the test, as the SDK advises)."""
+    async with open_app_state(settings) as state:
+        async with Client(build_server(state), mode=mode, **client_kwargs) as client:
+            yield client, state
