@@ -5,9 +5,9 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 from mcp.server import MCPServer
-from mcp.server.mcpserver import Context
+from mcp.server.mcpserver import Context, Resolve
 from mcp.server.mcpserver.exceptions import ToolError
-from mcp.types import ToolAnnotations
+from mcp.types import ListRootsResult, ToolAnnotations
 from pydantic import AfterValidator, Field
 
 from batch_mcp.schemas.jobs import (
@@ -20,7 +20,7 @@ from batch_mcp.schemas.jobs import (
     WaitResult,
 )
 from batch_mcp.schemas.preflight import PreflightReport
-from batch_mcp.tools.context import AppState, progress_reporter, state_of
+from batch_mcp.tools.context import AppState, client_roots, progress_reporter, state_of, workspace_for
 from batch_mcp.tools.errors import agent_errors
 
 MAX_METADATA_KEYS = 16
@@ -55,6 +55,7 @@ Metadata = Annotated[
     AfterValidator(_check_metadata),
     Field(description=f"Optional string labels for the job (at most {MAX_METADATA_KEYS} keys, string values)."),
 ]
+Roots = Annotated[ListRootsResult, Resolve(client_roots)]
 NewJob = Annotated[bool, Field(description="Force a new job even if this exact submission already made one.")]
 
 READ_ONLY_LOCAL = ToolAnnotations(read_only_hint=True, idempotent_hint=True, open_world_hint=False)
@@ -73,9 +74,10 @@ def register_batch_tools(mcp: MCPServer) -> None:
                     "numbers. Nothing leaves the machine. Next: fix any errors, then submit_batch.",
     )
     @agent_errors
-    async def validate_batch_file(path: Path_, ctx: Context[AppState, Any], provider: ProviderArg = None,
-                                  endpoint: EndpointArg = None) -> PreflightReport:
-        return await state_of(ctx).service.validate(path, provider, endpoint)
+    async def validate_batch_file(path: Path_, ctx: Context[AppState, Any], roots: Roots,
+                                  provider: ProviderArg = None, endpoint: EndpointArg = None) -> PreflightReport:
+        state = state_of(ctx)
+        return await state.service.validate(path, provider, endpoint, workspace_for(state, roots))
 
     @mcp.tool(
         title="Upload a batch file",
@@ -84,10 +86,11 @@ def register_batch_tools(mcp: MCPServer) -> None:
                     "Returns the file_id for create_batch. Prefer submit_batch, which also creates the job.",
     )
     @agent_errors
-    async def upload_batch_file(path: Path_, ctx: Context[AppState, Any], provider: ProviderArg = None,
-                                endpoint: EndpointArg = None) -> UploadResult:
-        return await state_of(ctx).service.upload(path, provider, endpoint,
-                                                  on_progress=progress_reporter(ctx, "bytes uploaded"))
+    async def upload_batch_file(path: Path_, ctx: Context[AppState, Any], roots: Roots,
+                                provider: ProviderArg = None, endpoint: EndpointArg = None) -> UploadResult:
+        state = state_of(ctx)
+        return await state.service.upload(path, provider, endpoint, workspace=workspace_for(state, roots),
+                                          on_progress=progress_reporter(ctx, "bytes uploaded"))
 
     @mcp.tool(
         title="Create a batch from an uploaded file",
@@ -121,11 +124,13 @@ def register_batch_tools(mcp: MCPServer) -> None:
                     "Next: wait_for_batch with the returned batch_id.",
     )
     @agent_errors
-    async def submit_batch(path: Path_, ctx: Context[AppState, Any], provider: ProviderArg = None,
+    async def submit_batch(path: Path_, ctx: Context[AppState, Any], roots: Roots, provider: ProviderArg = None,
                            endpoint: EndpointArg = None, metadata: Metadata = None,
                            new: NewJob = False) -> SubmitResult:
-        return await state_of(ctx).service.submit(path, provider, endpoint, metadata, new=new,
-                                                  on_progress=progress_reporter(ctx, "bytes uploaded"))
+        state = state_of(ctx)
+        return await state.service.submit(path, provider, endpoint, metadata, new=new,
+                                          workspace=workspace_for(state, roots),
+                                          on_progress=progress_reporter(ctx, "bytes uploaded"))
 
     @mcp.tool(
         title="Get a batch",
@@ -206,9 +211,12 @@ def register_batch_tools(mcp: MCPServer) -> None:
     async def download_batch_results(
         batch_id: BatchId,
         ctx: Context[AppState, Any],
+        roots: Roots,
         dest_dir: Annotated[str | None, Field(max_length=4096, description="Folder to write into "
                                               "(inside the allowed folders).")] = None,
         overwrite: Annotated[bool, Field(description="Replace result files already there.")] = False,
     ) -> DownloadSummary:
-        return await state_of(ctx).service.download(batch_id, dest_dir, overwrite=overwrite,
-                                                    on_progress=progress_reporter(ctx, "bytes downloaded"))
+        state = state_of(ctx)
+        return await state.service.download(batch_id, dest_dir, overwrite=overwrite,
+                                            workspace=workspace_for(state, roots),
+                                            on_progress=progress_reporter(ctx, "bytes downloaded"))

@@ -4,14 +4,19 @@ from __future__ import annotations
 
 from contextvars import ContextVar
 from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
+from urllib.request import url2pathname
 from typing import Any
 
-from mcp.server.mcpserver import Context
+from mcp.server.mcpserver import Context, ListRoots
+from mcp.types import ListRootsResult
 from mcp.server.subscriptions import ResourcesListChanged, ResourceUpdated, SubscriptionBus
 
 from batch_mcp.client import Progress
 from batch_mcp.schemas import Batch
 from batch_mcp.services.batches import BatchService
+from batch_mcp.services.workspace import Workspace
 
 MODERN_PROTOCOL = "2026-07-28"
 JOBS_URI = "batch://jobs"
@@ -34,6 +39,19 @@ class AppState:
         if ctx is not None and ctx.protocol_version != MODERN_PROTOCOL:
             await ctx.session.send_resource_updated(uri)
             await ctx.session.send_resource_updated(JOBS_URI)
+
+
+def client_roots(ctx: Context[Any, Any]) -> ListRoots | ListRootsResult:
+    """Ask for the client's roots only when it offers them (asking a client without the capability fails)."""
+    capabilities = ctx.client_capabilities
+    return ListRoots() if capabilities is not None and capabilities.roots is not None else ListRootsResult(roots=[])
+
+
+def workspace_for(state: AppState, roots: ListRootsResult) -> Workspace:
+    """The allowed folders plus the client's ``file://`` roots."""
+    folders = [Path(url2pathname(urlsplit(str(root.uri)).path)) for root in roots.roots
+               if str(root.uri).startswith("file://")]
+    return state.service.workspace.with_roots(folders) if folders else state.service.workspace
 
 
 def job_uri(batch_id: str) -> str:
