@@ -25,6 +25,9 @@ ANNOTATIONS = {
     "cancel_batch": (False, True, True, True),
     "get_batch_results": (True, None, True, True),
     "download_batch_results": (False, False, True, True),
+    "prepare_batch_file": (False, False, True, False),
+    "estimate_batch_cost": (True, None, True, False),
+    "retry_failed_requests": (False, False, False, True),
 }
 #: name -> fields its structured output always has.
 OUTPUT_REQUIRED = {
@@ -37,7 +40,10 @@ OUTPUT_REQUIRED = {
     "list_batches": {"batches", "has_more"},
     "cancel_batch": {"batch_id", "status"},
     "get_batch_results": {"batch_id"},
-    "download_batch_results": {"succeeded", "failed", "missing", "next_step"},
+    "download_batch_results": {"succeeded", "failed", "missing", "next_step", "table_csv_path", "cost"},
+    "prepare_batch_file": {"path", "records", "example_prompt", "valid", "next_step"},
+    "estimate_batch_cost": {"models", "total_cost", "unknown_models", "prices_as_of"},
+    "retry_failed_requests": {"retried", "submitted", "next_step"},
 }
 
 

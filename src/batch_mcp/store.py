@@ -79,6 +79,25 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "ALTER TABLE submissions ADD COLUMN group_id TEXT",
         "ALTER TABLE submissions ADD COLUMN parent_batch_id TEXT",
     ),
+    (  # merged results tables with their token usage; request files made from records; job groups
+        "ALTER TABLE batches ADD COLUMN table_path TEXT",
+        "ALTER TABLE batches ADD COLUMN usage TEXT",
+        """CREATE TABLE prepared_files (
+            path TEXT PRIMARY KEY,
+            source_path TEXT NOT NULL,
+            source_format TEXT NOT NULL,
+            id_column TEXT,
+            created_at TEXT NOT NULL
+        )""",
+        """CREATE TABLE job_groups (
+            group_id TEXT PRIMARY KEY,
+            path TEXT NOT NULL,
+            fingerprint TEXT NOT NULL,
+            parts INTEGER NOT NULL,
+            created_at TEXT NOT NULL
+        )""",
+        "CREATE INDEX submissions_by_group ON submissions (group_id)",
+    ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -176,6 +195,30 @@ class JobRecord(BaseModel):
     error_path: Path | None
     group_id: str | None
     parent_batch_id: str | None
+    table_path: Path | None = None
+    usage: dict[str, list[int]] | None = Field(
+        default=None, description="Token usage by model from the downloaded results: [requests, input, output]."
+    )
+
+
+class PreparedFile(BaseModel):
+    """A request file this server rendered from records, so results can be joined with those records."""
+
+    path: Path
+    source_path: Path
+    source_format: str
+    id_column: str | None
+    created_at: AwareDatetime
+
+
+class JobGroup(BaseModel):
+    """One logical job split into several batches because its input exceeded the per-batch limits."""
+
+    group_id: str
+    path: Path
+    fingerprint: str
+    parts: int
+    created_at: AwareDatetime
 
 
 _SUBMISSION_COLUMNS = (
@@ -184,7 +227,7 @@ _SUBMISSION_COLUMNS = (
 )
 _JOB_QUERY = """
     SELECT b.batch_id, b.status, b.total_count, b.completed_count, b.failed_count, b.last_seen,
-           b.created_at, b.updated_at, b.output_path, b.error_path,
+           b.created_at, b.updated_at, b.output_path, b.error_path, b.table_path, b.usage,
            s.request_id, s.file_id, s.path, s.provider, s.endpoint, s.metadata, s.group_id,
            s.parent_batch_id
     FROM batches AS b LEFT JOIN submissions AS s ON s.batch_id = b.batch_id
@@ -222,6 +265,8 @@ def _job_from_row(row: sqlite3.Row) -> JobRecord:
         error_path=row["error_path"],
         group_id=row["group_id"],
         parent_batch_id=row["parent_batch_id"],
+        table_path=row["table_path"],
+        usage=json.loads(row["usage"]) if row["usage"] else None,
     )
 
 
@@ -455,14 +500,18 @@ class JobStore:
             },
         )
 
-    def record_download(self, batch_id: str, output_path: Path | None, error_path: Path | None) -> None:
+    def record_download(self, batch_id: str, output_path: Path | None, error_path: Path | None,
+                        table_path: Path | None = None, usage: dict[str, list[int]] | None = None) -> None:
         """Remember where results were written, so a restart neither downloads again nor loses them."""
         with self._write() as conn:
             cursor = conn.execute(
-                "UPDATE batches SET output_path = ?, error_path = ?, updated_at = ? WHERE batch_id = ?",
+                "UPDATE batches SET output_path = ?, error_path = ?, table_path = ?, usage = ?, updated_at = ?"
+                " WHERE batch_id = ?",
                 (
                     _path_to_text(output_path),
                     _path_to_text(error_path),
+                    _path_to_text(table_path),
+                    None if usage is None else json.dumps(usage),
                     _time_to_text(_now()),
                     batch_id,
                 ),
@@ -482,3 +531,50 @@ class JobStore:
             {"status": status, "limit": limit},
         )
         return [_job_from_row(row) for row in rows]
+
+    # prepared files ------------------------------------------------------------------------------
+
+    def record_prepared(self, path: Path, source_path: Path, source_format: str, id_column: str | None) -> None:
+        with self._write() as conn:
+            conn.execute(
+                "INSERT OR REPLACE INTO prepared_files (path, source_path, source_format, id_column, created_at)"
+                " VALUES (?, ?, ?, ?, ?)",
+                (str(path), str(source_path), source_format, id_column, _time_to_text(_now())),
+            )
+
+    def find_prepared(self, path: Path) -> PreparedFile | None:
+        rows = self._query("SELECT * FROM prepared_files WHERE path = ?", (str(path),))
+        return PreparedFile.model_validate(dict(rows[0])) if rows else None
+
+    # job groups ----------------------------------------------------------------------------------
+
+    def create_group(self, path: Path, fingerprint: str, parts: int) -> JobGroup:
+        group = JobGroup(group_id=f"group-{uuid.uuid4()}", path=path, fingerprint=fingerprint, parts=parts,
+                         created_at=_now())
+        with self._write() as conn:
+            conn.execute(
+                "INSERT INTO job_groups (group_id, path, fingerprint, parts, created_at) VALUES (?, ?, ?, ?, ?)",
+                (group.group_id, str(path), fingerprint, parts, _time_to_text(group.created_at)),
+            )
+        return group
+
+    def get_group(self, group_id: str) -> JobGroup | None:
+        rows = self._query("SELECT * FROM job_groups WHERE group_id = ?", (group_id,))
+        return JobGroup.model_validate(dict(rows[0])) if rows else None
+
+    def find_group_by_fingerprint(self, fingerprint: str) -> JobGroup | None:
+        rows = self._query("SELECT * FROM job_groups WHERE fingerprint = ? ORDER BY created_at DESC LIMIT 1",
+                           (fingerprint,))
+        return JobGroup.model_validate(dict(rows[0])) if rows else None
+
+    def list_groups(self, limit: int = 100) -> list[JobGroup]:
+        rows = self._query("SELECT * FROM job_groups ORDER BY created_at DESC LIMIT ?", (limit,))
+        return [JobGroup.model_validate(dict(row)) for row in rows]
+
+    def group_submissions(self, group_id: str) -> list[Submission]:
+        """The group's parts in submission order (answered or still pending)."""
+        rows = self._query(
+            f"SELECT {_SUBMISSION_COLUMNS} FROM submissions WHERE group_id = ? ORDER BY created_at, rowid",
+            (group_id,),
+        )
+        return [_submission_from_row(row) for row in rows]

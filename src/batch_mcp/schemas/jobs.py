@@ -7,10 +7,11 @@ schema, and each carries a ``next_step`` that says what to call next.
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 from pydantic import BaseModel, Field
 
-from batch_mcp.schemas.api import RESULT_STATUSES, Batch, BatchErrorItem
+from batch_mcp.schemas.api import RESULT_STATUSES, TERMINAL_STATUSES, Batch, BatchErrorItem
 
 _NEXT_STEP = {
     "completed": "Done: call download_batch_results to fetch and summarise the results.",
@@ -23,6 +24,31 @@ _NEXT_STEP = {
     "cancelling": "Cancelling: call wait_for_batch until it reaches `cancelled`.",
 }
 _RUNNING = "Running: call wait_for_batch to wait for it (or get_batch later to check)."
+
+
+class ModelCost(BaseModel):
+    model: str
+    requests: int
+    input_tokens: int
+    output_tokens: int
+    priced: bool = Field(description="False when the price table does not know this model.")
+    input_cost: float | None = None
+    output_cost: float | None = None
+    total_cost: float | None = None
+
+
+class CostReport(BaseModel):
+    """Cost of a batch, per model, at batch prices."""
+
+    currency: str
+    prices_as_of: str = Field(description="Date of the price table used.")
+    batch_discount: float = Field(description="Discount against real-time prices, e.g. 0.5 for half price.")
+    estimated: bool = Field(description="True before submission (estimate); False when computed from usage.")
+    models: list[ModelCost]
+    total_cost: float | None = Field(default=None, description="Sum over models; null if any model is unpriced.")
+    unknown_models: list[str] = Field(default_factory=list, description="Models with no known price.")
+    note: str
+
 
 
 class BatchView(BaseModel):
@@ -45,6 +71,10 @@ class BatchView(BaseModel):
     metadata: dict[str, str] | None = None
     errors: list[BatchErrorItem] = Field(default_factory=list,
                                          description="Why the job failed (first 20), with input line numbers.")
+    parts: list[str] | None = Field(default=None, description="For a job group (an input split because it "
+                                    "exceeded the per-batch limits): the batch_id of each part.")
+    parent_batch_id: str | None = Field(default=None, description="For a retry: the job whose failures it reruns.")
+    cost: CostReport | None = Field(default=None, description="Actual cost, once results were downloaded.")
     next_step: str = Field(description="What to do next.")
 
     @classmethod
@@ -71,6 +101,45 @@ class BatchView(BaseModel):
             next_step=_NEXT_STEP.get(batch.status, _RUNNING),
         )
 
+    @classmethod
+    def from_group(cls, group_id: str, parts: list[Batch], expected_parts: int) -> BatchView:
+        """One view of a split job: counts summed, status the least advanced part's (see group_status)."""
+        views = [cls.from_batch(part) for part in parts]
+        status = group_status([v.status for v in views], expected_parts)
+        total = sum(v.total for v in views)
+        done = sum(v.completed + v.failed for v in views)
+        errors = [e.model_copy(update={"message": f"{v.batch_id}: {e.message}"}) for v in views for e in v.errors]
+        terminal = status in TERMINAL_STATUSES
+        return cls(
+            batch_id=group_id, status=status, terminal=terminal,
+            provider=views[0].provider if views else None, endpoint=views[0].endpoint if views else None,
+            total=total, completed=sum(v.completed for v in views), failed=sum(v.failed for v in views),
+            percent_done=round(100.0 * done / total, 1) if total else 0.0,
+            results_ready=terminal and any(v.results_ready for v in views),
+            created_at=min((v.created_at for v in views if v.created_at), default=None),
+            completed_at=max((v.completed_at for v in views if v.completed_at), default=None) if terminal else None,
+            metadata=views[0].metadata if views else None, errors=errors[:20],
+            parts=[v.batch_id for v in views], next_step=_NEXT_STEP.get(status, _RUNNING),
+        )
+
+
+_PROGRESS_ORDER = ["validating", "queued", "in_progress", "finalizing"]
+
+
+def group_status(statuses: list[str], expected_parts: int) -> str:
+    """Running while any part runs (as the least advanced one); once all are done, the worst ending wins."""
+    if len(statuses) < expected_parts:
+        return "validating"
+    running = [s for s in statuses if s not in TERMINAL_STATUSES]
+    if running:
+        if "cancelling" in running:
+            return "cancelling"
+        return min(running, key=lambda s: _PROGRESS_ORDER.index(s) if s in _PROGRESS_ORDER else 2)
+    for ending in ("cancelled", "expired"):
+        if ending in statuses:
+            return ending
+    return "failed" if all(s == "failed" for s in statuses) else "completed"
+
 
 class UploadResult(BaseModel):
     """A validated input file, uploaded and ready for create_batch."""
@@ -92,8 +161,9 @@ class SubmitResult(BaseModel):
     """The outcome of submit_batch or create_batch."""
 
     batch: BatchView
-    file_id: str
-    request_id: str = Field(description="Idempotency key: the same call again returns this same job.")
+    file_id: str | None = Field(default=None, description="The uploaded file (null for a job group).")
+    request_id: str | None = Field(default=None, description="Idempotency key: the same call again returns this "
+                                                             "same job (null for a job group).")
     reused_existing_job: bool = Field(description="True if this exact submission already existed and was returned.")
     requests: int | None = Field(default=None, description="Request lines submitted.")
     warnings: list[str] = Field(default_factory=list)
@@ -124,6 +194,7 @@ class ResultLinksView(BaseModel):
     output_file_url: str | None = Field(default=None, description="Presigned URL of the results JSONL.")
     error_file_url: str | None = Field(default=None, description="Presigned URL of the errors JSONL, if any.")
     expires_at: datetime | None = Field(default=None, description="When the links stop working.")
+    parts: list[ResultLinksView] = Field(default_factory=list, description="For a job group: each part's links.")
     next_step: str = ("Download soon: the links expire. download_batch_results streams both files into an "
                       "allowed folder and summarises them.")
 
@@ -147,10 +218,42 @@ class DownloadSummary(BaseModel):
     status: str
     output_path: str | None = Field(default=None, description="Where the results JSONL was written.")
     error_path: str | None = Field(default=None, description="Where the errors JSONL was written, if any.")
+    table_csv_path: str | None = Field(default=None, description="Merged table, one row per request: custom_id, "
+                                       "status, output text, error, tokens, joined with the input's columns.")
+    table_jsonl_path: str | None = Field(default=None, description="The same table as JSONL.")
+    part_files: list[str] = Field(default_factory=list, description="For a job group: every part's result files.")
     succeeded: int
     failed: int
     missing: int = Field(description="Requests of the job with no result line at all (e.g. cancelled, expired).")
     error_codes: dict[str, int] = Field(default_factory=dict, description="Failed requests by error code.")
     usage: TokenUsage = Field(default_factory=TokenUsage)
+    cost: CostReport | None = Field(default=None, description="Actual cost from the token usage, per model.")
     preview: list[ResultPreview] = Field(default_factory=list, description="A few results, shortened.")
+    next_step: str
+
+
+class RetryResult(BaseModel):
+    """A new job for the requests of a finished job that have no successful result."""
+
+    retried: int = Field(description="Requests put into the retry file.")
+    failed: int = Field(description="Of those, requests whose result was an error.")
+    missing: int = Field(description="Of those, requests with no result at all (cancelled or expired).")
+    retry_file: str | None = Field(default=None, description="The new request file (a subset of the original).")
+    submitted: SubmitResult | None = Field(default=None, description="The retry job, linked to its parent.")
+    next_step: str
+
+
+class PrepareResult(BaseModel):
+    """A request file rendered from records, validated and ready to submit."""
+
+    path: str = Field(description="The JSONL request file written; pass it to submit_batch.")
+    source: str
+    records: int = Field(description="Requests written, one per record.")
+    columns: list[str] = Field(description="The source's columns (plain text has one: text).")
+    skipped_blank: int = Field(description="Blank records skipped.")
+    example_prompt: str = Field(description="The first record's rendered prompt, to check the template.")
+    example_line: dict[str, Any] = Field(description="The first request line as written.")
+    valid: bool = Field(description="The written file passed validation.")
+    problems: list[str] = Field(default_factory=list, description="Validation problems, if any.")
+    estimated_cost: CostReport | None = None
     next_step: str

@@ -97,6 +97,7 @@ class ResultRecord(BaseModel):
     text: str | None = None
     error_code: str | None = None
     error_message: str | None = None
+    model: str | None = None
     usage: Usage = Field(default_factory=Usage)
 
     @classmethod
@@ -132,8 +133,9 @@ class ResultRecord(BaseModel):
 
     @classmethod
     def _success(cls, custom_id: str, payload: dict[str, Any]) -> ResultRecord:
+        model = payload.get("model")
         return cls(custom_id=custom_id, succeeded=True, text=extract_text(payload),
-                   usage=Usage.from_any(payload.get("usage")))
+                   model=model if isinstance(model, str) else None, usage=Usage.from_any(payload.get("usage")))
 
 
 def extract_text(payload: dict[str, Any]) -> str | None:

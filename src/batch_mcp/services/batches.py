@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import logging
 import re
+import sys
+from dataclasses import replace
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
@@ -31,6 +33,9 @@ from batch_mcp.client import (
 from batch_mcp.schemas import RESULT_STATUSES, Batch, CreateBatchRequest
 from batch_mcp.schemas.jobs import (
     BatchList,
+    CostReport,
+    PrepareResult,
+    RetryResult,
     BatchView,
     DownloadSummary,
     ResultLinksView,
@@ -38,9 +43,19 @@ from batch_mcp.schemas.jobs import (
     UploadResult,
     WaitResult,
 )
-from batch_mcp.schemas.preflight import PreflightReport
+from batch_mcp.schemas.preflight import PreflightReport, ProblemCode
 from batch_mcp.services.preflight import Limits, preflight
-from batch_mcp.services.results import tally_results
+from batch_mcp.services.cost import PriceTable
+from batch_mcp.services.prepare import PrepareError, RequestTemplate, SourceRows
+from batch_mcp.services.prepare import prepare as prepare_requests
+from batch_mcp.services.split import split_requests
+from batch_mcp.services.results import (
+    ResultIndex,
+    ResultTable,
+    build_results_table,
+    request_prompts,
+    write_unfinished,
+)
 from batch_mcp.services.workspace import Workspace
 from batch_mcp.store import JobRecord, JobStore, UploadRecord, submission_fingerprint
 
@@ -83,8 +98,20 @@ class InvalidBatchFile(Exception):
         )
 
 
+class JobStillRunning(Exception):
+    """The job cannot be retried yet (or its input is gone); the message says what to do."""
+
+
 class ResultsExist(Exception):
     """A download would overwrite files the user already has."""
+
+
+class CreateNotConfirmed(BatchAPIError):
+    """The create call got no usable answer, so the job may or may not exist. Its request_id is stored:
+    sending it again returns that job, never a second one."""
+
+    hint = ("The submission is remembered with its idempotency key: call the same tool again with the same "
+            "arguments (not new=true) to get this job, never a second one; a restarted server also resends it.")
 
 
 class BatchService:
@@ -96,13 +123,20 @@ class BatchService:
         workspace: Workspace,
         limits: Limits | None = None,
         default_poll_interval_s: float = 5.0,
+        prices: PriceTable | None = None,
     ) -> None:
         self._client = client
         self.store = store
         self.workspace = workspace
         self.limits = limits or Limits()
         self.default_poll_interval_s = default_poll_interval_s
+        self.prices = prices or PriceTable.load()
         self.status_listeners: list[StatusListener] = []
+        #: One lock per submission fingerprint: identical calls arriving together find one job, not make two.
+        self._submitting: dict[str, anyio.Lock] = {}
+
+    def _one_at_a_time(self, key: Fingerprint) -> anyio.Lock:
+        return self._submitting.setdefault(submission_fingerprint(*key), anyio.Lock())
 
     @property
     def client(self) -> DigitalOceanBatchClient:
@@ -151,23 +185,72 @@ class BatchService:
 
     async def submit(self, path: str, provider: str | None = None, endpoint: str | None = None,
                      metadata: dict[str, str] | None = None, *, new: bool = False,
-                     on_progress: Progress | None = None, workspace: Workspace | None = None) -> SubmitResult:
-        """Validate, upload (or reuse an upload), and create the job exactly once."""
-        report = await self._checked(path, provider, endpoint, workspace)
+                     on_progress: Progress | None = None, workspace: Workspace | None = None,
+                     parent_batch_id: str | None = None) -> SubmitResult:
+        """Validate, upload (or reuse an upload), and create the job exactly once.
+
+        A file over the per-batch limits (but otherwise valid) becomes a job group of parts that fit.
+        """
+        report = await self.validate(path, provider, endpoint, workspace)
+        if not report.valid:
+            if _only_over_limits(report):
+                return await self._submit_group(Path(report.path), provider, endpoint, metadata, new=new,
+                                                on_progress=on_progress)
+            raise InvalidBatchFile(report)
         key = Fingerprint(report.sha256, report.provider, report.endpoint, metadata)
-        if not new and (existing := await self._existing(key)) is not None:
-            return existing.model_copy(update={"requests": report.requests})
-        upload = await self._upload_checked(report, on_progress)
-        result = await self._create(key, upload.file_id, path=Path(report.path))
+        async with self._one_at_a_time(key):
+            if not new and (existing := await self._existing(key)) is not None:
+                return existing.model_copy(update={"requests": report.requests})
+            upload = await self._upload_checked(report, on_progress)
+            result = await self._create(key, upload.file_id, path=Path(report.path), parent_batch_id=parent_batch_id)
         return result.model_copy(update={"requests": report.requests, "warnings": upload.warnings})
+
+    async def _submit_group(self, path: Path, provider: str | None, endpoint: str | None,
+                            metadata: dict[str, str] | None, *, new: bool, on_progress: Progress | None
+                            ) -> SubmitResult:
+        """Split an oversized file into parts within the limits and submit each, as one job group."""
+        unlimited = replace(self.limits, max_requests=sys.maxsize, max_bytes=sys.maxsize)
+        report = await anyio.to_thread.run_sync(lambda: preflight(path, provider, endpoint, unlimited))
+        if not report.valid:
+            raise InvalidBatchFile(report)
+        key = Fingerprint(report.sha256, report.provider, report.endpoint, metadata)
+        fingerprint = submission_fingerprint(*key)
+        async with self._one_at_a_time(key):
+            group = None if new else self.store.find_group_by_fingerprint(fingerprint)
+            if group is not None and (await self._group_view(group.group_id)).status in _RESUBMITTABLE:
+                group = None
+            folder = path.with_name(f"{path.stem}.parts")
+            parts = await anyio.to_thread.run_sync(
+                lambda: split_requests(path, folder, self.limits.max_requests, self.limits.max_bytes))
+            reused = group is not None
+            group = group or self.store.create_group(path, fingerprint, len(parts))
+            done = {s.path: s for s in self.store.group_submissions(group.group_id)}
+            for part in parts:
+                submission = done.get(part)
+                if submission is not None and submission.batch_id is None:
+                    await self._send_create(submission.request_id, submission.file_id, submission.provider,
+                                            submission.endpoint, submission.metadata)
+                elif submission is None:
+                    part_report = await self._checked(str(part), report.provider, report.endpoint,
+                                                      Workspace([folder]))
+                    upload = await self._upload_checked(part_report, on_progress)
+                    await self._create(Fingerprint(part_report.sha256, report.provider, report.endpoint, metadata),
+                                       upload.file_id, path=part, group_id=group.group_id)
+            view = await self._group_view(group.group_id)
+        return SubmitResult(batch=view, reused_existing_job=reused, requests=report.requests,
+                            warnings=[f"The file exceeds one batch's limits ({self.limits.max_requests:,} requests, "
+                                      f"{self.limits.max_bytes:,} bytes), so it runs as {len(parts)} batches in "
+                                      f"job group {group.group_id}; use that id with every batch tool."],
+                            next_step="Call wait_for_batch with the group id.")
 
     async def create(self, file_id: str, provider: str, endpoint: str | None = None,
                      metadata: dict[str, str] | None = None, *, new: bool = False) -> SubmitResult:
         """Create a job from an uploaded file; the same call again returns the same job."""
         key = Fingerprint(f"file_id:{file_id}", provider, endpoint, metadata)
-        if not new and (existing := await self._existing(key)) is not None:
-            return existing
-        return await self._create(key, file_id, path=None)
+        async with self._one_at_a_time(key):
+            if not new and (existing := await self._existing(key)) is not None:
+                return existing
+            return await self._create(key, file_id, path=None)
 
     async def _existing(self, key: Fingerprint) -> SubmitResult | None:
         """The job an identical earlier submission made (re-sent if the API never answered)."""
@@ -184,9 +267,11 @@ class BatchService:
         return SubmitResult(batch=BatchView.from_batch(batch), file_id=submission.file_id,
                             request_id=submission.request_id, reused_existing_job=True)
 
-    async def _create(self, key: Fingerprint, file_id: str, *, path: Path | None) -> SubmitResult:
+    async def _create(self, key: Fingerprint, file_id: str, *, path: Path | None, group_id: str | None = None,
+                      parent_batch_id: str | None = None) -> SubmitResult:
         submission = self.store.plan_submission(sha256=key.content, path=path, file_id=file_id,
-                                                provider=key.provider, endpoint=key.endpoint, metadata=key.metadata)
+                                                provider=key.provider, endpoint=key.endpoint, metadata=key.metadata,
+                                                group_id=group_id, parent_batch_id=parent_batch_id)
         try:
             batch = await self._send_create(submission.request_id, file_id, key.provider, key.endpoint,
                                             key.metadata)
@@ -200,7 +285,12 @@ class BatchService:
                            metadata: dict[str, str] | None) -> Batch:
         request = CreateBatchRequest(file_id=file_id, provider=provider, endpoint=endpoint,  # type: ignore[arg-type]
                                      request_id=request_id, metadata=metadata)
-        batch = await self.client.create_batch(request)
+        try:
+            batch = await self.client.create_batch(request)
+        except _REFUSED:
+            raise
+        except BatchAPIError as exc:
+            raise CreateNotConfirmed(f"The batch was not confirmed, it may or may not exist yet: {exc}") from exc
         self.store.attach_batch(request_id, batch)
         await self._seen(batch)
         return batch
@@ -235,6 +325,27 @@ class BatchService:
             for listener in self.status_listeners:
                 await listener(batch)
 
+    async def view(self, job_id: str) -> BatchView:
+        """A job (or job group) as agents see it, with its actual cost once results were downloaded."""
+        if is_group_id(job_id):
+            return await self._group_view(job_id)
+        view = BatchView.from_batch(await self.get(job_id))
+        record = self.store.get_job(job_id)
+        if record is None:
+            return view
+        cost = None
+        if record.usage:
+            cost = self.prices.report({m: (u[0], u[1], u[2]) for m, u in record.usage.items()}, estimated=False)
+        return view.model_copy(update={"cost": cost, "parent_batch_id": record.parent_batch_id})
+
+    async def _group_view(self, group_id: str) -> BatchView:
+        group = self.store.get_group(group_id)
+        if group is None:
+            raise NotFoundError(f"No job group {group_id!r} is known to this server", status_code=404,
+                                code="not_found")
+        parts = [await self.get(s.batch_id) for s in self.store.group_submissions(group_id) if s.batch_id]
+        return BatchView.from_group(group_id, parts, group.parts)
+
     async def wait(self, batch_id: str, timeout_s: float, poll_interval_s: float | None = None,
                    on_progress: Progress | None = None) -> WaitResult:
         """Poll until a terminal status or the timeout, backing off while nothing changes."""
@@ -242,18 +353,16 @@ class BatchService:
         interval = poll_interval_s or self.default_poll_interval_s
         last_done = -1
         while True:
-            batch = await self.get(batch_id)
-            counts = batch.request_counts
-            done = counts.completed + counts.failed
+            view = await self.view(batch_id)
+            done = view.completed + view.failed
             if on_progress and done != last_done:
-                await on_progress(done, counts.total)
+                await on_progress(done, view.total)
             waited = time.monotonic() - start
-            view = BatchView.from_batch(batch)
-            if batch.is_terminal:
+            if view.terminal:
                 return WaitResult(batch=view, timed_out=False, waited_s=round(waited, 2), next_step=view.next_step)
             if waited >= timeout_s:
                 return WaitResult(batch=view, timed_out=True, waited_s=round(waited, 2),
-                                  next_step=f"Still {batch.status} after {waited:.0f} s; the job keeps running. "
+                                  next_step=f"Still {view.status} after {waited:.0f} s; the job keeps running. "
                                             "Call wait_for_batch again, or get_batch later.")
             interval = interval if done != last_done else min(interval * 1.5, _MAX_POLL_INTERVAL_S)
             last_done = done
@@ -268,9 +377,21 @@ class BatchService:
                          has_more=page.has_more)
 
     async def cancel(self, batch_id: str) -> BatchView:
-        batch = await self.client.cancel_batch(batch_id)
-        await self._seen(batch)
-        return BatchView.from_batch(batch)
+        """Cancel a job, or every running part of a job group (a part that cannot be cancelled is skipped)."""
+        if not is_group_id(batch_id):
+            batch = await self.client.cancel_batch(batch_id)
+            await self._seen(batch)
+            return BatchView.from_batch(batch)
+        view = await self._group_view(batch_id)
+        refusals: list[ConflictError] = []
+        for part in view.parts or []:
+            try:
+                await self._seen(await self.client.cancel_batch(part))
+            except ConflictError as exc:
+                refusals.append(exc)
+        if refusals and len(refusals) == len(view.parts or []):
+            raise refusals[0]
+        return await self._group_view(batch_id)
 
     async def jobs_overview(self, limit: int = 100) -> dict[str, Any]:
         """The jobs this server recorded, merged with the API's newest; the API's view of a job wins."""
@@ -286,11 +407,18 @@ class BatchService:
                 jobs[batch.batch_id] = {**jobs.get(batch.batch_id, {"tracked_locally": False}), **live}
         except (NotConfigured, BatchAPIError) as exc:
             note = f"Live status unavailable, showing the last recorded status: {exc}"
+        for group in self.store.list_groups(limit=limit):
+            parts = [record.last_seen for s in self.store.group_submissions(group.group_id)
+                     if s.batch_id and (record := self.store.get_job(s.batch_id))]
+            jobs[group.group_id] = {**BatchView.from_group(group.group_id, parts, group.parts).model_dump(mode="json"),
+                                    "tracked_locally": True, "input_path": str(group.path)}
         ordered = sorted(jobs.values(), key=lambda j: j.get("created_at") or "", reverse=True)
         return {"jobs": ordered, "count": len(ordered), "note": note}
 
     async def job_detail(self, batch_id: str) -> dict[str, Any]:
         """One job: live status when the API answers, plus what the store recorded."""
+        if is_group_id(batch_id):
+            return (await self._group_view(batch_id)).model_dump(mode="json")
         record = self.store.get_job(batch_id)
         try:
             batch = await self.get(batch_id)
@@ -305,37 +433,170 @@ class BatchService:
     # -- results -----------------------------------------------------------------------------------
 
     async def result_links(self, batch_id: str) -> ResultLinksView:
+        if is_group_id(batch_id):
+            view = await self._group_view(batch_id)
+            parts = [await self.result_links(part) for part in view.parts or []]
+            return ResultLinksView(batch_id=batch_id, parts=parts,
+                                   expires_at=min((p.expires_at for p in parts if p.expires_at), default=None))
         links = await self.client.get_results(batch_id)
         return ResultLinksView(batch_id=batch_id, output_file_url=links.output_file_url,
                                error_file_url=links.error_file_url, expires_at=links.expires_at)
 
     async def download(self, batch_id: str, dest_dir: str | None = None, *, overwrite: bool = False,
                        on_progress: Progress | None = None, workspace: Workspace | None = None) -> DownloadSummary:
-        """Stream the result files into an allowed folder and summarise them."""
-        batch = await self.get(batch_id)
-        if batch.status not in RESULT_STATUSES and not batch.result_available:
+        """Stream the result files into an allowed folder, then merge and join them into one results table.
+
+        For a retry, the table covers the whole original input and prefers the newest success; for a
+        group, it covers every part.
+        """
+        view = await self.view(batch_id)
+        if not view.results_ready:
             raise ResultsNotReadyError(
-                f"Batch {batch_id} is {batch.status}; results exist only once it is completed, cancelled or expired",
-                code="results_not_ready")
+                f"Job {batch_id} is {view.status}; results exist once it is completed, cancelled or expired. "
+                "Call wait_for_batch first", code="results_not_ready")
         workspace = workspace or self.workspace
         folder = workspace.output_dir(dest_dir, default=workspace.allowed_dirs[0] / "batch-results")
-        stem = re.sub(r"[^A-Za-z0-9_.-]", "_", batch.batch_id)
-        targets = {"output": folder / f"{stem}.output.jsonl", "errors": folder / f"{stem}.errors.jsonl"}
-        if not overwrite and (clash := [str(p) for p in targets.values() if p.exists()]):
-            raise ResultsExist(f"{', '.join(clash)} already exist(s); pass overwrite=true to replace, "
+        stem = _file_stem(batch_id)
+        table_paths = (folder / f"{stem}.results.csv", folder / f"{stem}.results.jsonl")
+        members = view.parts or [batch_id]
+        targets = {member: {"output": folder / f"{_file_stem(member)}.output.jsonl",
+                            "errors": folder / f"{_file_stem(member)}.errors.jsonl"} for member in members}
+        wanted = [*table_paths, *(p for t in targets.values() for p in t.values())]
+        present = [p for p in wanted if p.is_symlink() or p.exists()]  # a dangling link is there too
+        if present and not overwrite:
+            raise ResultsExist(f"{', '.join(map(str, present))} already exist(s); pass overwrite=true to replace, "
                                "or another dest_dir.")
-        saved = await self._download_files(batch_id, targets, on_progress)
-        tally = await anyio.to_thread.run_sync(lambda: tally_results(saved.get("output"), saved.get("errors")))
-        self.store.record_download(batch_id, _str(saved.get("output")), _str(saved.get("errors")))
-        missing = max(0, batch.request_counts.total - len(tally.outcomes))
-        next_step = (f"{tally.failed} request(s) failed and {missing} have no result: resubmit those requests in a "
-                     "new batch if you need them." if tally.failed or missing else
-                     "All requests succeeded: read the results file for the outputs.")
+        for link in filter(Path.is_symlink, present):
+            link.unlink()  # replace the link itself: never write through it to a file outside the folder
+        saved: dict[str, dict[str, Path]] = {}
+        for member in members:
+            saved[member] = await self._download_files(member, targets[member], on_progress)
+            self.store.record_download(member, saved[member].get("output"), saved[member].get("errors"))
+        table = await anyio.to_thread.run_sync(lambda: self._results_table(batch_id, *table_paths))
+        usage = {model: list(counts) for model, counts in table.usage_by_model.items()}
+        for member in members:
+            self.store.record_download(member, saved[member].get("output"), saved[member].get("errors"),
+                                       table_paths[0], usage if member == batch_id else None)
+        cost = self.prices.report({m: (u[0], u[1], u[2]) for m, u in usage.items()}, estimated=False)
+        next_step = (f"{table.failed} request(s) failed and {table.missing} have no result: call "
+                     "retry_failed_requests to run just those again." if table.failed or table.missing else
+                     f"All requests succeeded: the merged table is {table_paths[0]}.")
+        outputs = [str(p) for files in saved.values() for kind, p in files.items() if kind == "output"]
+        errors = [str(p) for files in saved.values() for kind, p in files.items() if kind == "errors"]
         return DownloadSummary(
-            batch_id=batch_id, status=batch.status, output_path=_str(saved.get("output")),
-            error_path=_str(saved.get("errors")), succeeded=tally.succeeded, failed=tally.failed, missing=missing,
-            error_codes=tally.error_codes(), usage=tally.usage, preview=tally.preview, next_step=next_step,
+            batch_id=batch_id, status=view.status, output_path=outputs[0] if outputs else None,
+            error_path=errors[0] if errors else None, table_csv_path=str(table_paths[0]),
+            table_jsonl_path=str(table_paths[1]), part_files=outputs + errors if view.parts else [],
+            succeeded=table.succeeded, failed=table.failed, missing=table.missing,
+            error_codes=dict(table.error_codes.most_common()), usage=table.usage, cost=cost,
+            preview=table.preview, next_step=next_step,
         )
+
+    def _results_table(self, job_id: str, csv_path: Path, jsonl_path: Path) -> ResultTable:
+        """Join every result line behind ``job_id`` (its parts, the jobs it retries) with the original input."""
+        index = ResultIndex(self._result_files(job_id))
+        return build_results_table(index, self._input_rows(self._root_input(job_id)), csv_path, jsonl_path)
+
+    def _result_files(self, job_id: str) -> list[Path]:
+        """Downloaded result files of a job, its group parts and the jobs it retries, oldest first."""
+        if is_group_id(job_id):
+            return [f for s in self.store.group_submissions(job_id) if s.batch_id for f in self._result_files(s.batch_id)]
+        record = self.store.get_job(job_id)
+        if record is None:
+            return []
+        inherited = self._result_files(record.parent_batch_id) if record.parent_batch_id else []
+        return inherited + [p for p in (record.error_path, record.output_path) if p is not None]
+
+    def _root_input(self, job_id: str) -> Path | None:
+        """The request file that lists every request of the job: a retry's is its first ancestor's."""
+        if is_group_id(job_id):
+            group = self.store.get_group(job_id)
+            return group.path if group else None
+        record = self.store.get_job(job_id)
+        if record is None:
+            return None
+        return self._root_input(record.parent_batch_id) if record.parent_batch_id else record.path
+
+    def _input_rows(self, path: Path | None) -> Iterator[tuple[str, dict[str, Any]]] | None:
+        if path is None or not path.exists():
+            return None
+        prepared = self.store.find_prepared(path)
+        if prepared is not None and prepared.source_path.exists():
+            return SourceRows(prepared.source_path, prepared.source_format,  # type: ignore[arg-type]
+                              prepared.id_column).joined()
+        return request_prompts(path)
+
+    async def retry_failed(self, batch_id: str, *, workspace: Workspace | None = None,
+                           on_progress: Progress | None = None) -> RetryResult:
+        """Resubmit the original requests that have no successful result yet, as a job linked to its parent.
+
+        Called on the newest retry each time, it converges: every round only reruns what is still missing.
+        """
+        view = await self.view(batch_id)
+        if not view.terminal:
+            raise JobStillRunning(f"Job {batch_id} is still {view.status}; wait for it to finish "
+                                  "(wait_for_batch), then retry its failures.")
+        if any(self._needs_download(member) for member in view.parts or [batch_id]) and view.results_ready:
+            await self.download(batch_id, overwrite=True, workspace=workspace)
+        source = self._root_input(batch_id)
+        if source is None or not source.exists():
+            raise JobStillRunning(f"The input file of {batch_id} is unknown to this server or was moved, so its "
+                                  "failed requests cannot be rebuilt; submit a corrected file instead.")
+        target = source.with_name(f"{source.stem}.retry-{_file_stem(batch_id)[:40]}.jsonl")
+        index = ResultIndex(self._result_files(batch_id))
+        counts = await anyio.to_thread.run_sync(lambda: write_unfinished(source, index, target))
+        failed, missing = counts
+        if failed + missing == 0:
+            target.unlink(missing_ok=True)
+            return RetryResult(retried=0, failed=0, missing=0,
+                               next_step="Nothing to retry: every request has a successful result.")
+        record = self.store.get_job((view.parts or [batch_id])[0])
+        submitted = await self.submit(str(target), view.provider, view.endpoint,
+                                      record.metadata if record else None, new=True,
+                                      workspace=Workspace([target.parent]), on_progress=on_progress,
+                                      parent_batch_id=None if view.parts else batch_id)
+        return RetryResult(retried=failed + missing, failed=failed, missing=missing, retry_file=str(target),
+                           submitted=submitted,
+                           next_step="Call wait_for_batch on the new job, then download_batch_results on it: its "
+                                     "table merges the earlier results, preferring the newest success.")
+
+    def _needs_download(self, batch_id: str) -> bool:
+        record = self.store.get_job(batch_id)
+        return record is not None and record.output_path is None and record.error_path is None
+
+    async def prepare(self, source: str, template: RequestTemplate, output: str | None = None, *,
+                      overwrite: bool = False, workspace: Workspace | None = None) -> PrepareResult:
+        """Render records into a request file beside the source (or at ``output``), then validate it."""
+        workspace = workspace or self.workspace
+        src = workspace.input_file(source)
+        target = workspace.resolve(output) if output else src.with_name(f"{src.stem}.batch.jsonl")
+        if target == src:
+            raise PrepareError("The output would replace the source file; pass another output path.")
+        if target.exists() and not overwrite:
+            raise ResultsExist(f"{target} already exists; pass overwrite=true to replace it, or another output.")
+        prepared = await anyio.to_thread.run_sync(lambda: prepare_requests(src, target, template))
+        self.store.record_prepared(target, src, prepared.source_format, template.id_column)
+        endpoint = template.endpoint if template.provider == "openai" else None
+        report = await self.validate(str(target), template.provider, endpoint, workspace)
+        problems = [f"line {p.line}: {p.message}" if p.line else p.message for p in report.problems]
+        return PrepareResult(
+            path=str(target), source=str(src), records=prepared.records, columns=prepared.columns,
+            skipped_blank=prepared.skipped_blank, example_prompt=prepared.example_prompt,
+            example_line=prepared.example_line, valid=report.valid, problems=problems + prepared.warnings,
+            estimated_cost=self.estimate(report),
+            next_step=(f"Check example_prompt, then call submit_batch with path={target}." if report.valid else
+                       "Fix the template or the records so the problems go away, then prepare again."),
+        )
+
+    async def estimate_cost(self, path: str, provider: str | None = None, endpoint: str | None = None,
+                            workspace: Workspace | None = None) -> CostReport:
+        report = await self.validate(path, provider, endpoint, workspace)
+        return self.estimate(report)
+
+    def estimate(self, report: PreflightReport) -> CostReport:
+        """Before submission: estimated input tokens, and max output tokens as the ceiling, per model."""
+        usage = {model: (u.requests, u.input_tokens, u.max_output_tokens) for model, u in report.model_usage.items()}
+        return self.prices.report(usage, estimated=True)
 
     async def _download_files(self, batch_id: str, targets: dict[str, Path],
                               on_progress: Progress | None) -> dict[str, Path]:
@@ -353,6 +614,21 @@ class BatchService:
                 if attempt == 2:
                     raise
         raise AssertionError("unreachable")
+
+
+def is_group_id(job_id: str) -> bool:
+    return job_id.startswith("group-")
+
+
+def _only_over_limits(report: PreflightReport) -> bool:
+    """Invalid only because the file is too big for one batch: a case for splitting, not for fixing."""
+    listed = [p for p in report.problems if p.severity == "error"]
+    return bool(listed) and len(listed) == report.error_count and all(
+        p.code in (ProblemCode.TOO_MANY_REQUESTS, ProblemCode.FILE_TOO_LARGE) for p in listed)
+
+
+def _file_stem(job_id: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", job_id)
 
 
 def _str(path: Path | None) -> str | None:

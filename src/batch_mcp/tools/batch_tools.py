@@ -12,6 +12,9 @@ from pydantic import AfterValidator, Field
 
 from batch_mcp.schemas.jobs import (
     BatchList,
+    CostReport,
+    PrepareResult,
+    RetryResult,
     BatchView,
     DownloadSummary,
     ResultLinksView,
@@ -20,6 +23,7 @@ from batch_mcp.schemas.jobs import (
     WaitResult,
 )
 from batch_mcp.schemas.preflight import PreflightReport
+from batch_mcp.services.prepare import RequestTemplate
 from batch_mcp.tools.context import AppState, client_roots, progress_reporter, state_of, workspace_for
 from batch_mcp.tools.errors import agent_errors
 
@@ -49,7 +53,8 @@ ProviderArg = Annotated[Literal["openai", "anthropic"] | None,
 EndpointArg = Annotated[Literal["/v1/chat/completions", "/v1/responses"] | None,
                         Field(description="openai only: the endpoint every line's url uses; detected when omitted.")]
 BatchId = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$",
-                               description="The batch_id returned by submit_batch, create_batch or list_batches.")]
+                               description="The batch_id returned by submit_batch, create_batch or list_batches "
+                                           "(or a job group's id, group-...).")]
 Metadata = Annotated[
     dict[str, Annotated[str, Field(strict=True)]] | None,
     AfterValidator(_check_metadata),
@@ -140,7 +145,7 @@ def register_batch_tools(mcp: MCPServer) -> None:
     )
     @agent_errors
     async def get_batch(batch_id: BatchId, ctx: Context[AppState, Any]) -> BatchView:
-        return BatchView.from_batch(await state_of(ctx).service.get(batch_id))
+        return await state_of(ctx).service.view(batch_id)
 
     @mcp.tool(
         title="Wait for a batch",
@@ -220,3 +225,68 @@ def register_batch_tools(mcp: MCPServer) -> None:
         return await state.service.download(batch_id, dest_dir, overwrite=overwrite,
                                             workspace=workspace_for(state, roots),
                                             on_progress=progress_reporter(ctx, "bytes downloaded"))
+
+    @mcp.tool(
+        title="Prepare a batch file from data",
+        annotations=ToolAnnotations(read_only_hint=False, destructive_hint=False, idempotent_hint=True,
+                                    open_world_hint=False),
+        description="Turn records into a batch request file: a CSV (header row), JSONL (one object per line) or "
+                    "plain-text file (one record per line, column `text`) plus a prompt template with {column} "
+                    "placeholders. Writes <source>.batch.jsonl beside the source (or `output`), validates it and "
+                    "returns a rendered example and a cost estimate. Next: submit_batch with the returned path. "
+                    "Results of such a file come back joined with the original records' columns.",
+    )
+    @agent_errors
+    async def prepare_batch_file(
+        source: Annotated[str, Field(min_length=1, max_length=4096, description="The CSV, JSONL or text file.")],
+        prompt: Annotated[str, Field(min_length=1, max_length=100_000, description="Template for each request, "
+                                     "e.g. 'Summarise this review in one sentence: {review}'.")],
+        model: Annotated[str, Field(min_length=1, max_length=200, description="Model for every request.")],
+        ctx: Context[AppState, Any],
+        roots: Roots,
+        provider: Annotated[Literal["openai", "anthropic"], Field(description="openai or anthropic.")] = "openai",
+        endpoint: Annotated[Literal["/v1/chat/completions", "/v1/responses"],
+                            Field(description="openai only.")] = "/v1/chat/completions",
+        system: Annotated[str | None, Field(max_length=100_000, description="Optional system prompt "
+                                            "(may use {column} too).")] = None,
+        max_tokens: Annotated[int | None, Field(ge=1, le=1_000_000, description="Output token limit per request "
+                                                "(anthropic default 1024).")] = None,
+        temperature: Annotated[float | None, Field(ge=0, le=2, description="Sampling temperature.")] = None,
+        id_column: Annotated[str | None, Field(max_length=200, description="Column whose values become "
+                                               "custom_id (unique); default: row-1, row-2, ...")] = None,
+        output: Annotated[str | None, Field(max_length=4096, description="Where to write the JSONL.")] = None,
+        overwrite: Annotated[bool, Field(description="Replace an existing output file.")] = False,
+    ) -> PrepareResult:
+        state = state_of(ctx)
+        template = RequestTemplate(prompt=prompt, model=model, provider=provider, endpoint=endpoint, system=system,
+                                   max_tokens=max_tokens, temperature=temperature, id_column=id_column)
+        return await state.service.prepare(source, template, output, overwrite=overwrite,
+                                           workspace=workspace_for(state, roots))
+
+    @mcp.tool(
+        title="Estimate a batch's cost",
+        annotations=READ_ONLY_LOCAL,
+        description="Estimate what a batch file will cost at batch prices, per model: input tokens estimated "
+                    "from the prompts, output tokens at most each request's max_tokens. Prices come from a dated "
+                    "table; a model it does not know is reported as unknown, not priced at zero.",
+    )
+    @agent_errors
+    async def estimate_batch_cost(path: Path_, ctx: Context[AppState, Any], roots: Roots,
+                                  provider: ProviderArg = None, endpoint: EndpointArg = None) -> CostReport:
+        state = state_of(ctx)
+        return await state.service.estimate_cost(path, provider, endpoint, workspace_for(state, roots))
+
+    @mcp.tool(
+        title="Retry failed requests",
+        annotations=ToolAnnotations(read_only_hint=False, destructive_hint=False, idempotent_hint=False,
+                                    open_world_hint=True),
+        description="For a finished job (or job group): put the original requests that failed, expired, were "
+                    "cancelled or have no result into a new file and submit it as a new job linked to this one. "
+                    "Downloading the new job's results merges both, preferring the newest success. Call it on "
+                    "the newest retry to converge on a complete result set.",
+    )
+    @agent_errors
+    async def retry_failed_requests(batch_id: BatchId, ctx: Context[AppState, Any], roots: Roots) -> RetryResult:
+        state = state_of(ctx)
+        return await state.service.retry_failed(batch_id, workspace=workspace_for(state, roots),
+                                                on_progress=progress_reporter(ctx, "bytes uploaded"))

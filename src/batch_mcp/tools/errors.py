@@ -10,7 +10,8 @@ from typing import ParamSpec, TypeVar
 from mcp.server.mcpserver.exceptions import ToolError
 
 from batch_mcp.client import BatchAPIError
-from batch_mcp.services.batches import InvalidBatchFile, NotConfigured, ResultsExist
+from batch_mcp.services.batches import InvalidBatchFile, JobStillRunning, NotConfigured, ResultsExist
+from batch_mcp.services.prepare import PrepareError
 from batch_mcp.services.preflight import UnusableInput
 from batch_mcp.services.workspace import PathNotAllowed
 
@@ -19,7 +20,8 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 #: Failures whose message already says what to do.
-_SELF_EXPLAINING = (InvalidBatchFile, NotConfigured, ResultsExist, UnusableInput, PathNotAllowed)
+_SELF_EXPLAINING = (InvalidBatchFile, JobStillRunning, NotConfigured, PrepareError, ResultsExist, UnusableInput,
+                    PathNotAllowed)
 
 
 def explain(exc: BaseException) -> str:
