@@ -12,13 +12,17 @@ import logging
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-QUIET_LOGGERS = ("httpx", "httpx2", "httpcore", "uvicorn.access")
+if TYPE_CHECKING:
+    from batch_mcp.config import Settings
+
+QUIET_LOGGERS = ("httpx2", "httpcore2", "uvicorn.access")
 
 
 def configure_logging(verbose: bool) -> None:
-    """Logs go to stderr (stdout is the stdio transport). HTTP client loggers are kept quiet: their
-    request lines would carry presigned URLs with signatures."""
+    """Logs go to stderr (stdout is the stdio transport). HTTP client loggers are kept quiet: a line
+    per request is noise (and their URLs lose query strings anyway, see ``batch_mcp.client``)."""
     level = "DEBUG" if verbose else os.environ.get("BATCH_MCP_LOG_LEVEL", "INFO").upper()
     logging.basicConfig(level=level, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -26,11 +30,9 @@ def configure_logging(verbose: bool) -> None:
         logging.getLogger(name).setLevel(logging.WARNING)
 
 
-def _serve(args: argparse.Namespace) -> int:
-    import anyio
-
+def serve_settings(args: argparse.Namespace) -> Settings:
+    """The environment's settings, overridden by the flags given to ``serve``."""
     from batch_mcp.config import Settings
-    from batch_mcp.server import UnsafeBinding, serve
 
     overrides: dict[str, object] = {}
     if args.allow_dir:
@@ -41,7 +43,15 @@ def _serve(args: argparse.Namespace) -> int:
         overrides["sandbox"] = True
     if args.auth_token:
         overrides["auth_token"] = args.auth_token
-    settings = Settings(**overrides)
+    return Settings(**overrides)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import anyio
+
+    from batch_mcp.server import UnsafeBinding, serve
+
+    settings = serve_settings(args)
     try:
         anyio.run(lambda: serve(settings, args.transport, args.host, args.port))
     except UnsafeBinding as exc:
@@ -89,7 +99,7 @@ def _validate(args: argparse.Namespace) -> int:
 def _demo(args: argparse.Namespace) -> int:
     from batch_mcp.demo import run_demo
 
-    return run_demo(workdir=args.workdir)
+    return run_demo(workdir=args.workdir, scenario=args.scenario)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -129,6 +139,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser("demo", help="run the whole workflow on the sandbox through a real MCP client")
     demo.add_argument("--workdir", type=Path, help="folder for the demo's files (default: a temporary one)")
+    demo.add_argument("--scenario", choices=["tickets", "reviews"], default="tickets",
+                      help="tickets: validate, submit, wait, download; reviews: prepare from a CSV, results "
+                           "table, retry failures")
     demo.set_defaults(run=_demo)
     return parser
 
