@@ -130,14 +130,14 @@ async def test_cancelling_a_group_cancels_its_parts(workdir: Path) -> None:
 
 
 async def test_retrying_failures_converges_on_complete_results(workdir: Path) -> None:
-    with SandboxServer(fast_config(failure_rate=0.4)) as flaky:
+    with SandboxServer(fast_config(failure_rate=0.3)) as flaky:
         async with mcp_session(settings_for(flaky, workdir)) as (client, _):
             job = (await _run(client, "submit_batch", path="data/tickets.jsonl"))["batch"]["batch_id"]
             await _run(client, "wait_for_batch", batch_id=job, timeout_s=60)
             summary = await _run(client, "download_batch_results", batch_id=job)
             assert summary["failed"] > 0
             succeeded = summary["succeeded"]
-            for _ in range(8):
+            for _ in range(12):  # a request fails each round with p=0.3: 12 rounds leave ~5e-7 odds
                 retry = await _run(client, "retry_failed_requests", batch_id=job)
                 if retry["retried"] == 0:
                     break
@@ -147,7 +147,7 @@ async def test_retrying_failures_converges_on_complete_results(workdir: Path) ->
                 await _run(client, "wait_for_batch", batch_id=child, timeout_s=60)
                 merged = await _run(client, "download_batch_results", batch_id=child)
                 assert merged["succeeded"] + merged["failed"] + merged["missing"] == 300
-                assert merged["succeeded"] > succeeded  # the newest success wins over older failures
+                assert merged["succeeded"] >= succeeded  # a success is never replaced by a later failure
                 succeeded, job = merged["succeeded"], child
             assert succeeded == 300
             rows = _rows(merged["table_csv_path"])

@@ -196,16 +196,21 @@ async def test_agent_facing_errors(sandbox: SandboxServer, workdir: Path, tmp_pa
         assert sandbox.sandbox.stats()["jobs"] == jobs_before
 
 
-async def test_results_before_completion_and_cancel_conflicts(sandbox: SandboxServer, workdir: Path) -> None:
-    async with mcp_session(settings_for(sandbox, workdir)) as (client, _):
-        submitted = (await client.call_tool("submit_batch", {"path": "data/tickets.jsonl", "new": True})
-                     ).structured_content
-        batch_id = submitted["batch"]["batch_id"]
-        early = await client.call_tool("download_batch_results", {"batch_id": batch_id})
-        assert early.is_error and "wait" in _text(early).lower()
-        await client.call_tool("wait_for_batch", {"batch_id": batch_id, "timeout_s": 60})
-        late = await client.call_tool("cancel_batch", {"batch_id": batch_id})
-        assert late.is_error and "409" in _text(late) and "get_batch" in _text(late)
+async def test_results_before_completion_and_cancel_conflicts(workdir: Path) -> None:
+    from conftest import fast_config
+
+    with SandboxServer(fast_config(validating_s=2.0)) as slow:
+        async with mcp_session(settings_for(slow, workdir)) as (client, _):
+            batch_id = (await client.call_tool("submit_batch", {"path": "data/tickets.jsonl"})
+                        ).structured_content["batch"]["batch_id"]
+            early = await client.call_tool("download_batch_results", {"batch_id": batch_id})
+            assert early.is_error and "wait_for_batch" in _text(early)
+            links = await client.call_tool("get_batch_results", {"batch_id": batch_id})
+            assert links.is_error and "412" in _text(links) and "wait" in _text(links)
+            slow.sandbox.clock.advance(5)
+            await client.call_tool("wait_for_batch", {"batch_id": batch_id, "timeout_s": 60})
+            late = await client.call_tool("cancel_batch", {"batch_id": batch_id})
+            assert late.is_error and "409" in _text(late) and "get_batch" in _text(late)
 
 
 async def test_cancel_keeps_partial_results(workdir: Path) -> None:

@@ -1,0 +1,31 @@
+"""An offline emulator of DigitalOcean's Batch Inference HTTP API, presigned storage included.
+
+Users try batch-mcp with it before they have an account, and every test runs against it. It shares
+only :mod:`batch_mcp.schemas` with the rest of the package.
+
+Where the contract leaves a choice open, the sandbox answers as follows:
+
+* ``POST /v1/batches`` on a file whose upload never completed (the HEAD check): **400** ``bad_request``;
+  an unknown ``file_id``: 404. A body that breaks the schema (``endpoint`` missing for openai or
+  present for anthropic, bad provider or window, non-string metadata): 422; a body that is not JSON: 400.
+* An idempotent replay (same ``request_id``, same body) answers **201** with the existing job, since
+  the spec declares no other success status; the same ``request_id`` with a different body: 409.
+* ``GET /v1/batches``: ``limit`` outside 1..100 is **clamped**; a non-integer ``limit``, an unknown
+  ``status`` or an ``after`` that names no batch: 400 (through the spec's ``default`` response).
+* ``GET /v1/batches/{id}/results`` on a ``failed`` job: **200** with ``result_available: false`` and
+  null URLs (it will never have results); before any terminal status: 412.
+* ``POST /v1/batches/{id}/cancel`` while ``validating``: 409 (not yet handed to the provider); while
+  already ``cancelling``: 200, unchanged.
+
+Test and admin routes, bearer-authenticated and not rate-limited: ``POST /_sandbox/faults``
+``{operation, kind: server_error|rate_limit|drop, times, retry_after_s}``, ``POST /_sandbox/slow``
+``{operation, seconds}``, ``POST /_sandbox/expire-upload-urls`` ``{ttl_s?}``,
+``POST /_sandbox/advance-clock`` ``{seconds}``, ``POST /_sandbox/reset-faults``,
+``GET /_sandbox/stats`` and ``GET /_sandbox/requests``.
+"""
+
+from batch_mcp.sandbox.app import create_app
+from batch_mcp.sandbox.config import SandboxConfig
+from batch_mcp.sandbox.server import SandboxServer, serve
+
+__all__ = ["SandboxConfig", "SandboxServer", "create_app", "serve"]

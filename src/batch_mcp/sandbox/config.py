@@ -1,0 +1,41 @@
+"""Settings of the sandbox: identity, wire dialect, lifecycle pace, limits and storage."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+from batch_mcp.schemas import MAX_FILE_BYTES, MAX_REQUESTS_PER_FILE
+
+Dialect = Literal["openapi", "godo"]
+
+
+class SandboxConfig(BaseModel):
+    """Everything that shapes one sandbox instance.
+
+    The pace fields are seconds spent in each lifecycle phase; ``in_progress`` lasts
+    ``lines / requests_per_s``. Tests shrink them (or advance the sandbox clock) to stay fast.
+    """
+
+    token: str = "sandbox-token"
+    #: ``openapi`` answers as DigitalOcean's published spec; ``godo`` as the shapes the Go client parses.
+    dialect: Dialect = "openapi"
+    validating_s: float = Field(default=0.3, ge=0)
+    queued_s: float = Field(default=0.3, ge=0)
+    requests_per_s: float = Field(default=500.0, gt=0)
+    finalizing_s: float = Field(default=0.3, ge=0)
+    cancelling_s: float = Field(default=0.3, ge=0)
+    failure_rate: float = Field(default=0.03, ge=0, le=1)
+    upload_url_ttl_s: float = Field(default=900, gt=0)
+    download_url_ttl_s: float = Field(default=3600, gt=0)
+    completion_window_s: float = Field(default=86400, gt=0)
+    #: Requests allowed per rolling minute on the ``/v1`` API before it answers 429.
+    rate_limit_per_minute: int = Field(default=250, ge=1)
+    max_requests: int = Field(default=MAX_REQUESTS_PER_FILE, ge=1)
+    max_bytes: int = Field(default=MAX_FILE_BYTES, ge=1)
+    #: Where uploads and results live; ``None`` means a temporary directory removed on close.
+    storage_dir: Path | None = None
+    #: Origin used in presigned URLs (``http://host:port``); ``None`` derives it from each request.
+    public_base_url: str | None = None

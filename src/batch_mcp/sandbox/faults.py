@@ -1,0 +1,77 @@
+"""Test instrumentation: injected failures per operation, and the log of every request received."""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+from typing import Literal, get_args
+
+Operation = Literal[
+    "create_file",
+    "upload",
+    "create_batch",
+    "list_batches",
+    "get_batch",
+    "cancel_batch",
+    "get_results",
+    "download",
+]
+OPERATIONS: tuple[str, ...] = get_args(Operation)
+#: ``server_error`` answers 500, ``rate_limit`` answers 429 with ``retry-after``, ``drop`` starts a
+#: response and then closes the connection mid-body (after reading part of any request body).
+FaultKind = Literal["server_error", "rate_limit", "drop"]
+
+
+@dataclass(frozen=True)
+class Fault:
+    kind: FaultKind
+    retry_after_s: int = 1
+
+
+@dataclass(frozen=True)
+class RequestRecord:
+    """One request as the sandbox saw it: enough to prove where credentials were sent."""
+
+    operation: str
+    method: str
+    path: str  # without the query string, which holds presigned signatures
+    authorization: bool
+    host: str
+
+
+class FaultPlan:
+    """Faults armed for upcoming calls. Each armed fault fires once, on the next call of its operation."""
+
+    def __init__(self) -> None:
+        self._pending: dict[str, deque[Fault]] = {}
+        self._delays: dict[str, float] = {}
+        #: When set, new upload URLs live this many seconds instead of the configured TTL.
+        self.upload_url_ttl_s: float | None = None
+
+    @staticmethod
+    def _known(operation: str) -> str:
+        if operation not in OPERATIONS:
+            raise ValueError(f"unknown operation {operation!r}; expected one of {', '.join(OPERATIONS)}")
+        return operation
+
+    def fail_next(
+        self, operation: Operation, kind: FaultKind = "server_error", times: int = 1, retry_after_s: int = 1
+    ) -> None:
+        """Make the next ``times`` calls of ``operation`` fail with ``kind``."""
+        self._pending.setdefault(self._known(operation), deque()).extend([Fault(kind, retry_after_s)] * times)
+
+    def slow(self, operation: Operation, seconds: float) -> None:
+        """Delay every call of ``operation`` by ``seconds`` (0 removes the delay)."""
+        self._delays[self._known(operation)] = seconds
+
+    def take(self, operation: str) -> Fault | None:
+        pending = self._pending.get(operation)
+        return pending.popleft() if pending else None
+
+    def delay(self, operation: str) -> float:
+        return self._delays.get(operation, 0.0)
+
+    def reset(self) -> None:
+        self._pending.clear()
+        self._delays.clear()
+        self.upload_url_ttl_s = None

@@ -1,0 +1,108 @@
+"""Server-side check of an uploaded input file, run at the end of the ``validating`` phase.
+
+It applies the rules the service documents (one JSON object per line in the provider's shape,
+unique ``custom_id``, openai ``url`` equal to the job's endpoint, request and size limits) and reports
+problems the way the Batch object does: ``{code: "invalid_input_file", message: "Line N: ...", line: N}``.
+It also decides, once, which requests will fail, so running counts and result files agree.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import msgspec
+from pydantic import BaseModel, ValidationError
+
+from batch_mcp.sandbox.results import iter_requests, will_fail
+from batch_mcp.schemas import AnthropicRequestLine, OpenAIRequestLine
+
+#: The Batch object carries at most this many errors; the check stops once it has them.
+MAX_REPORTED_ERRORS = 20
+INVALID_INPUT = "invalid_input_file"
+
+
+@dataclass(frozen=True)
+class InputCheck:
+    total: int
+    errors: list[dict[str, Any]] = field(default_factory=list)
+    #: One byte per request, in file order: 1 if that request fails.
+    failures: bytes = b""
+
+
+def describe(error: ValidationError) -> str:
+    """One readable sentence for the first problem pydantic found."""
+    first = error.errors()[0]
+    where = ".".join(str(part) for part in first["loc"])
+    if first["type"] == "missing":
+        return f"missing required field '{where}'"
+    message = first["msg"].removeprefix("Value error, ")
+    return f"'{where}': {message}" if where else message
+
+
+def _line_problem(obj: Any, provider: str, endpoint: str | None) -> str | None:
+    if not isinstance(obj, dict):
+        return "expected a JSON object"
+    model: type[BaseModel] = AnthropicRequestLine if provider == "anthropic" else OpenAIRequestLine
+    try:
+        line = model.model_validate(obj)
+    except ValidationError as exc:
+        return describe(exc)
+    if isinstance(line, OpenAIRequestLine):
+        if line.url != endpoint:
+            return f"url '{line.url}' does not match the batch endpoint '{endpoint}'"
+        return line.check_body_for(line.url)
+    return None
+
+
+def check_input(
+    path: Path,
+    *,
+    provider: str,
+    endpoint: str | None,
+    batch_id: str,
+    failure_rate: float,
+    max_requests: int,
+    max_bytes: int,
+) -> InputCheck:
+    """Validate the file and draw each request's outcome. Runs in a worker thread (it reads the file)."""
+    size = path.stat().st_size
+    if size > max_bytes:
+        message = f"The input file is {size} bytes; the limit is {max_bytes} bytes."
+        return InputCheck(0, [{"code": INVALID_INPUT, "message": message, "line": None}])
+    errors: list[dict[str, Any]] = []
+    seen: dict[str, int] = {}
+    failures = bytearray()
+
+    def report(number: int, problem: str) -> None:
+        errors.append({"code": INVALID_INPUT, "message": f"Line {number}: {problem}.", "line": number})
+
+    for number, raw in iter_requests(path):
+        if len(errors) >= MAX_REPORTED_ERRORS:
+            break
+        if len(failures) >= max_requests:
+            report(number, f"the file holds more than {max_requests} requests")
+            break
+        try:
+            obj = msgspec.json.decode(raw)
+        except msgspec.DecodeError as exc:
+            report(number, f"invalid JSON ({exc})")
+            continue
+        problem = _line_problem(obj, provider, endpoint)
+        if problem is None and obj["custom_id"] in seen:
+            problem = (
+                f"duplicate custom_id '{obj['custom_id']}' (first used on line {seen[obj['custom_id']]})"
+            )
+        if problem is not None:
+            report(number, problem)
+            continue
+        seen[obj["custom_id"]] = number
+        failures.append(will_fail(batch_id, obj["custom_id"], raw, failure_rate))
+    if errors:
+        return InputCheck(0, errors)
+    if not failures:
+        return InputCheck(
+            0, [{"code": INVALID_INPUT, "message": "The input file holds no requests.", "line": None}]
+        )
+    return InputCheck(len(failures), [], bytes(failures))
