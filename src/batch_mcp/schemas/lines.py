@@ -70,7 +70,7 @@ class AnthropicRequestLine(_Line):
     @field_validator("custom_id")
     @classmethod
     def _safe_custom_id(cls, value: str) -> str:
-        if not CUSTOM_ID_PATTERN.match(value):
+        if not CUSTOM_ID_PATTERN.fullmatch(value):
             raise ValueError("custom_id must be 1-64 characters of letters, digits, '_' or '-'")
         return value
 

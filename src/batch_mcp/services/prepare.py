@@ -220,7 +220,7 @@ def _custom_id(id_column: str | None, record: dict[str, str], count: int, row: i
     if id_column is None:
         return f"row-{count}"
     value = str(record[id_column]).strip()
-    if not CUSTOM_ID_PATTERN.match(value):
+    if not CUSTOM_ID_PATTERN.fullmatch(value):
         raise PrepareError(f"Row {row} of {name}: id {value[:80]!r} in column {id_column!r} is not 1-64 letters, "
                            "digits, '_' or '-'; clean that column or omit id_column to number the rows.")
     return value

@@ -1,0 +1,583 @@
+"""Preflight check of a JSONL batch input file, in one streaming pass.
+
+The pass reads the file in large chunks, hands each chunk to a helper thread for SHA-256 (the hash covers
+exactly the bytes that are parsed), and decodes every line with msgspec into a Struct whose small fields
+are typed loosely (``Any``) and whose prompt fields are decoded one level deep, their items left as
+:class:`msgspec.Raw`: the bulk of each line is scanned, never turned into Python objects. That type
+matches any JSON object, so decoding fails only on real syntax errors; every check is then a cheap
+comparison, and messages are built only for lines that are wrong. Pydantic builds the report, never a line.
+
+Decisions worth knowing (the report's messages repeat them to the agent):
+
+* A UTF-8 byte order mark is a **warning**. It is unambiguous (only at byte 0) and many Windows tools
+  write it, so it is skipped here and the file stays valid; but strict JSON parsers on the service side
+  (Go's ``encoding/json``, Python's ``json.loads``) reject the first line because of it, so the warning
+  asks for the BOM to be removed before upload.
+* Blank (whitespace-only) lines are skipped with **one warning** at the first of them (the report counts
+  them all): the service's behaviour on blank lines is not documented and it may reject the file.
+* CRLF line endings are accepted silently and only counted: CR is JSON whitespace.
+* A file over the size limit (by ``stat``) is reported at once without being read: it must be split
+  anyway, and reading hundreds of megabytes to describe a file that cannot be sent is wasted time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import stat
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import IO, Any, cast, get_args
+
+import msgspec
+from msgspec import UNSET, Raw, UnsetType
+
+from batch_mcp.schemas.api import OPENAI_ENDPOINTS, OpenAIEndpoint, Provider
+from batch_mcp.schemas.lines import CUSTOM_ID_PATTERN, MAX_FILE_BYTES, MAX_REQUESTS_PER_FILE
+from batch_mcp.schemas.preflight import ModelUsage, PreflightReport, Problem, ProblemCode, Severity
+
+__all__ = ["Limits", "UnusableInput", "preflight"]
+
+_CHAT = "/v1/chat/completions"
+_RESPONSES = "/v1/responses"
+_BOM = b"\xef\xbb\xbf"
+_CHUNK = 1 << 22  # bytes read, and hashed on the helper thread, at a time
+#: Output tokens assumed for a request that sets no limit, in the cost estimate's ceiling.
+DEFAULT_OUTPUT_TOKENS = 1000
+_QUOTE_MAX = 80  # longest value quoted back in a message
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What the service accepts (do-batch-api.md §8), and how many problems a report lists."""
+
+    max_requests: int = MAX_REQUESTS_PER_FILE
+    max_bytes: int = MAX_FILE_BYTES
+    max_problems: int = 20
+    require_jsonl_suffix: bool = True
+
+
+class UnusableInput(Exception):
+    """The path cannot be checked at all: missing, not a regular file, unreadable, or bad arguments."""
+
+
+# --- The shape a line is decoded into ------------------------------------------------------------------
+# JSON values decoded one level deep: containers hold msgspec.Raw slices, so the big prompt content is only
+# scanned, never built into Python objects. A field typed this way (or Any) accepts every JSON value, so
+# decoding fails only on real syntax errors and the checks below can say exactly which field is wrong.
+# The Structs are not tracked by the garbage collector (gc=False): decoded JSON cannot form cycles.
+_NonObject = list[Raw] | str | int | float | bool | None
+_Shallow = _NonObject | dict[str, Raw]
+
+
+class _OpenAIBody(msgspec.Struct, gc=False):
+    model: Any = UNSET
+    messages: _Shallow | UnsetType = UNSET
+    input: _Shallow | UnsetType = UNSET
+    instructions: _Shallow | UnsetType = UNSET
+    max_tokens: Any = UNSET
+    max_completion_tokens: Any = UNSET
+    max_output_tokens: Any = UNSET
+
+
+class _AnthropicParams(msgspec.Struct, gc=False):
+    model: Any = UNSET
+    max_tokens: Any = UNSET
+    messages: _Shallow | UnsetType = UNSET
+    system: _Shallow | UnsetType = UNSET
+
+
+class _Request(msgspec.Struct, gc=False):
+    custom_id: Any = UNSET
+    method: Any = UNSET
+    url: Any = UNSET
+    body: _OpenAIBody | _NonObject | UnsetType = UNSET
+    params: _AnthropicParams | _NonObject | UnsetType = UNSET
+
+
+_DECODER = msgspec.json.Decoder(_Request | _NonObject)
+
+
+# --- Describing fields and values in messages ----------------------------------------------------------
+@dataclass(frozen=True)
+class _Field:
+    """A required field: its path in the line, its two problem codes, and what a correct value looks like."""
+
+    path: str
+    missing: ProblemCode
+    invalid: ProblemCode
+    expected: str
+
+
+_MESSAGES_EXAMPLE = 'a non-empty array of messages, e.g. [{"role": "user", "content": "..."}]'
+_CUSTOM_ID = _Field("custom_id", ProblemCode.MISSING_CUSTOM_ID, ProblemCode.INVALID_CUSTOM_ID,
+                    'a non-empty string unique in the file, e.g. "req-1", used to match each result')
+_METHOD = _Field("method", ProblemCode.MISSING_METHOD, ProblemCode.INVALID_METHOD, '"POST"')
+_URL = _Field("url", ProblemCode.MISSING_URL, ProblemCode.UNSUPPORTED_URL,
+              f"one of {', '.join(OPENAI_ENDPOINTS)}, the same on every line")
+_BODY = _Field("body", ProblemCode.MISSING_BODY, ProblemCode.INVALID_BODY,
+               "an object holding the request for the url's endpoint (model, messages or input, ...)")
+_PARAMS = _Field("params", ProblemCode.MISSING_PARAMS, ProblemCode.INVALID_PARAMS,
+                 "an object holding a Messages API request (model, max_tokens, messages, ...)")
+_BODY_MODEL = _Field("body.model", ProblemCode.MISSING_MODEL, ProblemCode.INVALID_MODEL,
+                     'a non-empty string naming the model, e.g. "gpt-4o-mini"')
+_PARAMS_MODEL = _Field("params.model", ProblemCode.MISSING_MODEL, ProblemCode.INVALID_MODEL,
+                       'a non-empty string naming the model, e.g. "claude-sonnet-4-5"')
+_BODY_MESSAGES = _Field("body.messages", ProblemCode.MISSING_MESSAGES, ProblemCode.INVALID_MESSAGES,
+                        f"{_MESSAGES_EXAMPLE} ({_CHAT} needs it)")
+_PARAMS_MESSAGES = _Field("params.messages", ProblemCode.MISSING_MESSAGES, ProblemCode.INVALID_MESSAGES,
+                          _MESSAGES_EXAMPLE)
+_INPUT = _Field("body.input", ProblemCode.MISSING_INPUT, ProblemCode.INVALID_INPUT,
+                f"a non-empty string or array of input items ({_RESPONSES} needs it)")
+_MAX_TOKENS = _Field("params.max_tokens", ProblemCode.MISSING_MAX_TOKENS, ProblemCode.INVALID_MAX_TOKENS,
+                     "an integer >= 1, the most tokens to generate, e.g. 1024")
+
+
+def _quote(value: str) -> str:
+    return repr(value if len(value) <= _QUOTE_MAX else value[:_QUOTE_MAX] + "...")
+
+
+def _describe(value: Any) -> str:
+    """A value as a message shows it: scalars quoted, containers by their JSON type."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return f"{str(value).lower()} (a boolean)"
+    if isinstance(value, int | float):
+        return f"{value!r} (a number)"
+    if isinstance(value, str):
+        return f"{_quote(value)} (a string)" if value else "an empty string"
+    if isinstance(value, list):
+        return "an array" if value else "an empty array"
+    return "an object"
+
+
+def _output_ceiling(*limits: Any) -> int:
+    """The first integer output limit a request sets, else the default the cost estimate assumes."""
+    for limit in limits:
+        if type(limit) is int:
+            return limit
+    return DEFAULT_OUTPUT_TOKENS
+
+
+def _prompt_size(*fields: Any) -> int:
+    """Size of the prompt fields: characters of a string, JSON bytes of an array's items."""
+    size = 0
+    for value in fields:
+        if type(value) is list:
+            size += sum(map(len, value))
+        elif type(value) is str:
+            size += len(value)
+    return size
+
+
+# --- The pass ------------------------------------------------------------------------------------------
+class _Scan:
+    """Everything learnt about the file so far. One instance per file; not thread-safe."""
+
+    def __init__(self, path: Path, provider: Provider | None, endpoint: OpenAIEndpoint | None,
+                 limits: Limits) -> None:
+        self.path = path
+        self.limits = limits
+        self.provider_given = provider is not None
+        self.provider = provider
+        self.provider_line = 0  # line that fixed the provider, when detected
+        self.endpoint_given = endpoint is not None
+        self.endpoint = endpoint
+        self.endpoint_line = 0  # line that fixed the endpoint, when detected
+        self.custom_ids: dict[str, int] = {}
+        self.usage: dict[str, list[int]] = {}  # model -> [requests, prompt bytes, max output tokens]
+        self.prompt_bytes = 0
+        self.size = 0
+        self.sha256 = ""
+        self.lines = self.requests = self.blank_lines = self.crlf_lines = 0
+        self.first_excess_request = limits.max_requests + 1
+        self.has_bom = False
+        self.errors: list[Problem] = []
+        self.warnings: list[Problem] = []
+        self.error_count = self.warning_count = 0
+
+    # Problems ------------------------------------------------------------------------------------------
+    def add(self, line: int | None, severity: Severity, code: ProblemCode,
+            message: str | Callable[[], str]) -> None:
+        """Count a problem; list it while there is room. A callable message is built only if listed."""
+        if severity == "error":
+            self.error_count += 1
+            listed = self.errors
+        else:
+            self.warning_count += 1
+            listed = self.warnings
+        if len(listed) < self.limits.max_problems:
+            text = message() if callable(message) else message
+            listed.append(Problem(line=line, severity=severity, code=code, message=text))
+
+    def bad_field(self, line: int, value: Any, field: _Field) -> None:
+        if value is UNSET:
+            self.add(line, "error", field.missing,
+                     f"{field.path} is missing; add {field.path}: {field.expected}")
+        else:
+            self.add(line, "error", field.invalid,
+                     f"{field.path} is {_describe(value)}; it must be {field.expected}")
+
+    # Whole file ----------------------------------------------------------------------------------------
+    def check_name(self) -> None:
+        name = self.path.name
+        if self.limits.require_jsonl_suffix and not (len(name) > 6 and name.lower().endswith(".jsonl")):
+            self.add(None, "error", ProblemCode.WRONG_EXTENSION,
+                     f"the file name {_quote(name)} does not end in .jsonl, which the upload API requires; "
+                     f"rename the file, e.g. to {name.rsplit('.', 1)[0] or 'requests'}.jsonl")
+
+    def too_large(self, size: int) -> None:
+        self.size = size
+        parts = -(-size // self.limits.max_bytes)
+        self.add(None, "error", ProblemCode.FILE_TOO_LARGE,
+                 f"the file is {size:,} bytes, over the {self.limits.max_bytes:,}-byte limit, so its lines "
+                 f"were not checked; split it into at least {parts} files of at most "
+                 f"{self.limits.max_bytes:,} bytes and {self.limits.max_requests:,} requests each, then "
+                 "check each part")
+
+    def read(self, file: IO[bytes]) -> None:
+        """Hash, count and check every line. Stops if the file grows past the size limit while read."""
+        hasher = hashlib.sha256()
+        size, max_bytes = 0, self.limits.max_bytes
+        check_line = self.check_line
+        number = 0
+        for number, line in enumerate(_hashed_lines(file, hasher), 1):
+            size += len(line)
+            if size > max_bytes:
+                self.lines = number
+                self.too_large(max(size, os.fstat(file.fileno()).st_size))
+                return
+            check_line(number, line)
+        self.lines = number
+        self.size = size
+        self.sha256 = hasher.hexdigest()
+        if not self.requests:
+            what = "is empty" if not size else f"holds only {self.blank_lines} blank line(s)"
+            self.add(None, "error", ProblemCode.EMPTY_FILE,
+                     f"the file {what}; write one JSON request object per line")
+
+    # One line ------------------------------------------------------------------------------------------
+    def check_line(self, number: int, line: bytes) -> None:
+        if number == 1 and line.startswith(_BOM):
+            self.has_bom = True
+            line = line[len(_BOM):]
+            self.add(1, "warning", ProblemCode.UTF8_BOM,
+                     "the file starts with a UTF-8 byte order mark (BOM); it was skipped here, but strict "
+                     "JSON parsers reject the first line because of it: save the file without a BOM")
+        if line.endswith(b"\r\n"):
+            self.crlf_lines += 1
+        if not line or line.isspace():
+            self.blank_lines += 1
+            if self.blank_lines == 1:
+                self.add(number, "warning", ProblemCode.BLANK_LINE,
+                         "blank line, skipped here (blank_lines counts them all); the service does not "
+                         "document blank lines and may reject the file: remove every blank line")
+            return
+        self.requests += 1
+        if self.requests == self.first_excess_request:
+            self.add(number, "error", ProblemCode.TOO_MANY_REQUESTS,
+                     f"this is request {self.requests:,}, over the limit of {self.limits.max_requests:,} "
+                     "requests per file; split the file so that each part holds at most "
+                     f"{self.limits.max_requests:,} requests")
+        if not line.isascii():
+            try:
+                line.decode()
+            except UnicodeDecodeError as exc:
+                self.add(number, "error", ProblemCode.INVALID_UTF8,
+                         f"the byte 0x{line[exc.start]:02x} at position {exc.start + 1} of the line is not "
+                         "valid UTF-8; save the file as UTF-8 (JSON text must be UTF-8)")
+                return
+        try:
+            request = _DECODER.decode(line)
+        except (msgspec.MsgspecError, RecursionError) as exc:
+            self.add(number, "error", ProblemCode.INVALID_JSON, partial(_explain_invalid_json, line, exc))
+            return
+        if type(request) is not _Request:
+            self.add(number, "error", ProblemCode.NOT_AN_OBJECT,
+                     f"the line is {_describe(request)}, not a JSON object; each line must be one request "
+                     'object: {"custom_id": ..., "method": "POST", "url": ..., "body": {...}} for openai, '
+                     '{"custom_id": ..., "params": {...}} for anthropic')
+            return
+        provider = self.provider_of(number, request)
+        self.check_custom_id(number, request.custom_id)
+        if provider == "openai":
+            self.check_openai(number, request)
+        elif provider == "anthropic":
+            self.check_anthropic(number, request)
+
+    def provider_of(self, number: int, request: _Request) -> Provider | None:
+        """The provider whose rules this line is checked against; None when it cannot be checked further."""
+        openai_keys = request.method is not UNSET or request.url is not UNSET or request.body is not UNSET
+        anthropic_keys = request.params is not UNSET
+        if openai_keys and anthropic_keys:
+            self.add(number, "error", ProblemCode.UNKNOWN_REQUEST_SHAPE,
+                     'the line mixes "params" (anthropic format) with "method"/"url"/"body" (openai format); '
+                     "keep only the keys of the provider you submit to")
+            return None
+        if not (openai_keys or anthropic_keys):
+            if self.provider is None:
+                self.add(number, "error", ProblemCode.UNKNOWN_REQUEST_SHAPE,
+                         'the line has neither "params" (anthropic format) nor "method"/"url"/"body" (openai '
+                         'format); write {"custom_id", "method": "POST", "url", "body"} for openai or '
+                         '{"custom_id", "params"} for anthropic')
+            return self.provider  # checked as the file's provider, so the missing keys get named
+        shape: Provider = "openai" if openai_keys else "anthropic"
+        if self.provider is None:
+            self.provider, self.provider_line = shape, number
+        elif shape != self.provider:
+            if self.provider_given:
+                self.add(number, "error", ProblemCode.PROVIDER_MISMATCH,
+                         f"the line is in {shape} format but the provider is {self.provider}; rewrite it in "
+                         f"{self.provider} format, or check and submit the file with provider {shape}")
+            else:
+                self.add(number, "error", ProblemCode.MIXED_PROVIDERS,
+                         f"the line is in {shape} format but line {self.provider_line} (the first request) "
+                         f"is in {self.provider} format; a file holds one provider's format: move the "
+                         f"{shape} requests to a file of their own")
+            return None
+        return shape
+
+    def check_custom_id(self, number: int, custom_id: Any) -> None:
+        if type(custom_id) is not str or not custom_id:
+            self.bad_field(number, custom_id, _CUSTOM_ID)
+            return
+        first = self.custom_ids.setdefault(custom_id, number)
+        if first != number:
+            self.add(number, "error", ProblemCode.DUPLICATE_CUSTOM_ID,
+                     f"duplicate custom_id {_quote(custom_id)} (first used on line {first}); give every "
+                     "request a unique custom_id")
+        if not CUSTOM_ID_PATTERN.fullmatch(custom_id):
+            self.bad_custom_id_format(number, custom_id)
+
+    def bad_custom_id_format(self, number: int, custom_id: str) -> None:
+        """An error for anthropic, which rejects such ids, and while the provider is still unknown; a warning
+        for openai, which accepts them."""
+        flaw = (f"is {len(custom_id)} characters long" if len(custom_id) > 64
+                else "has characters other than letters, digits, '_' and '-'")
+        if self.provider == "openai":
+            self.add(number, "warning", ProblemCode.CUSTOM_ID_FORMAT,
+                     f"custom_id {_quote(custom_id)} {flaw}; openai accepts it, but 1-64 of [A-Za-z0-9_-] "
+                     "is safe with every provider: consider renaming it")
+        else:
+            self.add(number, "error", ProblemCode.CUSTOM_ID_FORMAT,
+                     f"custom_id {_quote(custom_id)} {flaw}; anthropic accepts only 1-64 characters of "
+                     "[A-Za-z0-9_-]: rename it")
+
+    def check_openai(self, number: int, request: _Request) -> None:
+        if request.method != "POST":
+            self.bad_field(number, request.method, _METHOD)
+        url = request.url
+        if url not in OPENAI_ENDPOINTS:
+            self.bad_field(number, url, _URL)
+            url = self.endpoint
+        elif self.endpoint is None:
+            self.endpoint, self.endpoint_line = url, number
+        elif url != self.endpoint:
+            self.url_disagrees(number, url)
+        body = request.body
+        if type(body) is not _OpenAIBody:
+            self.bad_field(number, body, _BODY)
+            return
+        if url == _CHAT:
+            if type(body.messages) is not list or not body.messages:
+                self.bad_field(number, body.messages, _BODY_MESSAGES)
+        elif url == _RESPONSES and (type(body.input) not in (str, list) or not body.input):
+            self.bad_field(number, body.input, _INPUT)
+        self.count_request(number, body.model, _BODY_MODEL,
+                           _prompt_size(body.messages, body.input, body.instructions),
+                           _output_ceiling(body.max_tokens, body.max_completion_tokens,
+                                           body.max_output_tokens))
+
+    def url_disagrees(self, number: int, url: str) -> None:
+        if self.endpoint_given:
+            self.add(number, "error", ProblemCode.URL_MISMATCH,
+                     f"url {url} differs from the endpoint {self.endpoint} the file is checked for; every "
+                     f"url must equal the job's endpoint: change it to {self.endpoint}, or use endpoint "
+                     f"{url}")
+        else:
+            self.add(number, "error", ProblemCode.MIXED_URLS,
+                     f"url {url} differs from {self.endpoint}, used from line {self.endpoint_line}; a batch "
+                     f"has a single endpoint: move the {url} requests to a file of their own")
+
+    def check_anthropic(self, number: int, request: _Request) -> None:
+        params = request.params
+        if type(params) is not _AnthropicParams:
+            self.bad_field(number, params, _PARAMS)
+            return
+        max_tokens = params.max_tokens
+        if type(max_tokens) is not int or max_tokens < 1:
+            self.bad_field(number, max_tokens, _MAX_TOKENS)
+        if type(params.messages) is not list or not params.messages:
+            self.bad_field(number, params.messages, _PARAMS_MESSAGES)
+        self.count_request(number, params.model, _PARAMS_MODEL,
+                           _prompt_size(params.messages, params.system), _output_ceiling(max_tokens))
+
+    def count_request(self, number: int, model: Any, field: _Field, prompt_bytes: int,
+                      max_output_tokens: int) -> None:
+        """Check the model; tally the requests, prompt size and output ceiling per model (cost estimate)."""
+        self.prompt_bytes += prompt_bytes
+        if type(model) is not str or not model:
+            self.bad_field(number, model, field)
+            return
+        usage = self.usage.get(model)
+        if usage is None:
+            usage = self.usage[model] = [0, 0, 0]
+        usage[0] += 1
+        usage[1] += prompt_bytes
+        usage[2] += max_output_tokens
+
+    # Result --------------------------------------------------------------------------------------------
+    def report(self) -> PreflightReport:
+        room = max(0, self.limits.max_problems - len(self.errors))
+        problems = sorted(self.errors + self.warnings[:room], key=lambda p: 0 if p.line is None else p.line)
+        return PreflightReport(
+            path=str(self.path),
+            valid=self.error_count == 0,
+            provider=self.provider,
+            endpoint=self.endpoint if self.provider == "openai" else None,
+            requests=self.requests,
+            lines=self.lines,
+            blank_lines=self.blank_lines,
+            bytes=self.size,
+            sha256=self.sha256,
+            has_bom=self.has_bom,
+            crlf_lines=self.crlf_lines,
+            models={model: requests for model, (requests, _, _) in self.usage.items()},
+            estimated_input_tokens=self.prompt_bytes // 4,
+            model_usage={model: ModelUsage(requests=n, input_tokens=size // 4, max_output_tokens=out)
+                         for model, (n, size, out) in self.usage.items()},
+            error_count=self.error_count,
+            warning_count=self.warning_count,
+            problems=problems,
+            truncated=self.error_count + self.warning_count > len(problems),
+        )
+
+
+def _hashed_lines(file: IO[bytes], hasher: hashlib._Hash) -> Iterator[bytes]:
+    """The file's lines, newline kept, while a helper thread feeds the same chunks to ``hasher``.
+
+    hashlib releases the GIL while it hashes a large buffer, so hashing one chunk overlaps with checking
+    the lines of that chunk, and the SHA-256 costs almost no wall time on a machine with two cores.
+    """
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="preflight-sha256") as hashing:
+        hashed: Future[None] | None = None
+        pending: list[bytes] = []  # pieces of a line that spans chunks
+        while chunk := file.read(_CHUNK):
+            if hashed is not None:
+                hashed.result()  # at most two chunks in memory
+            hashed = hashing.submit(hasher.update, chunk)
+            for piece in io.BytesIO(chunk):
+                if not piece.endswith(b"\n"):  # only a chunk's last line can lack it
+                    pending.append(piece)
+                elif pending:
+                    yield b"".join([*pending, piece])
+                    pending.clear()
+                else:
+                    yield piece
+        if pending:
+            yield b"".join(pending)
+        if hashed is not None:
+            hashed.result()
+
+
+_TOO_DEEP = "the JSON nests arrays or objects too deeply to parse; flatten the request"
+
+
+def _explain_invalid_json(line: bytes, error: Exception) -> str:
+    """Name the syntax error precisely. Slow path: the standard library parser gives a reason and a column."""
+    fix = "write exactly one complete JSON object per line, with no line breaks inside it"
+    if isinstance(error, RecursionError):
+        return _TOO_DEEP
+    text = line.rstrip(b"\r\n")  # a line cut inside a string then reads as unterminated, not as a line break
+    if text.startswith(_BOM):
+        return ("the line starts with a UTF-8 byte order mark, as when files are concatenated; remove it "
+                "(only plain UTF-8 without BOM is safe)")
+    try:
+        json.loads(text)
+    except json.JSONDecodeError as stdlib:
+        if stdlib.pos >= len(stdlib.doc.rstrip()):
+            return f"the line ends before its JSON value is complete (cut short, or split over lines); {fix}"
+        return f"not valid JSON: {stdlib.msg.removesuffix(' at')} at column {stdlib.colno}; {fix}"
+    except RecursionError:
+        return _TOO_DEEP
+    # Python's parser is laxer than msgspec: NaN, Infinity, huge numbers and lone surrogates get here.
+    return (f"JSON that strict parsers reject ({error}): NaN, Infinity, a number out of range or an unpaired "
+            r"\u surrogate escape; replace those values")
+
+
+# --- Entry point ---------------------------------------------------------------------------------------
+def _arguments(provider: str | None, endpoint: str | None) -> tuple[Provider | None, OpenAIEndpoint | None]:
+    """Validate the caller's provider and endpoint; an endpoint implies provider openai."""
+    if endpoint is not None:
+        if endpoint not in OPENAI_ENDPOINTS:
+            raise UnusableInput(f"unsupported endpoint {endpoint!r}; use one of "
+                                f"{', '.join(OPENAI_ENDPOINTS)}")
+        if provider == "anthropic":
+            raise UnusableInput("anthropic batches take no endpoint; drop the endpoint or use provider "
+                                "openai")
+        provider = "openai"
+    if provider is not None and provider not in get_args(Provider):
+        raise UnusableInput(f"unknown provider {provider!r}; use one of {', '.join(get_args(Provider))}")
+    return cast(Provider | None, provider), cast(OpenAIEndpoint | None, endpoint)
+
+
+def _require_regular_file(path: Path, mode: int) -> None:
+    if stat.S_ISREG(mode):
+        return
+    if stat.S_ISDIR(mode):
+        raise UnusableInput(f"{path} is a directory; pass the path of one .jsonl file inside it")
+    kind = ("a named pipe (FIFO)" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode)
+            else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "a special file")
+    raise UnusableInput(f"{path} is {kind}, not a regular file; write the requests to a .jsonl file and pass "
+                        "its path")
+
+
+def _open_regular_file(path: Path) -> tuple[IO[bytes], int]:
+    """Open for reading only after ``stat`` shows a regular file, so a FIFO or /dev/zero never blocks."""
+    try:
+        _require_regular_file(path, os.stat(path).st_mode)
+        # O_NONBLOCK: if the path was swapped for a FIFO since the stat, open must not wait for a writer.
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except FileNotFoundError:
+        dangling = " (it is a symlink to a missing target)" if path.is_symlink() else ""
+        relative = "" if path.is_absolute() else f" (relative paths start at {Path.cwd()})"
+        raise UnusableInput(f"{path} does not exist{dangling}; check the path{relative}") from None
+    except OSError as exc:
+        raise UnusableInput(f"cannot open {path}: {exc.strerror}; check the path and its "
+                            "permissions") from None
+    try:
+        info = os.fstat(fd)
+        _require_regular_file(path, info.st_mode)  # the path may have changed since the stat
+        return os.fdopen(fd, "rb", buffering=0), info.st_size
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def preflight(path: Path, provider: str | None = None, endpoint: str | None = None,
+              limits: Limits = Limits()) -> PreflightReport:
+    """Check a batch input file before it is uploaded; raise :class:`UnusableInput` if it cannot be read.
+
+    ``provider`` and ``endpoint`` are detected from the first request when not given; giving an
+    endpoint implies provider openai.
+    """
+    provider, endpoint = _arguments(provider, endpoint)
+    path = Path(path)
+    file, size = _open_regular_file(path)
+    scan = _Scan(path, provider, endpoint, limits)
+    scan.check_name()
+    with file:
+        if size > limits.max_bytes:
+            scan.too_large(size)
+        else:
+            try:
+                scan.read(file)
+            except OSError as exc:
+                raise UnusableInput(f"reading {path} failed: {exc.strerror or exc}; check the file") from None
+    return scan.report()
