@@ -1,4 +1,4 @@
-"""The README's first command: `batch-mcp demo`, both scenarios, as a user runs them."""
+"""The data-workflow demo scenario as a user runs it (the default scenario runs at DEBUG in test_security)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,6 @@ import pytest
 
 
 @pytest.mark.parametrize(("scenario", "expected"), [
-    ("tickets", ["1. validate_batch_file", "same job: True", "status=completed", "demo finished"]),
     ("reviews", ["1. prepare_batch_file", "merged table", "150 rows", "every review has a result"]),
 ])
 def test_demo_runs_end_to_end(tmp_path: Path, scenario: str, expected: list[str]) -> None:

@@ -45,6 +45,9 @@ class Settings(BaseSettings):
     max_requests: int = Field(default=50_000, ge=1, description="Requests allowed in one batch file.")
     max_bytes: int = Field(default=200_000_000, ge=1, description="Bytes allowed in one batch file.")
     poll_interval_s: float = Field(default=5.0, gt=0, description="Default wait_for_batch poll interval.")
+    max_attempts: int = Field(default=5, ge=1, description="Attempts per API call before a fault is reported.")
+    retry_base_delay_s: float = Field(default=0.5, ge=0, description="First backoff between attempts (doubles).")
+    timeout_s: float = Field(default=60.0, gt=0, description="Seconds to wait for an API answer before retrying.")
 
     @field_validator("allowed_dirs", mode="before")
     @classmethod

@@ -17,10 +17,11 @@ from typing import Literal
 
 from mcp.server import MCPServer
 from mcp.server.subscriptions import InMemorySubscriptionBus
+from mcp.server.transport_security import TransportSecuritySettings
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from batch_mcp import __version__
-from batch_mcp.client import DigitalOceanBatchClient
+from batch_mcp.client import DigitalOceanBatchClient, RetryPolicy, timeouts
 from batch_mcp.config import Settings
 from batch_mcp.services.batches import BatchService
 from batch_mcp.services.preflight import Limits
@@ -54,7 +55,9 @@ async def open_app_state(settings: Settings) -> AsyncIterator[AppState]:
             log.info("sandbox mode: API emulated at %s", base_url)
         client = None
         if token:
-            client = await stack.enter_async_context(DigitalOceanBatchClient(token=token, base_url=base_url))
+            retry = RetryPolicy(max_attempts=settings.max_attempts, base_delay_s=settings.retry_base_delay_s)
+            client = await stack.enter_async_context(DigitalOceanBatchClient(
+                token=token, base_url=base_url, retry=retry, timeout=timeouts(settings.timeout_s)))
         else:
             log.warning("no API token: set MODEL_ACCESS_KEY or DIGITALOCEAN_TOKEN (tools will say so)")
         store = stack.enter_context(JobStore.open(state_dir))
@@ -116,19 +119,41 @@ class UnsafeBinding(Exception):
     """Refusal to expose an unauthenticated server beyond this machine."""
 
 
-def http_app(mcp: MCPServer, transport: Transport, host: str, auth_token: str | None) -> ASGIApp:
-    """The ASGI app of an HTTP transport, behind bearer auth when a token is set."""
+def check_binding(host: str, auth_token: str | None) -> None:
+    """Refuse an unauthenticated server that other machines could reach."""
     if not is_loopback(host) and not auth_token:
         raise UnsafeBinding(
             f"Refusing to serve on {host} without authentication: anyone who can reach it could run batch jobs "
             "on your account and read your files. Pass --auth-token (or BATCH_MCP_AUTH_TOKEN), or bind 127.0.0.1."
         )
-    app: ASGIApp = mcp.sse_app(host=host) if transport == "sse" else mcp.streamable_http_app(host=host)
+
+
+def rebinding_protection(host: str) -> TransportSecuritySettings | None:
+    """On loopback, accept only loopback Host and Origin headers, so a web page that rebinds its DNS
+    name to 127.0.0.1 cannot drive the server. The SDK does this only for three spellings of loopback;
+    this covers every loopback bind (127.0.0.2, [::1], ...). Elsewhere the bearer token guards the server."""
+    if not is_loopback(host):
+        return None
+    bound = f"[{host.strip('[]')}]" if ":" in host else host
+    names = dict.fromkeys(["127.0.0.1", "localhost", "[::1]", bound])
+    return TransportSecuritySettings(allowed_hosts=[f"{name}:*" for name in names],
+                                     allowed_origins=[f"http://{name}:*" for name in names])
+
+
+def http_app(mcp: MCPServer, transport: Transport, host: str, auth_token: str | None) -> ASGIApp:
+    """The ASGI app of an HTTP transport: DNS-rebinding protection on loopback, bearer auth with a token."""
+    check_binding(host, auth_token)
+    security = rebinding_protection(host)
+    app: ASGIApp = (mcp.sse_app(host=host, transport_security=security) if transport == "sse"
+                    else mcp.streamable_http_app(host=host, transport_security=security))
     return BearerAuth(app, auth_token) if auth_token else app
 
 
 async def serve(settings: Settings, transport: Transport = "stdio", host: str = "127.0.0.1",
                 port: int = 8000) -> None:
+    auth = settings.auth_token.get_secret_value() if settings.auth_token else None
+    if transport != "stdio":
+        check_binding(host, auth)  # before anything is opened: a refused server touches nothing
     async with open_app_state(settings) as state:
         mcp = build_server(state)
         if transport == "stdio":
@@ -136,7 +161,6 @@ async def serve(settings: Settings, transport: Transport = "stdio", host: str = 
             return
         import uvicorn
 
-        auth = settings.auth_token.get_secret_value() if settings.auth_token else None
         config = uvicorn.Config(http_app(mcp, transport, host, auth), host=host, port=port,
                                 log_level="warning", access_log=False, lifespan="on")
         await uvicorn.Server(config).serve()

@@ -1,6 +1,6 @@
 """HTTP client for batch APIs: typed results, typed errors, and the one place that retries."""
 
-from batch_mcp.client.digitalocean import DEFAULT_BASE_URL, DigitalOceanBatchClient, Progress
+from batch_mcp.client.digitalocean import DEFAULT_BASE_URL, DigitalOceanBatchClient, Progress, timeouts
 from batch_mcp.client.errors import (
     APIConnectionError,
     APITimeoutError,
@@ -24,5 +24,5 @@ __all__ = [
     "DEFAULT_BASE_URL", "APIConnectionError", "APITimeoutError", "AuthenticationError", "BadRequestError",
     "BatchAPIError", "ConflictError", "DigitalOceanBatchClient", "DownloadURLExpiredError", "NotFoundError",
     "PermissionDeniedError", "Progress", "RateLimitInfo", "RateLimitedError", "ResultsNotReadyError",
-    "RetryPolicy", "ServerError", "UploadURLExpiredError", "redact_url",
+    "RetryPolicy", "ServerError", "UploadURLExpiredError", "redact_url", "timeouts",
 ]

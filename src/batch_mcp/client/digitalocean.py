@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import logging
 import os
+import re
+import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -38,10 +40,36 @@ from batch_mcp.client.retry import RETRYABLE_STATUS, RetryPolicy, retry_after_se
 from batch_mcp.schemas import ApiErrorBody, Batch, BatchPage, CreateBatchRequest, FileIntent, ResultLinks
 
 log = logging.getLogger(__name__)
+_QUERY_STRING = re.compile(r"(\b[a-z][a-z0-9+.-]*://[^\s?#\"']*)\?[^\s#\"']*", re.IGNORECASE)
+
+
+class _RedactQueryStrings(logging.Filter):
+    """Cut query strings out of URLs in log lines: presigned URLs carry their signature there.
+
+    Installed on httpx2's logger, whose request lines name every URL, so that no logging
+    configuration (an embedding app at DEBUG, a test's caplog) can write a signature anywhere.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if "?" in message:
+            record.msg, record.args = _QUERY_STRING.sub(r"\1", message), None
+        return True
+
+
+logging.getLogger("httpx2").addFilter(_RedactQueryStrings())
+
 
 DEFAULT_BASE_URL = "https://inference.do-ai.run"
 CHUNK_BYTES = 1024 * 1024
-DEFAULT_TIMEOUT = httpx2.Timeout(connect=10.0, read=60.0, write=60.0, pool=10.0)
+
+
+def timeouts(seconds: float) -> httpx2.Timeout:
+    """How long to wait for the service to read or answer (connecting and pooling keep 10 s)."""
+    return httpx2.Timeout(connect=10.0, read=seconds, write=seconds, pool=10.0)
+
+
+DEFAULT_TIMEOUT = timeouts(60.0)
 
 Progress = Callable[[int, int], Awaitable[None]]
 
@@ -174,24 +202,31 @@ class DigitalOceanBatchClient:
         return size
 
     async def download(self, url: str, dest: Path, *, on_progress: Progress | None = None) -> int:
-        """Stream a presigned result file to ``dest`` (written beside it, then renamed into place)."""
-        partial = dest.with_name(dest.name + ".part")
+        """Stream a presigned result file to ``dest`` (written beside it, then renamed into place).
 
-        async def fetch() -> httpx2.Response:
-            async with self._http.stream("GET", url) as response:
-                if response.status_code == 200:
-                    total = int(response.headers.get("content-length") or 0)
-                    written = 0
-                    with partial.open("wb") as out:
-                        async for chunk in response.aiter_bytes(CHUNK_BYTES):
-                            out.write(chunk)
-                            written += len(chunk)
-                            if on_progress:
-                                await on_progress(written, total)
-                return response
-
+        The partial file gets a fresh name, created exclusively: a file or symlink planted in the
+        folder is never written through, and concurrent downloads never share one.
+        """
+        handle, name = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
+        partial = Path(name)
         try:
-            response = await self._with_retries("download", url, fetch)
+            with os.fdopen(handle, "wb") as out:
+
+                async def fetch() -> httpx2.Response:
+                    async with self._http.stream("GET", url) as response:
+                        if response.status_code == 200:
+                            out.seek(0)
+                            out.truncate()
+                            total = int(response.headers.get("content-length") or 0)
+                            written = 0
+                            async for chunk in response.aiter_bytes(CHUNK_BYTES):
+                                out.write(chunk)
+                                written += len(chunk)
+                                if on_progress:
+                                    await on_progress(written, total)
+                        return response
+
+                response = await self._with_retries("download", url, fetch)
             if response.status_code == 403:
                 raise DownloadURLExpiredError("Storage refused the download URL: it expired",
                                               status_code=403, code="download_url_rejected")

@@ -219,7 +219,8 @@ class BatchService:
             group = None if new else self.store.find_group_by_fingerprint(fingerprint)
             if group is not None and (await self._group_view(group.group_id)).status in _RESUBMITTABLE:
                 group = None
-            folder = path.with_name(f"{path.stem}.parts")
+            # beside the input, and checked like any output: a planted link must not send the parts elsewhere
+            folder = Workspace([path.parent]).output_dir(f"{path.stem}.parts", default=path.parent)
             parts = await anyio.to_thread.run_sync(
                 lambda: split_requests(path, folder, self.limits.max_requests, self.limits.max_bytes))
             reused = group is not None
@@ -320,6 +321,8 @@ class BatchService:
     async def _seen(self, batch: Batch) -> None:
         """Record the latest state; tell listeners (resource subscribers) when the status changed."""
         previous = self.store.get_job(batch.batch_id)
+        if previous is not None and previous.last_seen == batch:
+            return  # a poll that changed nothing costs no durable write
         self.store.upsert_batch(batch)
         if previous is None or previous.status != batch.status:
             for listener in self.status_listeners:
@@ -542,7 +545,8 @@ class BatchService:
         if source is None or not source.exists():
             raise JobStillRunning(f"The input file of {batch_id} is unknown to this server or was moved, so its "
                                   "failed requests cannot be rebuilt; submit a corrected file instead.")
-        target = source.with_name(f"{source.stem}.retry-{_file_stem(batch_id)[:40]}.jsonl")
+        target = Workspace([source.parent]).resolve(  # resolved: a planted link cannot lead outside
+            source.with_name(f"{source.stem}.retry-{_file_stem(batch_id)[:40]}.jsonl"))
         index = ResultIndex(self._result_files(batch_id))
         counts = await anyio.to_thread.run_sync(lambda: write_unfinished(source, index, target))
         failed, missing = counts
@@ -569,7 +573,8 @@ class BatchService:
         """Render records into a request file beside the source (or at ``output``), then validate it."""
         workspace = workspace or self.workspace
         src = workspace.input_file(source)
-        target = workspace.resolve(output) if output else src.with_name(f"{src.stem}.batch.jsonl")
+        # resolved: a planted link cannot lead outside
+        target = workspace.resolve(output or src.with_name(f"{src.stem}.batch.jsonl"))
         if target == src:
             raise PrepareError("The output would replace the source file; pass another output path.")
         if target.exists() and not overwrite:

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import string
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -173,11 +175,13 @@ def prepare(source: Path, output: Path, template: RequestTemplate, *,
         raise PrepareError("The prompt template names no column; put placeholders such as {text} or {review} "
                            "where each record's values go.")
     rows = SourceRows(source, fmt, template.id_column)
-    partial = output.with_name(output.name + ".part")
     seen_ids: set[str] = set()
     prepared: PreparedFile | None = None
+    # a fresh name, created exclusively: never written through a file or link planted beside the output
+    handle, name = tempfile.mkstemp(dir=output.parent, prefix=f".{output.name}.", suffix=".part")
+    partial = Path(name)
     try:
-        with partial.open("w", encoding="utf-8") as out:
+        with os.fdopen(handle, "w", encoding="utf-8") as out:
             for row, custom_id, record in rows:
                 if prepared is None:
                     _check_columns(wanted, record, source)
