@@ -86,9 +86,10 @@ async def test_every_request_needs_the_bearer_token(sandbox: SandboxServer, work
                 response = await http.post(path, json=INITIALIZE, headers={**JSON_HEADERS, **headers})
                 assert response.status_code == 401, (path, headers)
                 assert response.headers["www-authenticate"].startswith("Bearer") and AUTH not in response.text
-        accepted = await http.post(endpoint(transport), json=INITIALIZE,
-                                   headers={**JSON_HEADERS, "Authorization": f"Bearer {AUTH}"})
-    assert accepted.status_code != 401
+        accepted = [await http.post(endpoint(transport), json=INITIALIZE,
+                                    headers={**JSON_HEADERS, "Authorization": f"{scheme} {AUTH}"})
+                    for scheme in ("Bearer", "bearer")]  # the auth scheme is case-insensitive (RFC 7235)
+    assert all(response.status_code != 401 for response in accepted)
 
 
 async def test_an_authenticated_client_works_over_streamable_http(sandbox: SandboxServer, workdir: Path) -> None:
@@ -165,3 +166,14 @@ async def test_real_http_server_process(sandbox: SandboxServer, workdir: Path, t
                     "batch_id": submitted.structured_content["batch"]["batch_id"], "timeout_s": 30,
                     "poll_interval_s": 0.05})
     assert waited.structured_content["batch"]["status"] == "completed"
+
+
+def test_plain_http_api_beyond_loopback_is_refused(tmp_path: Path) -> None:
+    """The token rides every API request: a clear-text base URL off this machine is a configuration error."""
+    env = {**os.environ, "MODEL_ACCESS_KEY": "tok", "BATCH_MCP_BASE_URL": "http://batch.example.com",
+           "BATCH_MCP_STATE_DIR": str(tmp_path / "state")}
+    done = subprocess.run([sys.executable, "-m", "batch_mcp", "serve"], capture_output=True, text=True, env=env,
+                          timeout=60, stdin=subprocess.DEVNULL)
+    assert done.returncode == 2
+    assert "unencrypted" in done.stderr and "https://" in done.stderr and "Traceback" not in done.stderr
+    assert not (tmp_path / "state").exists()

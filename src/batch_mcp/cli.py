@@ -49,9 +49,16 @@ def serve_settings(args: argparse.Namespace) -> Settings:
 def _serve(args: argparse.Namespace) -> int:
     import anyio
 
+    from pydantic import ValidationError
+
     from batch_mcp.server import UnsafeBinding, serve
 
-    settings = serve_settings(args)
+    try:
+        settings = serve_settings(args)
+    except ValidationError as exc:
+        problems = "; ".join(str(error["msg"]).removeprefix("Value error, ") for error in exc.errors())
+        print(f"batch-mcp: invalid configuration: {problems}", file=sys.stderr)
+        return 2
     try:
         anyio.run(lambda: serve(settings, args.transport, args.host, args.port))
     except UnsafeBinding as exc:

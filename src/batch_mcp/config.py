@@ -6,8 +6,10 @@ only where the API client builds its Authorization header.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from pathlib import Path
+from urllib.parse import urlsplit
 from typing import Annotated
 
 from pydantic import AliasChoices, Field, SecretStr, field_validator
@@ -16,6 +18,15 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from batch_mcp.client import DEFAULT_BASE_URL
 
 TOKEN_VARIABLES = ("MODEL_ACCESS_KEY", "DIGITALOCEAN_TOKEN")
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 def default_state_dir() -> Path:
@@ -48,6 +59,18 @@ class Settings(BaseSettings):
     max_attempts: int = Field(default=5, ge=1, description="Attempts per API call before a fault is reported.")
     retry_base_delay_s: float = Field(default=0.5, ge=0, description="First backoff between attempts (doubles).")
     timeout_s: float = Field(default=60.0, gt=0, description="Seconds to wait for an API answer before retrying.")
+
+    @field_validator("base_url")
+    @classmethod
+    def _https_beyond_loopback(cls, url: str) -> str:
+        """The token travels in every API request: never in clear text beyond this machine."""
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"BATCH_MCP_BASE_URL must be an http(s) URL, not {url!r}")
+        if parts.scheme == "http" and not is_loopback(parts.hostname):
+            raise ValueError(f"BATCH_MCP_BASE_URL {url!r} would send the API token unencrypted; use https:// "
+                             "(plain http is allowed only for loopback addresses such as the sandbox)")
+        return url
 
     @field_validator("allowed_dirs", mode="before")
     @classmethod

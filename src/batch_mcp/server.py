@@ -22,7 +22,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from batch_mcp import __version__
 from batch_mcp.client import DigitalOceanBatchClient, RetryPolicy, timeouts
-from batch_mcp.config import Settings
+from batch_mcp.config import Settings, is_loopback
 from batch_mcp.services.batches import BatchService
 from batch_mcp.services.preflight import Limits
 from batch_mcp.services.workspace import Workspace
@@ -91,12 +91,13 @@ class BearerAuth:
 
     def __init__(self, app: ASGIApp, token: str) -> None:
         self.app = app
-        self.expected = f"Bearer {token}".encode()
+        self.token = token.encode()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
             given = dict(scope.get("headers") or []).get(b"authorization", b"")
-            if not hmac.compare_digest(given, self.expected):
+            scheme, _, credential = given.partition(b" ")
+            if not (scheme.lower() == b"bearer" and hmac.compare_digest(credential.strip(), self.token)):
                 await send({"type": "http.response.start", "status": 401,
                             "headers": [(b"content-type", b"application/json"),
                                         (b"www-authenticate", b'Bearer realm="batch-mcp"')]})
@@ -104,15 +105,6 @@ class BearerAuth:
                             "body": b'{"error":"unauthorized","message":"Send Authorization: Bearer <token>"}'})
                 return
         await self.app(scope, receive, send)
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
 
 
 class UnsafeBinding(Exception):
