@@ -146,8 +146,11 @@ def http_server_process(env: dict[str, str], cwd: Path, transport: Transport = "
         server.wait(timeout=10)
 
 
+@pytest.mark.parametrize("mode", ["auto", "legacy"])
 @pytest.mark.parametrize("transport", TRANSPORTS)
-async def test_real_http_server_process(sandbox: SandboxServer, workdir: Path, transport: Transport) -> None:
+async def test_real_http_server_process(sandbox: SandboxServer, workdir: Path, transport: Transport,
+                                        mode: str) -> None:
+    """Both protocol eras (2026-07-28 and the 2025-11-25 handshake) on each HTTP transport."""
     env = {**server_env(sandbox, workdir), "BATCH_MCP_AUTH_TOKEN": AUTH}
     bearer = {"Authorization": f"Bearer {AUTH}"}
     with http_server_process(env, workdir, transport) as (base, _):
@@ -159,7 +162,8 @@ async def test_real_http_server_process(sandbox: SandboxServer, workdir: Path, t
             assert (anonymous.status_code, rebound.status_code) == (401, 421)
             target = (sse_client(base + "/sse", headers=bearer) if transport == "sse"
                       else streamable_http_client(base + "/mcp", http_client=authed))
-            async with Client(target) as client:
+            async with Client(target, mode=mode) as client:
+                assert client.protocol_version == {"auto": "2026-07-28", "legacy": "2025-11-25"}[mode]
                 submitted = await client.call_tool("submit_batch", {"path": "data/tickets.jsonl", "new": True})
                 assert not submitted.is_error, submitted.content[0].text
                 waited = await client.call_tool("wait_for_batch", {

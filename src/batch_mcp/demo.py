@@ -124,6 +124,7 @@ async def _tickets(folder: Path) -> int:
         _say(f"   results -> {_rel(summary['output_path'], folder)}")
         if summary["error_path"]:
             _say(f"   errors  -> {_rel(summary['error_path'], folder)}")
+        _say(f"   table   -> {_rel(summary['table_csv_path'], folder)} (one row per request, also as JSONL)")
         _say(f"   succeeded={summary['succeeded']} failed={summary['failed']} missing={summary['missing']}  "
              f"tokens in/out={summary['usage']['input_tokens']:,}/{summary['usage']['output_tokens']:,}")
         if summary["error_codes"]:

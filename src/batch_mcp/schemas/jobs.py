@@ -219,7 +219,9 @@ class DownloadSummary(BaseModel):
     output_path: str | None = Field(default=None, description="Where the results JSONL was written.")
     error_path: str | None = Field(default=None, description="Where the errors JSONL was written, if any.")
     table_csv_path: str | None = Field(default=None, description="Merged table, one row per request: custom_id, "
-                                       "status, output text, error, tokens, joined with the input's columns.")
+                                       "status, output text, error, tokens, joined with the input: the source "
+                                       "record's columns for a prepared file, else the prompt (first 1,000 "
+                                       "characters).")
     table_jsonl_path: str | None = Field(default=None, description="The same table as JSONL.")
     part_files: list[str] = Field(default_factory=list, description="For a job group: every part's result files.")
     succeeded: int

@@ -23,6 +23,8 @@ from batch_mcp.schemas import ResultRecord
 from batch_mcp.schemas.jobs import ResultPreview, TokenUsage
 
 PREVIEW_CHARS = 200
+#: The table's ``prompt`` column identifies the request; the full text stays in the request file.
+PROMPT_CHARS = 1000
 TABLE_COLUMNS = ["custom_id", "status", "output_text", "error_code", "error_message", "model", "input_tokens",
                  "output_tokens"]
 _decode = msgspec.json.Decoder().decode
@@ -191,7 +193,7 @@ def request_prompts(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
             except msgspec.DecodeError:
                 continue
             if isinstance(line, dict) and isinstance(line.get("custom_id"), str):
-                yield line["custom_id"], {"prompt": _prompt_of(line)}
+                yield line["custom_id"], {"prompt": _shorten(_prompt_of(line), PROMPT_CHARS)}
 
 
 def _prompt_of(line: dict[str, Any]) -> str | None:
@@ -210,7 +212,7 @@ def _prompt_of(line: dict[str, Any]) -> str | None:
     return None
 
 
-def _shorten(text: str | None) -> str | None:
-    if text is None or len(text) <= PREVIEW_CHARS:
+def _shorten(text: str | None, limit: int = PREVIEW_CHARS) -> str | None:
+    if text is None or len(text) <= limit:
         return text
-    return text[: PREVIEW_CHARS - 1] + "…"
+    return text[: limit - 1] + "…"
