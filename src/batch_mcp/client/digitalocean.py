@@ -258,18 +258,14 @@ class DigitalOceanBatchClient:
             attempt += 1
             try:
                 response = await send()
-            except httpx2.TimeoutException as exc:
-                if not self.retry.should_retry(attempt):
-                    raise APITimeoutError(f"{operation}: no answer from {redact_url(url)} within the timeout "
-                                          f"after {attempt} attempts") from None
-                log.warning("%s: timeout (%s), attempt %d", operation, type(exc).__name__, attempt)
-                await anyio.sleep(self.retry.delay(attempt))
-                continue
             except httpx2.TransportError as exc:
                 if not self.retry.should_retry(attempt):
+                    if isinstance(exc, httpx2.TimeoutException):
+                        raise APITimeoutError(f"{operation}: no answer from {redact_url(url)} within the timeout "
+                                              f"after {attempt} attempts") from None
                     raise APIConnectionError(f"{operation}: connection to {redact_url(url)} failed "
                                              f"after {attempt} attempts ({type(exc).__name__})") from None
-                log.warning("%s: connection fault (%s), attempt %d", operation, type(exc).__name__, attempt)
+                log.warning("%s: %s, attempt %d", operation, type(exc).__name__, attempt)
                 await anyio.sleep(self.retry.delay(attempt))
                 continue
             if response.status_code not in RETRYABLE_STATUS:
