@@ -33,6 +33,11 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+from bench_validate import MODELS, sentences
+
+from batch_mcp.client import DigitalOceanBatchClient
+from batch_mcp.services.results import ResultIndex, build_results_table, request_prompts
+
 from _common import (
     BENCH_DIR,
     CHILD_FLAG,
@@ -48,10 +53,6 @@ from _common import (
     serve_parent,
     warm_page_cache,
 )
-from bench_validate import MODELS, sentences
-
-from batch_mcp.client import DigitalOceanBatchClient
-from batch_mcp.services.results import ResultIndex, build_results_table, request_prompts
 
 TARGET_RSS_MIB = 100.0
 FAILED_SHARE = 0.01

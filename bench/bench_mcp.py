@@ -31,6 +31,11 @@ from pathlib import Path
 
 import anyio
 import httpx2
+from mcp import Client, StdioServerParameters
+
+from batch_mcp.client import DigitalOceanBatchClient
+from batch_mcp.schemas import CreateBatchRequest
+
 from _common import (
     BENCH_DIR,
     SandboxProcess,
@@ -40,10 +45,6 @@ from _common import (
     print_ratio,
     sandbox_process,
 )
-from mcp import Client, StdioServerParameters
-
-from batch_mcp.client import DigitalOceanBatchClient
-from batch_mcp.schemas import CreateBatchRequest
 
 BLOCK = 50  # calls of one kind in a row; the kinds take turns block by block
 WARM_UP = 10

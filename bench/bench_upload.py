@@ -23,6 +23,9 @@ from pathlib import Path
 from typing import NamedTuple
 
 import anyio
+
+from batch_mcp.client import DigitalOceanBatchClient
+
 from _common import (
     CHILD_FLAG,
     SandboxProcess,
@@ -41,8 +44,6 @@ from _common import (
     serve_parent,
     warm_page_cache,
 )
-
-from batch_mcp.client import DigitalOceanBatchClient
 
 TARGET_RATIO = 1.3
 TARGET_RSS_MIB = 100.0

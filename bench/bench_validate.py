@@ -20,20 +20,22 @@ import json
 import random
 from pathlib import Path
 
-from _common import best_of, peak_rss_mb, print_ratio, request_file
-
 from batch_mcp.services.preflight import preflight
+
+from _common import best_of, peak_rss_mb, print_ratio, request_file
 
 TARGET_RATIO = 3.0
 RUNS = 5
 LINE_BYTES = 3_980  # 50,000 lines stay under the 200,000,000-byte limit
-WORDS = """the of and to in is that for it as was with be by on not this are or from at which but have an they
-were her she there one all we their has been would more when if will who what its out about into than them can
-only other new some time could these two may then first any like now such make over even most after also made
-many before must through back years where much way well down should because each just those people how too
-little state good very world still own see work long here get both between life being under never day same
-another know while last might great old year off come since against go came right used take three quarterly
-revenue customer report summary""".split()
+WORDS = """the of and to in is that for it as was with be by on not
+this are or from at which but have an they were her she there one all
+we their has been would more when if will who what its out about into than
+them can only other new some time could these two may then first any like now
+such make over even most after also made many before must through back years where much
+way well down should because each just those people how too little state good very world
+still own see work long here get both between life being under never day same another
+know while last might great old year off come since against go came right used take
+three quarterly revenue customer report summary""".split()
 ACCENTED = ("café", "naïve", "résumé", "façade", "Zürich", "São Paulo", "—", "“quoted”", "…")
 SYSTEM_PROMPT = "You are a careful analyst. Answer in at most three sentences."
 MODELS = ("gpt-4o-mini",) * 6 + ("gpt-4.1-mini",) * 3 + ("gpt-4.1",)

@@ -53,6 +53,5 @@ def settings_for(sandbox: SandboxServer, workdir: Path, **overrides: Any) -> Set
 async def mcp_session(settings: Settings, mode: str = "auto", **client_kwargs: Any
                       ) -> AsyncIterator[tuple[Client, AppState]]:
     """Our server, in memory, behind the SDK's real Client (opened inside the test, as the SDK advises)."""
-    async with open_app_state(settings) as state:
-        async with Client(build_server(state), mode=mode, **client_kwargs) as client:
-            yield client, state
+    async with open_app_state(settings) as state, Client(build_server(state), mode=mode, **client_kwargs) as client:
+        yield client, state

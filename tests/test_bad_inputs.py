@@ -19,6 +19,7 @@ import pytest
 from mcp import Client
 
 from batch_mcp.sandbox import SandboxServer
+
 from conftest import mcp_session, settings_for
 
 CORPUS = Path(__file__).parent / "corpus"

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from batch_mcp.sandbox import SandboxServer
+
 from conftest import fast_config, mcp_session, settings_for
 
 

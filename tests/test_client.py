@@ -26,6 +26,7 @@ from batch_mcp.client import (
 )
 from batch_mcp.sandbox import SandboxServer
 from batch_mcp.schemas import CreateBatchRequest, ResultRecord
+
 from conftest import fast_config
 
 FAST_RETRY = RetryPolicy(max_attempts=4, base_delay_s=0.01, max_delay_s=0.05, max_wait_s=5)

@@ -15,6 +15,7 @@ from mcp.client.streamable_http import streamable_http_client
 
 from batch_mcp.sandbox import SandboxServer
 from batch_mcp.server import build_server, http_app, open_app_state
+
 from conftest import fast_config, mcp_session, settings_for
 
 SUBMIT = {"path": "data/tickets.jsonl"}

@@ -14,14 +14,15 @@ import anyio
 import httpx2
 import pytest
 from mcp import Client
+from test_http_transport import http_server_process
 
 from batch_mcp.client import DigitalOceanBatchClient, RetryPolicy
 from batch_mcp.client.digitalocean import CHUNK_BYTES
 from batch_mcp.config import Settings
 from batch_mcp.sandbox import SandboxServer
 from batch_mcp.sandbox.faults import OPERATIONS, FaultPlan
+
 from conftest import fast_config, mcp_session, settings_for
-from test_http_transport import http_server_process
 from test_stdio import server_env
 
 #: Every operation that submit, wait and download use.

@@ -24,6 +24,7 @@ from batch_mcp.cli import build_parser
 from batch_mcp.config import Settings
 from batch_mcp.sandbox import SandboxServer
 from batch_mcp.server import Transport, UnsafeBinding, build_server, http_app, open_app_state
+
 from conftest import settings_for
 from test_stdio import free_port, server_env, wait_for_port
 

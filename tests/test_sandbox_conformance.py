@@ -11,9 +11,10 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import httpx2
-from test_sandbox_support import SPEC_OPERATIONS, Driver, contract, jsonl, one_call_per_operation, prompts
 
 from batch_mcp.sandbox.app import RESPONSE_STATUSES
+
+from test_sandbox_support import SPEC_OPERATIONS, Driver, contract, jsonl, one_call_per_operation, prompts
 
 pytest_plugins = ["test_sandbox_support"]
 

@@ -9,6 +9,7 @@ from collections.abc import Callable
 
 import httpx2
 import pytest
+
 from test_sandbox_support import Driver, jsonl, one_call_per_operation, prompts
 
 pytest_plugins = ["test_sandbox_support"]

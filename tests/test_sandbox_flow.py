@@ -9,6 +9,7 @@ from typing import Any
 import anyio
 import httpx2
 import pytest
+
 from test_sandbox_support import CHAT, RESPONSES, Driver, anthropic_line, chat_line, prompts
 
 pytest_plugins = ["test_sandbox_support"]

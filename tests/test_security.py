@@ -26,6 +26,7 @@ from mcp.client.stdio import stdio_client
 
 from batch_mcp.cli import build_parser, serve_settings
 from batch_mcp.sandbox import SandboxConfig, SandboxServer
+
 from conftest import fast_config, mcp_session, settings_for
 from test_stdio import server_env, stdio_server
 

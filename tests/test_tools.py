@@ -9,6 +9,7 @@ import pytest
 from mcp import MCPError
 
 from batch_mcp.sandbox import SandboxServer
+
 from conftest import mcp_session, settings_for
 
 ERAS = ["auto", "legacy"]

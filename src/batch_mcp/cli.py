@@ -48,7 +48,6 @@ def serve_settings(args: argparse.Namespace) -> Settings:
 
 def _serve(args: argparse.Namespace) -> int:
     import anyio
-
     from pydantic import ValidationError
 
     from batch_mcp.server import UnsafeBinding, serve

@@ -8,7 +8,6 @@ connection and a job store or sandbox must not be per connection.
 from __future__ import annotations
 
 import hmac
-import ipaddress
 import logging
 import shutil
 from collections.abc import AsyncIterator

@@ -43,12 +43,17 @@ class Clock:
 
     def __init__(self) -> None:
         self.offset_s = 0.0
+        self.frozen_at: float | None = None
 
     def now(self) -> float:
-        return time.time() + self.offset_s
+        return (self.frozen_at if self.frozen_at is not None else time.time()) + self.offset_s
 
     def advance(self, seconds: float) -> None:
         self.offset_s += seconds
+
+    def freeze(self) -> None:
+        """Stop real time from passing, so only ``advance`` moves the clock: exact timings on a slow machine."""
+        self.frozen_at = time.time()
 
 
 def new_id() -> str:

@@ -10,11 +10,11 @@ from __future__ import annotations
 import logging
 import re
 import sys
-from dataclasses import replace
 import time
 from collections.abc import Awaitable, Callable, Iterator
-from pathlib import Path
+from dataclasses import replace
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, NamedTuple
 
 import anyio
@@ -30,25 +30,24 @@ from batch_mcp.client import (
     Progress,
     ResultsNotReadyError,
 )
-from batch_mcp.schemas import RESULT_STATUSES, Batch, CreateBatchRequest
+from batch_mcp.schemas import Batch, CreateBatchRequest
 from batch_mcp.schemas.jobs import (
     BatchList,
-    CostReport,
-    PrepareResult,
-    RetryResult,
     BatchView,
+    CostReport,
     DownloadSummary,
+    PrepareResult,
     ResultLinksView,
+    RetryResult,
     SubmitResult,
     UploadResult,
     WaitResult,
 )
 from batch_mcp.schemas.preflight import PreflightReport, ProblemCode
-from batch_mcp.services.preflight import Limits, preflight
 from batch_mcp.services.cost import PriceTable
+from batch_mcp.services.preflight import Limits, preflight
 from batch_mcp.services.prepare import PrepareError, RequestTemplate, SourceRows
 from batch_mcp.services.prepare import prepare as prepare_requests
-from batch_mcp.services.split import split_requests
 from batch_mcp.services.results import (
     ResultIndex,
     ResultTable,
@@ -56,6 +55,7 @@ from batch_mcp.services.results import (
     request_prompts,
     write_unfinished,
 )
+from batch_mcp.services.split import split_requests
 from batch_mcp.services.workspace import Workspace
 from batch_mcp.store import JobRecord, JobStore, UploadRecord, submission_fingerprint
 
@@ -503,7 +503,8 @@ class BatchService:
     def _result_files(self, job_id: str) -> list[Path]:
         """Downloaded result files of a job, its group parts and the jobs it retries, oldest first."""
         if is_group_id(job_id):
-            return [f for s in self.store.group_submissions(job_id) if s.batch_id for f in self._result_files(s.batch_id)]
+            parts = [s.batch_id for s in self.store.group_submissions(job_id) if s.batch_id]
+            return [file for part in parts for file in self._result_files(part)]
         record = self.store.get_job(job_id)
         if record is None:
             return []

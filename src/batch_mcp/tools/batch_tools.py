@@ -12,12 +12,12 @@ from pydantic import AfterValidator, Field
 
 from batch_mcp.schemas.jobs import (
     BatchList,
-    CostReport,
-    PrepareResult,
-    RetryResult,
     BatchView,
+    CostReport,
     DownloadSummary,
+    PrepareResult,
     ResultLinksView,
+    RetryResult,
     SubmitResult,
     UploadResult,
     WaitResult,

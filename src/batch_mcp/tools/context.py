@@ -5,13 +5,13 @@ from __future__ import annotations
 from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 from urllib.request import url2pathname
-from typing import Any
 
 from mcp.server.mcpserver import Context, ListRoots
-from mcp.types import ListRootsResult
 from mcp.server.subscriptions import ResourcesListChanged, ResourceUpdated, SubscriptionBus
+from mcp.types import ListRootsResult
 
 from batch_mcp.client import Progress
 from batch_mcp.schemas import Batch

@@ -11,8 +11,8 @@ from mcp.server.mcpserver.exceptions import ToolError
 
 from batch_mcp.client import BatchAPIError
 from batch_mcp.services.batches import InvalidBatchFile, JobStillRunning, NotConfigured, ResultsExist
-from batch_mcp.services.prepare import PrepareError
 from batch_mcp.services.preflight import UnusableInput
+from batch_mcp.services.prepare import PrepareError
 from batch_mcp.services.workspace import PathNotAllowed
 
 log = logging.getLogger(__name__)
