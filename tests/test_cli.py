@@ -43,3 +43,34 @@ def test_unusable_input_exits_2(workdir: Path, target: str) -> None:
 def test_provider_mismatch_is_invalid(workdir: Path) -> None:
     done = validate(str(workdir / "data" / "tickets.jsonl"), "--provider", "anthropic", "--json")
     assert done.returncode == 1 and json.loads(done.stdout)["valid"] is False
+
+
+@pytest.mark.parametrize("dialect", ["openapi", "godo"])
+async def test_sandbox_command_serves_the_api(tmp_path: Path, dialect: str) -> None:
+    """`batch-mcp sandbox` as a user starts it, driven by our client in both dialects."""
+    from batch_mcp.client import AuthenticationError, DigitalOceanBatchClient
+    from batch_mcp.schemas import CreateBatchRequest
+
+    from test_stdio import free_port, wait_for_port
+
+    port = free_port()
+    server = subprocess.Popen([sys.executable, "-m", "batch_mcp", "sandbox", "--port", str(port), "--token", "t-1",
+                               "--dialect", dialect], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        wait_for_port(port)
+        base = f"http://127.0.0.1:{port}"
+        requests = tmp_path / "r.jsonl"
+        requests.write_text('{"custom_id": "a", "params": {"model": "claude-3-5-haiku-latest", "max_tokens": 5, '
+                            '"messages": [{"role": "user", "content": "hi"}]}}\n')
+        async with DigitalOceanBatchClient(token="t-1", base_url=base) as client:
+            intent = await client.upload_file(requests)
+            batch = await client.create_batch(CreateBatchRequest(file_id=intent.file_id, provider="anthropic",
+                                                                 request_id="r-1"))
+            listed = [b.batch_id async for b in client.iter_batches()]
+        assert listed == [batch.batch_id] and batch.input_file_id == intent.file_id
+        async with DigitalOceanBatchClient(token="wrong", base_url=base) as stranger:
+            with pytest.raises(AuthenticationError):
+                await stranger.get_batch(batch.batch_id)
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
