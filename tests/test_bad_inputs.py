@@ -130,12 +130,12 @@ def _directory(folder: Path) -> str:
 BOTH = ("validate_batch_file", "submit_batch")
 #: name -> (builds the input in an allowed folder and returns its path, what each tool's answer must say).
 #: A valid file over the per-batch limits is no error for submit_batch, which splits it into a job group;
-#: the sparse one holds no requests at all, so splitting it fails at its first line.
+#: the sparse one is a single 201 MB line, refused before anything parses (and buffers) it.
 SPECIAL: dict[str, tuple[Callable[[Path], str], dict[str, str]]] = {
     "50,001 requests": (_many_lines, {"validate_batch_file": '"line": 50001, "severity": "error", '
                                                              '"code": "too_many_requests"'}),
     "over 200 MB (sparse)": (_huge_sparse, {"validate_batch_file": '"code": "file_too_large"',
-                                            "submit_batch": "line 1: not valid JSON"}),
+                                            "submit_batch": "line 1 alone is over 200,000,000 bytes"}),
     "a directory": (_directory, dict.fromkeys(BOTH, "is a directory")),
     "a symlink leaving the allowed folder": (_escaping_symlink, dict.fromkeys(BOTH, "outside the allowed folders")),
     "a dangling symlink": (_dangling_symlink, dict.fromkeys(BOTH, "does not exist")),

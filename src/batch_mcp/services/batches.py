@@ -55,7 +55,7 @@ from batch_mcp.services.results import (
     request_prompts,
     write_unfinished,
 )
-from batch_mcp.services.split import split_requests
+from batch_mcp.services.split import check_splittable, split_requests
 from batch_mcp.services.workspace import Workspace
 from batch_mcp.store import JobRecord, JobStore, UploadRecord, submission_fingerprint
 
@@ -209,6 +209,7 @@ class BatchService:
                             metadata: dict[str, str] | None, *, new: bool, on_progress: Progress | None
                             ) -> SubmitResult:
         """Split an oversized file into parts within the limits and submit each, as one job group."""
+        await anyio.to_thread.run_sync(lambda: check_splittable(path, self.limits.max_bytes))
         unlimited = replace(self.limits, max_requests=sys.maxsize, max_bytes=sys.maxsize)
         report = await anyio.to_thread.run_sync(lambda: preflight(path, provider, endpoint, unlimited))
         if not report.valid:

@@ -7,6 +7,34 @@ from pathlib import Path
 from typing import IO
 
 BOM = b"\xef\xbb\xbf"
+_CHUNK = 4 * 1024 * 1024
+
+
+class UnsplittableFile(Exception):
+    """A single line is larger than a whole batch may be, so no split can make the file fit."""
+
+
+def check_splittable(source: Path, max_bytes: int) -> None:
+    """Refuse, in one cheap pass and before anything parses the file, a line longer than ``max_bytes``.
+
+    Parsing such a line would hold all of it in memory; a sparse or corrupt file can be one
+    gigabyte-long line.
+    """
+    line, run = 1, 0  # current line number, bytes since the last newline
+    with source.open("rb") as data:
+        while chunk := data.read(_CHUNK):
+            start = 0
+            while (newline := chunk.find(b"\n", start)) != -1:
+                if run + newline - start + 1 > max_bytes:  # the newline counts, as in the parts
+                    break
+                line, run, start = line + 1, 0, newline + 1
+            else:
+                run += len(chunk) - start
+                if run + 1 <= max_bytes:
+                    continue
+            raise UnsplittableFile(
+                f"{source.name}: line {line} alone is over {max_bytes:,} bytes, more than one batch may hold, so "
+                "the file cannot be split into batches; check that the file is JSONL with one request per line.")
 
 
 def split_requests(source: Path, folder: Path, max_requests: int, max_bytes: int) -> list[Path]:

@@ -13,6 +13,7 @@ from batch_mcp.client import BatchAPIError
 from batch_mcp.services.batches import InvalidBatchFile, JobStillRunning, NotConfigured, ResultsExist
 from batch_mcp.services.preflight import UnusableInput
 from batch_mcp.services.prepare import PrepareError
+from batch_mcp.services.split import UnsplittableFile
 from batch_mcp.services.workspace import PathNotAllowed
 
 log = logging.getLogger(__name__)
@@ -21,7 +22,7 @@ R = TypeVar("R")
 
 #: Failures whose message already says what to do.
 _SELF_EXPLAINING = (InvalidBatchFile, JobStillRunning, NotConfigured, PrepareError, ResultsExist, UnusableInput,
-                    PathNotAllowed)
+                    UnsplittableFile, PathNotAllowed)
 
 
 def explain(exc: BaseException) -> str:
