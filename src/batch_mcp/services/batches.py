@@ -57,7 +57,7 @@ from batch_mcp.services.results import (
 )
 from batch_mcp.services.split import check_splittable, split_requests
 from batch_mcp.services.workspace import Workspace
-from batch_mcp.store import JobRecord, JobStore, UploadRecord, submission_fingerprint
+from batch_mcp.store import JobRecord, JobStore, Submission, UploadRecord, submission_fingerprint
 
 log = logging.getLogger(__name__)
 
@@ -230,8 +230,7 @@ class BatchService:
             for part in parts:
                 submission = done.get(part)
                 if submission is not None and submission.batch_id is None:
-                    await self._send_create(submission.request_id, submission.file_id, submission.provider,
-                                            submission.endpoint, submission.metadata)
+                    await self._resend(submission)
                 elif submission is None:
                     part_report = await self._checked(str(part), report.provider, report.endpoint,
                                                       Workspace([folder]))
@@ -260,8 +259,7 @@ class BatchService:
         if submission is None:
             return None
         if submission.batch_id is None:  # planned, but the answer was lost: same request_id, same job
-            batch = await self._send_create(submission.request_id, submission.file_id, submission.provider,
-                                            submission.endpoint, submission.metadata)
+            batch = await self._resend(submission)
         else:
             batch = await self.get(submission.batch_id)
             if batch.status in _RESUBMITTABLE:
@@ -297,14 +295,17 @@ class BatchService:
         await self._seen(batch)
         return batch
 
+    async def _resend(self, submission: Submission) -> Batch:
+        """Send a planned create again with its stored request_id: the API answers with the one job."""
+        return await self._send_create(submission.request_id, submission.file_id, submission.provider,
+                                       submission.endpoint, submission.metadata)
+
     async def resume_pending(self) -> list[Batch]:
         """After a crash: re-send every create call whose answer was never recorded (same request_id)."""
         resumed = []
         for submission in self.store.pending_submissions():
             try:
-                resumed.append(await self._send_create(submission.request_id, submission.file_id,
-                                                       submission.provider, submission.endpoint,
-                                                       submission.metadata))
+                resumed.append(await self._resend(submission))
             except _REFUSED as exc:
                 log.warning("submission %s was refused (%s); forgetting it", submission.request_id, exc)
                 self.store.discard_submission(submission.request_id)
