@@ -326,3 +326,12 @@ async def test_client_roots_extend_the_allowed_folders(sandbox: SandboxServer, w
         allowed = await client.call_tool("validate_batch_file", {"path": str(project / "tickets.jsonl")})
         assert not allowed.is_error, _text(allowed)
         assert allowed.structured_content["requests"] == 300
+
+
+async def test_argument_errors_read_as_instructions(sandbox: SandboxServer, workdir: Path) -> None:
+    async with mcp_session(settings_for(sandbox, workdir)) as (client, _):
+        result = await client.call_tool("list_batches", {"limit": 0, "status": "done"})
+    text = _text(result)
+    assert result.is_error and text.startswith("Invalid arguments for list_batches: ")
+    assert "limit: Input should be greater than or equal to 1" in text and "status:" in text
+    assert "call list_batches again" in text and "pydantic.dev" not in text

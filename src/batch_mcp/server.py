@@ -12,11 +12,13 @@ import logging
 import shutil
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
-from typing import Literal
+from typing import Any, Literal
 
 from mcp.server import MCPServer
+from mcp.server.mcpserver.exceptions import ToolError
 from mcp.server.subscriptions import InMemorySubscriptionBus
 from mcp.server.transport_security import TransportSecuritySettings
+from pydantic import ValidationError
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from batch_mcp import __version__
@@ -28,6 +30,7 @@ from batch_mcp.services.workspace import Workspace
 from batch_mcp.store import JobStore
 from batch_mcp.tools import register_all
 from batch_mcp.tools.context import AppState
+from batch_mcp.tools.errors import invalid_arguments
 
 log = logging.getLogger(__name__)
 Transport = Literal["stdio", "streamable-http", "sse"]
@@ -74,12 +77,24 @@ async def open_app_state(settings: Settings) -> AsyncIterator[AppState]:
         yield state
 
 
+class BatchMCPServer(MCPServer):
+    """MCPServer whose argument errors read as instructions rather than as a pydantic report."""
+
+    async def call_tool(self, name: str, arguments: dict[str, Any], context: Any = None) -> Any:
+        try:
+            return await super().call_tool(name, arguments, context)
+        except ToolError as exc:
+            if isinstance(exc.__cause__, ValidationError):
+                raise ToolError(invalid_arguments(name, exc.__cause__)) from exc.__cause__
+            raise
+
+
 def build_server(state: AppState) -> MCPServer:
     @asynccontextmanager
     async def lifespan(_: MCPServer) -> AsyncIterator[AppState]:
         yield state
 
-    mcp = MCPServer("batch-mcp", version=__version__, instructions=INSTRUCTIONS, lifespan=lifespan,
+    mcp = BatchMCPServer("batch-mcp", version=__version__, instructions=INSTRUCTIONS, lifespan=lifespan,
                     subscriptions=state.bus)
     register_all(mcp, state)
     return mcp

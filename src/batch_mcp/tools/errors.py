@@ -8,6 +8,7 @@ from collections.abc import Awaitable, Callable
 from typing import ParamSpec, TypeVar
 
 from mcp.server.mcpserver.exceptions import ToolError
+from pydantic import ValidationError
 
 from batch_mcp.client import BatchAPIError
 from batch_mcp.services.batches import InvalidBatchFile, JobStillRunning, NotConfigured, ResultsExist
@@ -33,6 +34,18 @@ def explain(exc: BaseException) -> str:
         return str(exc)
     return (f"Unexpected internal error ({type(exc).__name__}); the server log has details. "
             "Try again; if it persists, report it.")
+
+
+def invalid_arguments(tool: str, error: ValidationError) -> str:
+    """Pydantic's report cut to what a model needs: which argument, what is wrong, and to call again."""
+    problems = []
+    for item in error.errors(include_url=False):
+        where = ".".join(str(part) for part in item["loc"]) or "arguments"
+        given = item.get("input")
+        shown = "" if isinstance(given, dict) else f" (got {str(given)[:60]!r})"
+        problems.append(f"{where}: {item['msg']}{shown}")
+    return (f"Invalid arguments for {tool}: {'; '.join(problems)}. Fix {'them' if len(problems) > 1 else 'it'} "
+            f"(the tool's input schema describes each argument) and call {tool} again.")
 
 
 def agent_errors(fn: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
