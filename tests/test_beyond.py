@@ -64,10 +64,12 @@ async def test_prepare_from_csv_submit_and_get_a_joined_table(sandbox: SandboxSe
     ("id,text\n1,a\n1,b\n", {"prompt": "Say {text}", "id_column": "id"}, "used twice"),
     ("id,text\nbad id!,a\n", {"prompt": "Say {text}", "id_column": "id"}, "not 1-64 letters"),
     ("id,text\n", {"prompt": "Say {text}"}, "no records"),
+    ("id,text\n1,Jos\xe9 tr\xe8s bien\n".encode("latin-1"), {"prompt": "Say {text}"}, "not UTF-8"),
 ])
-async def test_prepare_explains_bad_records_and_templates(sandbox: SandboxServer, workdir: Path, content: str,
-                                                          args: dict, expected: str) -> None:
-    (workdir / "data" / "in.csv").write_text(content)
+async def test_prepare_explains_bad_records_and_templates(sandbox: SandboxServer, workdir: Path,
+                                                          content: str | bytes, args: dict, expected: str) -> None:
+    source = workdir / "data" / "in.csv"
+    source.write_bytes(content if isinstance(content, bytes) else content.encode())
     async with mcp_session(settings_for(sandbox, workdir)) as (client, _):
         result = await client.call_tool("prepare_batch_file", {"source": "data/in.csv", "model": "gpt-4o-mini",
                                                                **args})

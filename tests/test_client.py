@@ -260,3 +260,15 @@ async def test_slow_responses_time_out_then_explain(dialect_sandbox: SandboxServ
         with pytest.raises(APITimeoutError) as timed_out:
             await client.get_batch(str(uuid.uuid4()))
     assert "2 attempts" in str(timed_out.value)
+
+
+async def test_storage_errors_on_download_are_typed(dialect_sandbox: SandboxServer, tmp_path: Path) -> None:
+    async with client_for(dialect_sandbox) as client:
+        intent = await client.upload_file(request_file(tmp_path, 3))
+        batch = await client.create_batch(create_request(intent.file_id))
+        await finish(client, batch.batch_id)
+        links = await client.get_results(batch.batch_id)
+        dialect_sandbox.sandbox.faults.fail_next("download", "server_error", times=10)
+        with pytest.raises(ServerError) as failed:
+            await client.download(links.output_file_url, tmp_path / "out.jsonl")
+    assert failed.value.status_code == 500 and not (tmp_path / "out.jsonl").exists()

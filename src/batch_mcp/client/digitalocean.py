@@ -224,6 +224,8 @@ class DigitalOceanBatchClient:
                                 written += len(chunk)
                                 if on_progress:
                                     await on_progress(written, total)
+                        else:
+                            await response.aread()  # an error body, read so it can be explained
                         return response
 
                 response = await self._with_retries("download", url, fetch)

@@ -150,6 +150,16 @@ class SourceRows:
         self.skipped_blank = 0
 
     def __iter__(self) -> Iterator[tuple[int, str, dict[str, str]]]:
+        try:
+            yield from self._rows()
+        except UnicodeDecodeError as exc:
+            raise PrepareError(f"{self.source.name} is not UTF-8 text (byte {exc.start} cannot be decoded); save it "
+                               "as UTF-8 (in Excel: 'CSV UTF-8') and prepare again.") from None
+        except csv.Error as exc:
+            raise PrepareError(f"{self.source.name} is not a readable CSV ({exc}); fix the file and prepare "
+                               "again.") from None
+
+    def _rows(self) -> Iterator[tuple[int, str, dict[str, str]]]:
         count = 0
         for row, record in read_records(self.source, self.source_format):
             if not any(str(value).strip() for value in record.values()):
