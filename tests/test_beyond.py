@@ -197,3 +197,77 @@ async def test_cost_estimate_and_actual(sandbox: SandboxServer, workdir: Path) -
         assert actual["models"][0]["input_tokens"] == summary["usage"]["input_tokens"]
         viewed = await _run(client, "get_batch", batch_id=batch_id)
         assert viewed["cost"]["total_cost"] == actual["total_cost"]
+
+
+async def test_asking_twice_for_a_retry_makes_one_job(workdir: Path) -> None:
+    with SandboxServer(fast_config(failure_rate=0.3)) as flaky:
+        async with mcp_session(settings_for(flaky, workdir)) as (client, _):
+            job = (await _run(client, "submit_batch", path="data/tickets.jsonl"))["batch"]["batch_id"]
+            await _run(client, "wait_for_batch", batch_id=job, timeout_s=60)
+            first = await _run(client, "retry_failed_requests", batch_id=job)
+            jobs = flaky.sandbox.stats()["jobs"]
+            second = await _run(client, "retry_failed_requests", batch_id=job)
+            assert second["submitted"]["batch"]["batch_id"] == first["submitted"]["batch"]["batch_id"]
+            assert second["submitted"]["reused_existing_job"] and flaky.sandbox.stats()["jobs"] == jobs
+
+
+async def test_retrying_a_group_merges_with_its_parts(workdir: Path) -> None:
+    with SandboxServer(fast_config(failure_rate=0.3)) as flaky:
+        async with mcp_session(settings_for(flaky, workdir, max_requests=100)) as (client, _):
+            group = (await _run(client, "submit_batch", path="data/tickets.jsonl"))["batch"]["batch_id"]
+            await _run(client, "wait_for_batch", batch_id=group, timeout_s=60)
+            before = await _run(client, "download_batch_results", batch_id=group)
+            retry = await _run(client, "retry_failed_requests", batch_id=group)
+            child = retry["submitted"]["batch"]["batch_id"]
+            assert retry["retried"] == before["failed"] > 0
+            assert (await _run(client, "get_batch", batch_id=child))["parent_batch_id"] == group
+            await _run(client, "wait_for_batch", batch_id=child, timeout_s=60)
+            merged = await _run(client, "download_batch_results", batch_id=child)
+            assert merged["succeeded"] + merged["failed"] == 300 and merged["succeeded"] >= before["succeeded"]
+            assert len(_rows(merged["table_csv_path"])) == 300
+
+
+async def test_a_group_with_a_failed_part_still_delivers_the_rest(workdir: Path) -> None:
+    with SandboxServer(fast_config(max_requests=150, failure_rate=0.0)) as strict:  # the service refuses part 1
+        async with mcp_session(settings_for(strict, workdir, max_requests=200)) as (client, _):
+            group = (await _run(client, "submit_batch", path="data/tickets.jsonl"))["batch"]["batch_id"]
+            view = (await _run(client, "wait_for_batch", batch_id=group, timeout_s=60))["batch"]
+            assert view["status"] == "completed" and len(view["failed_parts"]) == 1 and view["total"] == 300
+            assert "retry_failed_requests" in view["next_step"] and view["errors"]
+            summary = await _run(client, "download_batch_results", batch_id=group)
+            assert summary["succeeded"] == 100 and summary["missing"] == 200
+            retry = await _run(client, "retry_failed_requests", batch_id=group)
+            assert retry["missing"] == 200 and retry["failed"] == 0
+
+
+async def test_a_retry_round_that_fails_entirely_still_gets_a_new_round(sandbox: SandboxServer,
+                                                                        workdir: Path) -> None:
+    """Round 2 reruns the very requests round 1 did: same file content, but a new job (its parent differs)."""
+    (workdir / "data" / "doomed.jsonl").write_text(json.dumps({
+        "custom_id": "doomed", "method": "POST", "url": "/v1/chat/completions",
+        "body": {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "[[fail]] always"}]}}) + "\n")
+    async with mcp_session(settings_for(sandbox, workdir)) as (client, _):
+        job = (await _run(client, "submit_batch", path="data/doomed.jsonl"))["batch"]["batch_id"]
+        seen = [job]
+        for _ in range(2):
+            await _run(client, "wait_for_batch", batch_id=job, timeout_s=60)
+            retry = await _run(client, "retry_failed_requests", batch_id=job)
+            assert retry["retried"] == 1 and not retry["submitted"]["reused_existing_job"]
+            job = retry["submitted"]["batch"]["batch_id"]
+            assert job not in seen
+            seen.append(job)
+
+
+async def test_a_retry_too_big_for_one_batch_runs_as_a_linked_group(workdir: Path) -> None:
+    with SandboxServer(fast_config(failure_rate=0.5)) as flaky:
+        async with mcp_session(settings_for(flaky, workdir, max_requests=60)) as (client, _):
+            group = (await _run(client, "submit_batch", path="data/tickets.jsonl"))["batch"]["batch_id"]
+            await _run(client, "wait_for_batch", batch_id=group, timeout_s=60)
+            before = await _run(client, "download_batch_results", batch_id=group)
+            retry = await _run(client, "retry_failed_requests", batch_id=group)
+            child = retry["submitted"]["batch"]
+            assert retry["retried"] > 60 and child["batch_id"].startswith("group-")  # over one batch's limit
+            assert child["parent_batch_id"] == group
+            await _run(client, "wait_for_batch", batch_id=child["batch_id"], timeout_s=60)
+            merged = await _run(client, "download_batch_results", batch_id=child["batch_id"])
+            assert merged["succeeded"] + merged["failed"] == 300 and merged["succeeded"] > before["succeeded"]

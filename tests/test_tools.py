@@ -335,3 +335,45 @@ async def test_argument_errors_read_as_instructions(sandbox: SandboxServer, work
     assert result.is_error and text.startswith("Invalid arguments for list_batches: ")
     assert "limit: Input should be greater than or equal to 1" in text and "status:" in text
     assert "call list_batches again" in text and "pydantic.dev" not in text
+
+
+async def test_upload_and_create_remember_the_file(sandbox: SandboxServer, workdir: Path) -> None:
+    """Jobs made in two steps know their input: the same file submitted later returns them, and retries work."""
+    args = {"metadata": {"route": "two-steps"}}
+    async with mcp_session(settings_for(sandbox, workdir)) as (client, _):
+        upload = (await client.call_tool("upload_batch_file", {"path": "data/reviews-anthropic.jsonl"})
+                  ).structured_content
+        created = (await client.call_tool("create_batch", {"file_id": upload["file_id"], "provider": "anthropic",
+                                                           **args})).structured_content
+        submitted = (await client.call_tool("submit_batch", {"path": "data/reviews-anthropic.jsonl", **args})
+                     ).structured_content
+        assert submitted["batch"]["batch_id"] == created["batch"]["batch_id"] and submitted["reused_existing_job"]
+        await client.call_tool("wait_for_batch", {"batch_id": created["batch"]["batch_id"], "timeout_s": 60})
+        retry = await client.call_tool("retry_failed_requests", {"batch_id": created["batch"]["batch_id"]})
+        assert not retry.is_error, _text(retry)
+
+
+async def test_state_from_another_account_does_not_block_submitting(workdir: Path) -> None:
+    from conftest import fast_config
+
+    settings = {"state_dir": workdir.parent / "shared-state"}
+    with SandboxServer(fast_config()) as first:
+        async with mcp_session(settings_for(first, workdir, **settings)) as (client, _):
+            assert not (await client.call_tool("submit_batch", {"path": "data/tickets.jsonl"})).is_error
+    with SandboxServer(fast_config()) as second:  # a new account: it knows neither that job nor that file
+        async with mcp_session(settings_for(second, workdir, **settings)) as (client, _):
+            result = await client.call_tool("submit_batch", {"path": "data/tickets.jsonl"})
+            assert not result.is_error, _text(result)
+            assert second.sandbox.stats()["jobs"] == 1 and second.sandbox.stats()["uploaded_files"] == 1
+
+
+async def test_results_of_a_failed_job_are_explained(sandbox: SandboxServer, workdir: Path) -> None:
+    from conftest import fast_config
+
+    with SandboxServer(fast_config(max_requests=10)) as strict:  # the service refuses the 300-line file
+        async with mcp_session(settings_for(strict, workdir)) as (client, _):
+            batch_id = (await client.call_tool("submit_batch", {"path": "data/tickets.jsonl"})
+                        ).structured_content["batch"]["batch_id"]
+            await client.call_tool("wait_for_batch", {"batch_id": batch_id, "timeout_s": 60})
+            links = await client.call_tool("get_batch_results", {"batch_id": batch_id})
+    assert links.is_error and "will never have results" in _text(links) and "submit_batch" in _text(links)

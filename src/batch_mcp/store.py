@@ -94,6 +94,7 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             path TEXT NOT NULL,
             fingerprint TEXT NOT NULL,
             parts INTEGER NOT NULL,
+            parent_batch_id TEXT,
             created_at TEXT NOT NULL
         )""",
         "CREATE INDEX submissions_by_group ON submissions (group_id)",
@@ -218,6 +219,7 @@ class JobGroup(BaseModel):
     path: Path
     fingerprint: str
     parts: int
+    parent_batch_id: str | None = None
     created_at: AwareDatetime
 
 
@@ -366,6 +368,15 @@ class JobStore:
             )
             if cursor.rowcount == 0:
                 raise KeyError(f"no upload with file_id {file_id!r}")
+
+    def get_upload(self, file_id: str) -> UploadRecord | None:
+        rows = self._query("SELECT * FROM uploads WHERE file_id = ?", (file_id,))
+        return _upload_from_row(rows[0]) if rows else None
+
+    def forget_upload(self, file_id: str) -> None:
+        """The API no longer knows this file_id (another account, or expired): never offer it for reuse."""
+        with self._write() as conn:
+            conn.execute("DELETE FROM uploads WHERE file_id = ?", (file_id,))
 
     def find_reusable_upload(self, sha256: str, now: datetime) -> UploadRecord | None:
         """The newest completed upload of the same bytes whose file_id is young enough to still exist."""
@@ -548,13 +559,14 @@ class JobStore:
 
     # job groups ----------------------------------------------------------------------------------
 
-    def create_group(self, path: Path, fingerprint: str, parts: int) -> JobGroup:
+    def create_group(self, path: Path, fingerprint: str, parts: int, parent_batch_id: str | None = None) -> JobGroup:
         group = JobGroup(group_id=f"group-{uuid.uuid4()}", path=path, fingerprint=fingerprint, parts=parts,
-                         created_at=_now())
+                         parent_batch_id=parent_batch_id, created_at=_now())
         with self._write() as conn:
             conn.execute(
-                "INSERT INTO job_groups (group_id, path, fingerprint, parts, created_at) VALUES (?, ?, ?, ?, ?)",
-                (group.group_id, str(path), fingerprint, parts, _time_to_text(group.created_at)),
+                "INSERT INTO job_groups (group_id, path, fingerprint, parts, parent_batch_id, created_at)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                (group.group_id, str(path), fingerprint, parts, parent_batch_id, _time_to_text(group.created_at)),
             )
         return group
 

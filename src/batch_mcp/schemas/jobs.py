@@ -73,6 +73,8 @@ class BatchView(BaseModel):
                                          description="Why the job failed (first 20), with input line numbers.")
     parts: list[str] | None = Field(default=None, description="For a job group (an input split because it "
                                     "exceeded the per-batch limits): the batch_id of each part.")
+    failed_parts: list[str] = Field(default_factory=list, description="For a job group: parts that failed "
+                                    "before running; their requests have no results.")
     parent_batch_id: str | None = Field(default=None, description="For a retry: the job whose failures it reruns.")
     cost: CostReport | None = Field(default=None, description="Actual cost, once results were downloaded.")
     next_step: str = Field(description="What to do next.")
@@ -110,6 +112,12 @@ class BatchView(BaseModel):
         done = sum(v.completed + v.failed for v in views)
         errors = [e.model_copy(update={"message": f"{v.batch_id}: {e.message}"}) for v in views for e in v.errors]
         terminal = status in TERMINAL_STATUSES
+        failed_parts = [v.batch_id for v in views if v.status == "failed"]
+        next_step = _NEXT_STEP.get(status, _RUNNING)
+        if failed_parts and status == "completed":
+            next_step = (f"{len(failed_parts)} part(s) failed before running (see errors); the others finished. "
+                         "Call download_batch_results for their results, then retry_failed_requests to rerun the "
+                         "failed parts' requests.")
         return cls(
             batch_id=group_id, status=status, terminal=terminal,
             provider=views[0].provider if views else None, endpoint=views[0].endpoint if views else None,
@@ -119,7 +127,7 @@ class BatchView(BaseModel):
             created_at=min((v.created_at for v in views if v.created_at), default=None),
             completed_at=max((v.completed_at for v in views if v.completed_at), default=None) if terminal else None,
             metadata=views[0].metadata if views else None, errors=errors[:20],
-            parts=[v.batch_id for v in views], next_step=_NEXT_STEP.get(status, _RUNNING),
+            parts=[v.batch_id for v in views], failed_parts=failed_parts, next_step=next_step,
         )
 
 

@@ -30,7 +30,7 @@ from batch_mcp.client import (
     Progress,
     ResultsNotReadyError,
 )
-from batch_mcp.schemas import Batch, CreateBatchRequest
+from batch_mcp.schemas import Batch, CreateBatchRequest, RequestCounts
 from batch_mcp.schemas.jobs import (
     BatchList,
     BatchView,
@@ -74,8 +74,9 @@ class Fingerprint(NamedTuple):
 #: Statuses after which submitting the same file again makes a new job rather than returning the old one.
 _RESUBMITTABLE = frozenset({"failed", "cancelled", "expired"})
 _MAX_POLL_INTERVAL_S = 60.0
-#: API answers that mean a planned create will never succeed as sent.
-_REFUSED = (BadRequestError, NotFoundError, ConflictError, PermissionDeniedError)
+#: API answers that mean a planned create will never succeed as sent. Not 409: to a replayed request_id it
+#: may mean "still being created", so the submission stays pending and is sent again later.
+_REFUSED = (BadRequestError, NotFoundError, PermissionDeniedError)
 
 
 class NotConfigured(Exception):
@@ -96,6 +97,10 @@ class InvalidBatchFile(Exception):
             + (f" (and {more} more)" if more > 0 else "")
             + ". Fix the file (validate_batch_file lists the problems) and try again."
         )
+
+
+class JobHasNoResults(Exception):
+    """A terminal job without results (it failed before running): waiting will not help."""
 
 
 class JobStillRunning(Exception):
@@ -195,26 +200,38 @@ class BatchService:
         if not report.valid:
             if _only_over_limits(report):
                 return await self._submit_group(Path(report.path), provider, endpoint, metadata, new=new,
-                                                on_progress=on_progress)
+                                                on_progress=on_progress, parent_batch_id=parent_batch_id)
             raise InvalidBatchFile(report)
-        key = Fingerprint(report.sha256, report.provider, report.endpoint, metadata)
+        # a retry is the same job only as a retry of the same parent: an identical rerun of a later round is new
+        content = report.sha256 if parent_batch_id is None else f"{report.sha256}:retry-of:{parent_batch_id}"
+        key = Fingerprint(content, report.provider, report.endpoint, metadata)
         async with self._one_at_a_time(key):
             if not new and (existing := await self._existing(key)) is not None:
                 return existing.model_copy(update={"requests": report.requests})
             upload = await self._upload_checked(report, on_progress)
-            result = await self._create(key, upload.file_id, path=Path(report.path), parent_batch_id=parent_batch_id)
+            try:
+                result = await self._create(key, upload.file_id, path=Path(report.path),
+                                            parent_batch_id=parent_batch_id)
+            except NotFoundError:
+                if not upload.reused:
+                    raise
+                self.store.forget_upload(upload.file_id)  # an upload the API no longer knows: send it again
+                upload = await self._upload_checked(report, on_progress)
+                result = await self._create(key, upload.file_id, path=Path(report.path),
+                                            parent_batch_id=parent_batch_id)
         return result.model_copy(update={"requests": report.requests, "warnings": upload.warnings})
 
     async def _submit_group(self, path: Path, provider: str | None, endpoint: str | None,
-                            metadata: dict[str, str] | None, *, new: bool, on_progress: Progress | None
-                            ) -> SubmitResult:
+                            metadata: dict[str, str] | None, *, new: bool, on_progress: Progress | None,
+                            parent_batch_id: str | None = None) -> SubmitResult:
         """Split an oversized file into parts within the limits and submit each, as one job group."""
         await anyio.to_thread.run_sync(lambda: check_splittable(path, self.limits.max_bytes))
         unlimited = replace(self.limits, max_requests=sys.maxsize, max_bytes=sys.maxsize)
         report = await anyio.to_thread.run_sync(lambda: preflight(path, provider, endpoint, unlimited))
         if not report.valid:
             raise InvalidBatchFile(report)
-        key = Fingerprint(report.sha256, report.provider, report.endpoint, metadata)
+        content = report.sha256 if parent_batch_id is None else f"{report.sha256}:retry-of:{parent_batch_id}"
+        key = Fingerprint(content, report.provider, report.endpoint, metadata)
         fingerprint = submission_fingerprint(*key)
         async with self._one_at_a_time(key):
             group = None if new else self.store.find_group_by_fingerprint(fingerprint)
@@ -225,7 +242,7 @@ class BatchService:
             parts = await anyio.to_thread.run_sync(
                 lambda: split_requests(path, folder, self.limits.max_requests, self.limits.max_bytes))
             reused = group is not None
-            group = group or self.store.create_group(path, fingerprint, len(parts))
+            group = group or self.store.create_group(path, fingerprint, len(parts), parent_batch_id)
             done = {s.path: s for s in self.store.group_submissions(group.group_id)}
             for part in parts:
                 submission = done.get(part)
@@ -247,11 +264,13 @@ class BatchService:
     async def create(self, file_id: str, provider: str, endpoint: str | None = None,
                      metadata: dict[str, str] | None = None, *, new: bool = False) -> SubmitResult:
         """Create a job from an uploaded file; the same call again returns the same job."""
-        key = Fingerprint(f"file_id:{file_id}", provider, endpoint, metadata)
+        upload = self.store.get_upload(file_id)  # known when this server uploaded it: same file, same job
+        content = upload.sha256 if upload else f"file_id:{file_id}"
+        key = Fingerprint(content, provider, endpoint, metadata)
         async with self._one_at_a_time(key):
             if not new and (existing := await self._existing(key)) is not None:
                 return existing
-            return await self._create(key, file_id, path=None)
+            return await self._create(key, file_id, path=upload.path if upload else None)
 
     async def _existing(self, key: Fingerprint) -> SubmitResult | None:
         """The job an identical earlier submission made (re-sent if the API never answered)."""
@@ -259,9 +278,15 @@ class BatchService:
         if submission is None:
             return None
         if submission.batch_id is None:  # planned, but the answer was lost: same request_id, same job
-            batch = await self._resend(submission)
+            try:
+                batch = await self._resend(submission)
+            except NotFoundError:  # its file is gone: the submission was forgotten, submit afresh
+                return None
         else:
-            batch = await self.get(submission.batch_id)
+            try:
+                batch = await self.get(submission.batch_id)
+            except NotFoundError:  # remembered from another account or endpoint: not a job here
+                return None
             if batch.status in _RESUBMITTABLE:
                 return None
         return SubmitResult(batch=BatchView.from_batch(batch), file_id=submission.file_id,
@@ -297,8 +322,12 @@ class BatchService:
 
     async def _resend(self, submission: Submission) -> Batch:
         """Send a planned create again with its stored request_id: the API answers with the one job."""
-        return await self._send_create(submission.request_id, submission.file_id, submission.provider,
-                                       submission.endpoint, submission.metadata)
+        try:
+            return await self._send_create(submission.request_id, submission.file_id, submission.provider,
+                                           submission.endpoint, submission.metadata)
+        except _REFUSED:
+            self.store.discard_submission(submission.request_id)  # refused for good: never re-send it
+            raise
 
     async def resume_pending(self) -> list[Batch]:
         """After a crash: re-send every create call whose answer was never recorded (same request_id)."""
@@ -307,8 +336,7 @@ class BatchService:
             try:
                 resumed.append(await self._resend(submission))
             except _REFUSED as exc:
-                log.warning("submission %s was refused (%s); forgetting it", submission.request_id, exc)
-                self.store.discard_submission(submission.request_id)
+                log.warning("submission %s was refused (%s); forgotten", submission.request_id, exc)
             except Exception as exc:  # one bad record must not stop the others; it stays pending
                 log.warning("could not resume submission %s: %s", submission.request_id, exc)
         return resumed
@@ -348,8 +376,19 @@ class BatchService:
         if group is None:
             raise NotFoundError(f"No job group {group_id!r} is known to this server", status_code=404,
                                 code="not_found")
-        parts = [await self.get(s.batch_id) for s in self.store.group_submissions(group_id) if s.batch_id]
-        return BatchView.from_group(group_id, parts, group.parts)
+        parts = []
+        for submission in self.store.group_submissions(group_id):
+            if submission.batch_id is None:
+                continue
+            part = await self.get(submission.batch_id)
+            upload = self.store.get_upload(submission.file_id)
+            if part.status == "failed" and not part.request_counts.total and upload is not None:
+                # refused before counting: its requests all failed, and the group's total must include them
+                lines = upload.line_count
+                part = part.model_copy(update={"request_counts": RequestCounts(total=lines, failed=lines)})
+            parts.append(part)
+        view = BatchView.from_group(group_id, parts, group.parts)
+        return view.model_copy(update={"parent_batch_id": group.parent_batch_id})
 
     async def wait(self, batch_id: str, timeout_s: float, poll_interval_s: float | None = None,
                    on_progress: Progress | None = None) -> WaitResult:
@@ -360,7 +399,7 @@ class BatchService:
         while True:
             view = await self.view(batch_id)
             done = view.completed + view.failed
-            if on_progress and done != last_done:
+            if on_progress:  # every poll, even unchanged: clients that extend timeouts on progress keep waiting
                 await on_progress(done, view.total)
             waited = time.monotonic() - start
             if view.terminal:
@@ -384,14 +423,13 @@ class BatchService:
     async def cancel(self, batch_id: str) -> BatchView:
         """Cancel a job, or every running part of a job group (a part that cannot be cancelled is skipped)."""
         if not is_group_id(batch_id):
-            batch = await self.client.cancel_batch(batch_id)
-            await self._seen(batch)
-            return BatchView.from_batch(batch)
+            await self.client.cancel_batch(batch_id)
+            return BatchView.from_batch(await self.get(batch_id))  # some answers carry only id and status
         view = await self._group_view(batch_id)
         refusals: list[ConflictError] = []
         for part in view.parts or []:
             try:
-                await self._seen(await self.client.cancel_batch(part))
+                await self.client.cancel_batch(part)
             except ConflictError as exc:
                 refusals.append(exc)
         if refusals and len(refusals) == len(view.parts or []):
@@ -440,10 +478,17 @@ class BatchService:
     async def result_links(self, batch_id: str) -> ResultLinksView:
         if is_group_id(batch_id):
             view = await self._group_view(batch_id)
-            parts = [await self.result_links(part) for part in view.parts or []]
+            parts = [await self.result_links(part) for part in view.parts or [] if part not in view.failed_parts]
             return ResultLinksView(batch_id=batch_id, parts=parts,
                                    expires_at=min((p.expires_at for p in parts if p.expires_at), default=None))
-        links = await self.client.get_results(batch_id)
+        try:
+            links = await self.client.get_results(batch_id)
+        except ResultsNotReadyError:
+            view = await self.view(batch_id)
+            if view.terminal and not view.results_ready:
+                raise JobHasNoResults(f"Job {batch_id} is {view.status} and will never have results. "
+                                      f"{view.next_step}") from None
+            raise
         return ResultLinksView(batch_id=batch_id, output_file_url=links.output_file_url,
                                error_file_url=links.error_file_url, expires_at=links.expires_at)
 
@@ -463,7 +508,7 @@ class BatchService:
         folder = workspace.output_dir(dest_dir, default=workspace.allowed_dirs[0] / "batch-results")
         stem = _file_stem(batch_id)
         table_paths = (folder / f"{stem}.results.csv", folder / f"{stem}.results.jsonl")
-        members = view.parts or [batch_id]
+        members = [part for part in view.parts if part not in view.failed_parts] if view.parts else [batch_id]
         targets = {member: {"output": folder / f"{_file_stem(member)}.output.jsonl",
                             "errors": folder / f"{_file_stem(member)}.errors.jsonl"} for member in members}
         wanted = [*table_paths, *(p for t in targets.values() for p in t.values())]
@@ -505,8 +550,10 @@ class BatchService:
     def _result_files(self, job_id: str) -> list[Path]:
         """Downloaded result files of a job, its group parts and the jobs it retries, oldest first."""
         if is_group_id(job_id):
+            group = self.store.get_group(job_id)
+            inherited = self._result_files(group.parent_batch_id) if group and group.parent_batch_id else []
             parts = [s.batch_id for s in self.store.group_submissions(job_id) if s.batch_id]
-            return [file for part in parts for file in self._result_files(part)]
+            return inherited + [file for part in parts for file in self._result_files(part)]
         record = self.store.get_job(job_id)
         if record is None:
             return []
@@ -517,7 +564,9 @@ class BatchService:
         """The request file that lists every request of the job: a retry's is its first ancestor's."""
         if is_group_id(job_id):
             group = self.store.get_group(job_id)
-            return group.path if group else None
+            if group is None:
+                return None
+            return self._root_input(group.parent_batch_id) if group.parent_batch_id else group.path
         record = self.store.get_job(job_id)
         if record is None:
             return None
@@ -538,11 +587,17 @@ class BatchService:
 
         Called on the newest retry each time, it converges: every round only reruns what is still missing.
         """
+        async with self._submitting.setdefault(f"retry:{batch_id}", anyio.Lock()):
+            return await self._retry_failed(batch_id, workspace, on_progress)
+
+    async def _retry_failed(self, batch_id: str, workspace: Workspace | None,
+                            on_progress: Progress | None) -> RetryResult:
         view = await self.view(batch_id)
         if not view.terminal:
             raise JobStillRunning(f"Job {batch_id} is still {view.status}; wait for it to finish "
                                   "(wait_for_batch), then retry its failures.")
-        if any(self._needs_download(member) for member in view.parts or [batch_id]) and view.results_ready:
+        members = [p for p in view.parts if p not in view.failed_parts] if view.parts else [batch_id]
+        if view.results_ready and any(self._needs_download(member) for member in members):
             await self.download(batch_id, overwrite=True, workspace=workspace)
         source = self._root_input(batch_id)
         if source is None or not source.exists():
@@ -558,10 +613,11 @@ class BatchService:
             return RetryResult(retried=0, failed=0, missing=0,
                                next_step="Nothing to retry: every request has a successful result.")
         record = self.store.get_job((view.parts or [batch_id])[0])
+        # not new=True: asking twice for the same retry returns the job the first call made
         submitted = await self.submit(str(target), view.provider, view.endpoint,
-                                      record.metadata if record else None, new=True,
+                                      record.metadata if record else None,
                                       workspace=Workspace([target.parent]), on_progress=on_progress,
-                                      parent_batch_id=None if view.parts else batch_id)
+                                      parent_batch_id=batch_id)
         return RetryResult(retried=failed + missing, failed=failed, missing=missing, retry_file=str(target),
                            submitted=submitted,
                            next_step="Call wait_for_batch on the new job, then download_batch_results on it: its "

@@ -158,7 +158,9 @@ def register_batch_tools(mcp: MCPServer) -> None:
     async def wait_for_batch(
         batch_id: BatchId,
         ctx: Context[AppState, Any],
-        timeout_s: Annotated[float, Field(gt=0, le=3600, description="Longest wait in seconds.")] = 300,
+        timeout_s: Annotated[float, Field(gt=0, le=3600, description="Longest wait in seconds. The default "
+                                          "stays under the 60 s request timeout many MCP clients use; call "
+                                          "again to keep waiting.")] = 50,
         poll_interval_s: Annotated[float | None, Field(ge=0.05, le=600, description="First poll interval; "
                                                        "it grows while nothing changes.")] = None,
     ) -> WaitResult:

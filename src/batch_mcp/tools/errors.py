@@ -11,7 +11,13 @@ from mcp.server.mcpserver.exceptions import ToolError
 from pydantic import ValidationError
 
 from batch_mcp.client import BatchAPIError
-from batch_mcp.services.batches import InvalidBatchFile, JobStillRunning, NotConfigured, ResultsExist
+from batch_mcp.services.batches import (
+    InvalidBatchFile,
+    JobHasNoResults,
+    JobStillRunning,
+    NotConfigured,
+    ResultsExist,
+)
 from batch_mcp.services.preflight import UnusableInput
 from batch_mcp.services.prepare import PrepareError
 from batch_mcp.services.split import UnsplittableFile
@@ -22,8 +28,8 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 #: Failures whose message already says what to do.
-_SELF_EXPLAINING = (InvalidBatchFile, JobStillRunning, NotConfigured, PrepareError, ResultsExist, UnusableInput,
-                    UnsplittableFile, PathNotAllowed)
+_SELF_EXPLAINING = (InvalidBatchFile, JobHasNoResults, JobStillRunning, NotConfigured, PrepareError,
+                    ResultsExist, UnusableInput, UnsplittableFile, PathNotAllowed)
 
 
 def explain(exc: BaseException) -> str:
