@@ -271,3 +271,25 @@ async def test_a_retry_too_big_for_one_batch_runs_as_a_linked_group(workdir: Pat
             await _run(client, "wait_for_batch", batch_id=child["batch_id"], timeout_s=60)
             merged = await _run(client, "download_batch_results", batch_id=child["batch_id"])
             assert merged["succeeded"] + merged["failed"] == 300 and merged["succeeded"] > before["succeeded"]
+
+
+async def test_a_source_changed_after_prepare_is_not_joined_wrongly(sandbox: SandboxServer, workdir: Path) -> None:
+    reviews = workdir / "data" / "reviews.csv"
+    reviews.write_text("review_id,review\nr-1,Great kettle.\nr-2,Awful toaster.\n")
+    async with mcp_session(settings_for(sandbox, workdir)) as (client, _):
+        prepared = await _run(client, "prepare_batch_file", source="data/reviews.csv", model="gpt-4o-mini",
+                              prompt="Sentiment of: {review}")
+        batch_id = (await _run(client, "submit_batch", path=prepared["path"]))["batch"]["batch_id"]
+        await _run(client, "wait_for_batch", batch_id=batch_id, timeout_s=60)
+        reviews.write_text("review_id,review\nr-2,Awful toaster.\nr-1,Great kettle.\n")  # sorted by the user
+        summary = await _run(client, "download_batch_results", batch_id=batch_id)
+        rows = _rows(summary["table_csv_path"])
+        assert "changed after the request file was prepared" in summary["warnings"][0]
+        assert rows[0]["custom_id"] == "row-1" and rows[0]["prompt"] == "Sentiment of: Great kettle."
+        assert "review" not in rows[0]
+
+        Path(prepared["path"]).write_text("")  # the request file itself is gone too: no join, no retry
+        again = await _run(client, "download_batch_results", batch_id=batch_id, overwrite=True)
+        assert "changed after it was submitted" in again["warnings"][0]
+        retry = await client.call_tool("retry_failed_requests", {"batch_id": batch_id})
+        assert retry.is_error and "changed after it was submitted" in _text(retry)

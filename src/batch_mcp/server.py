@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any, Literal
 
+import anyio
 from mcp.server import MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp.server.subscriptions import InMemorySubscriptionBus
@@ -72,9 +73,16 @@ async def open_app_state(settings: Settings) -> AsyncIterator[AppState]:
         )
         state = AppState(service=service, bus=InMemorySubscriptionBus())
         service.status_listeners.append(state.announce)
-        if client is not None and (resumed := await service.resume_pending()):
-            log.info("resumed %d submission(s) whose answer was lost", len(resumed))
-        yield state
+        async with anyio.create_task_group() as background:
+            if client is not None:  # in the background: a slow or unreachable API must not delay the handshake
+                background.start_soon(_resume, service)
+            yield state
+            background.cancel_scope.cancel()
+
+
+async def _resume(service: BatchService) -> None:
+    if resumed := await service.resume_pending():
+        log.info("resumed %d submission(s) whose answer was lost", len(resumed))
 
 
 class BatchMCPServer(MCPServer):

@@ -87,6 +87,7 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             source_path TEXT NOT NULL,
             source_format TEXT NOT NULL,
             id_column TEXT,
+            source_sha256 TEXT,
             created_at TEXT NOT NULL
         )""",
         """CREATE TABLE job_groups (
@@ -94,6 +95,7 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             path TEXT NOT NULL,
             fingerprint TEXT NOT NULL,
             parts INTEGER NOT NULL,
+            sha256 TEXT,
             parent_batch_id TEXT,
             created_at TEXT NOT NULL
         )""",
@@ -209,6 +211,7 @@ class PreparedFile(BaseModel):
     source_path: Path
     source_format: str
     id_column: str | None
+    source_sha256: str | None = None
     created_at: AwareDatetime
 
 
@@ -219,6 +222,7 @@ class JobGroup(BaseModel):
     path: Path
     fingerprint: str
     parts: int
+    sha256: str | None = Field(default=None, description="Of the whole input, to notice it changing later.")
     parent_batch_id: str | None = None
     created_at: AwareDatetime
 
@@ -545,12 +549,13 @@ class JobStore:
 
     # prepared files ------------------------------------------------------------------------------
 
-    def record_prepared(self, path: Path, source_path: Path, source_format: str, id_column: str | None) -> None:
+    def record_prepared(self, path: Path, source_path: Path, source_format: str, id_column: str | None,
+                        source_sha256: str) -> None:
         with self._write() as conn:
             conn.execute(
-                "INSERT OR REPLACE INTO prepared_files (path, source_path, source_format, id_column, created_at)"
-                " VALUES (?, ?, ?, ?, ?)",
-                (str(path), str(source_path), source_format, id_column, _time_to_text(_now())),
+                "INSERT OR REPLACE INTO prepared_files"
+                " (path, source_path, source_format, id_column, source_sha256, created_at) VALUES (?, ?, ?, ?, ?, ?)",
+                (str(path), str(source_path), source_format, id_column, source_sha256, _time_to_text(_now())),
             )
 
     def find_prepared(self, path: Path) -> PreparedFile | None:
@@ -559,14 +564,16 @@ class JobStore:
 
     # job groups ----------------------------------------------------------------------------------
 
-    def create_group(self, path: Path, fingerprint: str, parts: int, parent_batch_id: str | None = None) -> JobGroup:
-        group = JobGroup(group_id=f"group-{uuid.uuid4()}", path=path, fingerprint=fingerprint, parts=parts,
-                         parent_batch_id=parent_batch_id, created_at=_now())
+    def create_group(self, path: Path, sha256: str, fingerprint: str, parts: int,
+                     parent_batch_id: str | None = None) -> JobGroup:
+        group = JobGroup(group_id=f"group-{uuid.uuid4()}", path=path, sha256=sha256, fingerprint=fingerprint,
+                         parts=parts, parent_batch_id=parent_batch_id, created_at=_now())
         with self._write() as conn:
             conn.execute(
-                "INSERT INTO job_groups (group_id, path, fingerprint, parts, parent_batch_id, created_at)"
-                " VALUES (?, ?, ?, ?, ?, ?)",
-                (group.group_id, str(path), fingerprint, parts, parent_batch_id, _time_to_text(group.created_at)),
+                "INSERT INTO job_groups (group_id, path, sha256, fingerprint, parts, parent_batch_id, created_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (group.group_id, str(path), sha256, fingerprint, parts, parent_batch_id,
+                 _time_to_text(group.created_at)),
             )
         return group
 

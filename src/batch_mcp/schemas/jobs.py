@@ -239,6 +239,7 @@ class DownloadSummary(BaseModel):
     usage: TokenUsage = Field(default_factory=TokenUsage)
     cost: CostReport | None = Field(default=None, description="Actual cost from the token usage, per model.")
     preview: list[ResultPreview] = Field(default_factory=list, description="A few results, shortened.")
+    warnings: list[str] = Field(default_factory=list, description="Why the table may lack input columns.")
     next_step: str
 
 

@@ -56,7 +56,7 @@ from batch_mcp.services.results import (
     write_unfinished,
 )
 from batch_mcp.services.split import check_splittable, split_requests
-from batch_mcp.services.workspace import Workspace
+from batch_mcp.services.workspace import Workspace, sha256_of
 from batch_mcp.store import JobRecord, JobStore, Submission, UploadRecord, submission_fingerprint
 
 log = logging.getLogger(__name__)
@@ -242,7 +242,7 @@ class BatchService:
             parts = await anyio.to_thread.run_sync(
                 lambda: split_requests(path, folder, self.limits.max_requests, self.limits.max_bytes))
             reused = group is not None
-            group = group or self.store.create_group(path, fingerprint, len(parts), parent_batch_id)
+            group = group or self.store.create_group(path, report.sha256, fingerprint, len(parts), parent_batch_id)
             done = {s.path: s for s in self.store.group_submissions(group.group_id)}
             for part in parts:
                 submission = done.get(part)
@@ -522,7 +522,8 @@ class BatchService:
         for member in members:
             saved[member] = await self._download_files(member, targets[member], on_progress)
             self.store.record_download(member, saved[member].get("output"), saved[member].get("errors"))
-        table = await anyio.to_thread.run_sync(lambda: self._results_table(batch_id, *table_paths))
+        warnings: list[str] = []
+        table = await anyio.to_thread.run_sync(lambda: self._results_table(batch_id, *table_paths, warnings))
         usage = {model: list(counts) for model, counts in table.usage_by_model.items()}
         for member in members:
             self.store.record_download(member, saved[member].get("output"), saved[member].get("errors"),
@@ -539,13 +540,17 @@ class BatchService:
             table_jsonl_path=str(table_paths[1]), part_files=outputs + errors if view.parts else [],
             succeeded=table.succeeded, failed=table.failed, missing=table.missing,
             error_codes=dict(table.error_codes.most_common()), usage=table.usage, cost=cost,
-            preview=table.preview, next_step=next_step,
+            preview=table.preview, warnings=warnings, next_step=next_step,
         )
 
-    def _results_table(self, job_id: str, csv_path: Path, jsonl_path: Path) -> ResultTable:
+    def _results_table(self, job_id: str, csv_path: Path, jsonl_path: Path, warnings: list[str]) -> ResultTable:
         """Join every result line behind ``job_id`` (its parts, the jobs it retries) with the original input."""
         index = ResultIndex(self._result_files(job_id))
-        return build_results_table(index, self._input_rows(self._root_input(job_id)), csv_path, jsonl_path)
+        source, problem = self._unchanged_root_input(job_id)
+        if problem:
+            warnings.append(problem + " The table lists the results without their input.")
+        rows = self._input_rows(source, warnings) if source else None
+        return build_results_table(index, rows, csv_path, jsonl_path)
 
     def _result_files(self, job_id: str) -> list[Path]:
         """Downloaded result files of a job, its group parts and the jobs it retries, oldest first."""
@@ -572,13 +577,40 @@ class BatchService:
             return None
         return self._root_input(record.parent_batch_id) if record.parent_batch_id else record.path
 
-    def _input_rows(self, path: Path | None) -> Iterator[tuple[str, dict[str, Any]]] | None:
-        if path is None or not path.exists():
+    def _submitted_sha256(self, job_id: str) -> str | None:
+        """SHA-256 of the root input as it was submitted, when this server knows it."""
+        if is_group_id(job_id):
+            group = self.store.get_group(job_id)
+            if group is None:
+                return None
+            return self._submitted_sha256(group.parent_batch_id) if group.parent_batch_id else group.sha256
+        record = self.store.get_job(job_id)
+        if record is None:
             return None
+        if record.parent_batch_id:
+            return self._submitted_sha256(record.parent_batch_id)
+        upload = self.store.get_upload(record.file_id) if record.file_id else None
+        return upload.sha256 if upload else None
+
+    def _unchanged_root_input(self, job_id: str) -> tuple[Path | None, str | None]:
+        """The root input if it still holds what was submitted, else (None, why not)."""
+        path = self._root_input(job_id)
+        if path is None or not path.exists():
+            return None, f"The input file of {job_id} is unknown to this server or was moved."
+        expected = self._submitted_sha256(job_id)
+        if expected is not None and sha256_of(path) != expected:
+            return None, f"{path} changed after it was submitted, so its lines no longer match the results."
+        return path, None
+
+    def _input_rows(self, path: Path, warnings: list[str]) -> Iterator[tuple[str, dict[str, Any]]]:
+        """The input to join results with: the prepared file's source records while unchanged, else the prompts."""
         prepared = self.store.find_prepared(path)
         if prepared is not None and prepared.source_path.exists():
-            return SourceRows(prepared.source_path, prepared.source_format,  # type: ignore[arg-type]
-                              prepared.id_column).joined()
+            if prepared.source_sha256 is None or sha256_of(prepared.source_path) == prepared.source_sha256:
+                return SourceRows(prepared.source_path, prepared.source_format,  # type: ignore[arg-type]
+                                  prepared.id_column).joined()
+            warnings.append(f"{prepared.source_path} changed after the request file was prepared from it, so the "
+                            "table shows the prompts instead of its columns.")
         return request_prompts(path)
 
     async def retry_failed(self, batch_id: str, *, workspace: Workspace | None = None,
@@ -599,10 +631,10 @@ class BatchService:
         members = [p for p in view.parts if p not in view.failed_parts] if view.parts else [batch_id]
         if view.results_ready and any(self._needs_download(member) for member in members):
             await self.download(batch_id, overwrite=True, workspace=workspace)
-        source = self._root_input(batch_id)
-        if source is None or not source.exists():
-            raise JobStillRunning(f"The input file of {batch_id} is unknown to this server or was moved, so its "
-                                  "failed requests cannot be rebuilt; submit a corrected file instead.")
+        source, problem = await anyio.to_thread.run_sync(lambda: self._unchanged_root_input(batch_id))
+        if source is None:
+            raise JobStillRunning(f"{problem} Its failed requests cannot be rebuilt safely; restore the file, or "
+                                  "submit a corrected file instead.")
         target = Workspace([source.parent]).resolve(  # resolved: a planted link cannot lead outside
             source.with_name(f"{source.stem}.retry-{_file_stem(batch_id)[:40]}.jsonl"))
         index = ResultIndex(self._result_files(batch_id))
@@ -639,7 +671,8 @@ class BatchService:
         if target.exists() and not overwrite:
             raise ResultsExist(f"{target} already exists; pass overwrite=true to replace it, or another output.")
         prepared = await anyio.to_thread.run_sync(lambda: prepare_requests(src, target, template))
-        self.store.record_prepared(target, src, prepared.source_format, template.id_column)
+        source_sha = await anyio.to_thread.run_sync(lambda: sha256_of(src))
+        self.store.record_prepared(target, src, prepared.source_format, template.id_column, source_sha)
         endpoint = template.endpoint if template.provider == "openai" else None
         report = await self.validate(str(target), template.provider, endpoint, workspace)
         problems = [f"line {p.line}: {p.message}" if p.line else p.message for p in report.problems]

@@ -6,10 +6,20 @@ An agent may have been talked into asking for ``~/.ssh/id_rsa`` or ``/dev/zero``
 
 from __future__ import annotations
 
+import hashlib
 import os
 import stat
 from collections.abc import Iterable
 from pathlib import Path
+
+
+def sha256_of(path: Path) -> str:
+    """Hex SHA-256 of a file, read in 4 MiB chunks."""
+    digest = hashlib.sha256()
+    with path.open("rb") as data:
+        while chunk := data.read(4 * 1024 * 1024):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 class PathNotAllowed(Exception):
