@@ -366,10 +366,15 @@ class BatchService:
         record = self.store.get_job(job_id)
         if record is None:
             return view
-        cost = None
-        if record.usage:
-            cost = self.prices.report({m: (u[0], u[1], u[2]) for m, u in record.usage.items()}, estimated=False)
+        cost = self._actual_cost(record.usage, merged=record.parent_batch_id is not None) if record.usage else None
         return view.model_copy(update={"cost": cost, "parent_batch_id": record.parent_batch_id})
+
+    def _actual_cost(self, usage: dict[str, list[int]], *, merged: bool) -> CostReport:
+        report = self.prices.report({m: (u[0], u[1], u[2]) for m, u in usage.items()}, estimated=False)
+        if not merged:
+            return report
+        return report.model_copy(update={"note": report.note + " It covers every request in the merged table (all "
+                                         "parts, and the jobs this one retries): do not add it to theirs."})
 
     async def _group_view(self, group_id: str) -> BatchView:
         group = self.store.get_group(group_id)
@@ -528,7 +533,7 @@ class BatchService:
         for member in members:
             self.store.record_download(member, saved[member].get("output"), saved[member].get("errors"),
                                        table_paths[0], usage if member == batch_id else None)
-        cost = self.prices.report({m: (u[0], u[1], u[2]) for m, u in usage.items()}, estimated=False)
+        cost = self._actual_cost(usage, merged=bool(view.parts or view.parent_batch_id))
         next_step = (f"{table.failed} request(s) failed and {table.missing} have no result: call "
                      "retry_failed_requests to run just those again." if table.failed or table.missing else
                      f"All requests succeeded: the merged table is {table_paths[0]}.")
