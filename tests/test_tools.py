@@ -377,3 +377,23 @@ async def test_results_of_a_failed_job_are_explained(sandbox: SandboxServer, wor
             await client.call_tool("wait_for_batch", {"batch_id": batch_id, "timeout_s": 60})
             links = await client.call_tool("get_batch_results", {"batch_id": batch_id})
     assert links.is_error and "will never have results" in _text(links) and "submit_batch" in _text(links)
+
+
+async def test_a_file_changed_during_upload_is_not_submitted(sandbox: SandboxServer, workdir: Path) -> None:
+    from batch_mcp.server import open_app_state
+    from batch_mcp.services.batches import FileChanged
+
+    path = workdir / "data" / "tickets.jsonl"
+    original = path.read_text()
+
+    async def edit_while_uploading(sent: int, total: int) -> None:
+        path.write_text(original + original.splitlines()[0].replace("ticket-0001", "ticket-9999") + "\n")
+
+    jobs = sandbox.sandbox.stats()["jobs"]
+    async with open_app_state(settings_for(sandbox, workdir, state_dir=workdir.parent / "changed")) as state:
+        with pytest.raises(FileChanged) as changed:
+            await state.service.submit("data/tickets.jsonl", new=True, on_progress=edit_while_uploading)
+        assert "nothing was submitted" in str(changed.value)
+        assert sandbox.sandbox.stats()["jobs"] == jobs
+        again = await state.service.submit("data/tickets.jsonl", new=True)  # the edited file, checked afresh
+        assert again.requests == 301

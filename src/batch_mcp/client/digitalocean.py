@@ -285,9 +285,10 @@ def _segment(value: str) -> str:
 
 
 async def _file_chunks(path: Path, size: int, on_progress: Progress | None) -> AsyncIterator[bytes]:
+    """At most the ``size`` bytes announced in Content-Length, even if the file grows meanwhile."""
     sent = 0
     with path.open("rb") as source:
-        while chunk := source.read(CHUNK_BYTES):
+        while sent < size and (chunk := source.read(min(CHUNK_BYTES, size - sent))):
             sent += len(chunk)
             yield chunk
             if on_progress:

@@ -110,6 +110,8 @@ class PreflightReport(BaseModel):
         "(it is over the size limit)."
     )
     has_bom: bool = Field(description="The file starts with a UTF-8 byte order mark.")
+    mtime_ns: int | None = Field(default=None, description="Modification time of the file as checked (ns); an "
+                                 "upload refuses a file changed since.")
     crlf_lines: int = Field(description="Lines ending in CRLF (Windows line endings); accepted as is.")
     models: dict[str, int] = Field(description="Model name -> number of requests using it.")
     estimated_input_tokens: int = Field(

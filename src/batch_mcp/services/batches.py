@@ -99,6 +99,10 @@ class InvalidBatchFile(Exception):
         )
 
 
+class FileChanged(Exception):
+    """The file was modified between its check and its upload; nothing was submitted."""
+
+
 class JobHasNoResults(Exception):
     """A terminal job without results (it failed before running): waiting will not help."""
 
@@ -157,7 +161,9 @@ class BatchService:
     async def validate(self, path: str, provider: str | None = None, endpoint: str | None = None,
                        workspace: Workspace | None = None) -> PreflightReport:
         real = (workspace or self.workspace).input_file(path)
-        return await anyio.to_thread.run_sync(lambda: preflight(real, provider, endpoint, self.limits))
+        checked = real.stat().st_mtime_ns  # before reading: a change made while checking is noticed too
+        report = await anyio.to_thread.run_sync(lambda: preflight(real, provider, endpoint, self.limits))
+        return report.model_copy(update={"mtime_ns": checked})
 
     async def _checked(self, path: str, provider: str | None, endpoint: str | None,
                        workspace: Workspace | None) -> PreflightReport:
@@ -182,6 +188,11 @@ class BatchService:
             return UploadResult(file_id=reusable.file_id, upload_expires_at=reusable.intent_expires_at, reused=True,
                                 **common)
         intent = await self.client.upload_file(Path(report.path), on_progress=on_progress)
+        now = Path(report.path).stat()
+        if report.mtime_ns is not None and (now.st_mtime_ns, now.st_size) != (report.mtime_ns, report.bytes):
+            raise FileChanged(f"{report.path} changed after it was checked, so what was uploaded may not be what "
+                              "was validated; nothing was submitted. Call the tool again to check and send its "
+                              "current content.")
         self.store.record_upload(UploadRecord(
             file_id=intent.file_id, path=Path(report.path), sha256=report.sha256, size_bytes=report.bytes,
             line_count=report.requests, intent_expires_at=intent.expires_at, completed_at=datetime.now(UTC),

@@ -12,6 +12,7 @@ from pydantic import ValidationError
 
 from batch_mcp.client import BatchAPIError
 from batch_mcp.services.batches import (
+    FileChanged,
     InvalidBatchFile,
     JobHasNoResults,
     JobStillRunning,
@@ -28,7 +29,7 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 #: Failures whose message already says what to do.
-_SELF_EXPLAINING = (InvalidBatchFile, JobHasNoResults, JobStillRunning, NotConfigured, PrepareError,
+_SELF_EXPLAINING = (FileChanged, InvalidBatchFile, JobHasNoResults, JobStillRunning, NotConfigured, PrepareError,
                     ResultsExist, UnusableInput, UnsplittableFile, PathNotAllowed)
 
 
