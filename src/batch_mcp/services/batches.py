@@ -11,7 +11,7 @@ import logging
 import re
 import sys
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -45,14 +45,12 @@ from batch_mcp.schemas.jobs import (
 )
 from batch_mcp.schemas.preflight import PreflightReport, ProblemCode
 from batch_mcp.services.cost import PriceTable
+from batch_mcp.services.lineage import Lineage, is_group_id
 from batch_mcp.services.preflight import Limits, preflight
-from batch_mcp.services.prepare import PrepareError, RequestTemplate, SourceRows
+from batch_mcp.services.prepare import PrepareError, RequestTemplate
 from batch_mcp.services.prepare import prepare as prepare_requests
 from batch_mcp.services.results import (
     ResultIndex,
-    ResultTable,
-    build_results_table,
-    request_prompts,
     write_unfinished,
 )
 from batch_mcp.services.split import check_splittable, split_requests
@@ -140,6 +138,7 @@ class BatchService:
         self.limits = limits or Limits()
         self.default_poll_interval_s = default_poll_interval_s
         self.prices = prices or PriceTable.load()
+        self.lineage = Lineage(store)
         self.status_listeners: list[StatusListener] = []
         #: One lock per submission fingerprint: identical calls arriving together find one job, not make two.
         self._submitting: dict[str, anyio.Lock] = {}
@@ -539,7 +538,7 @@ class BatchService:
             saved[member] = await self._download_files(member, targets[member], on_progress)
             self.store.record_download(member, saved[member].get("output"), saved[member].get("errors"))
         warnings: list[str] = []
-        table = await anyio.to_thread.run_sync(lambda: self._results_table(batch_id, *table_paths, warnings))
+        table = await anyio.to_thread.run_sync(lambda: self.lineage.results_table(batch_id, *table_paths, warnings))
         usage = {model: list(counts) for model, counts in table.usage_by_model.items()}
         for member in members:
             self.store.record_download(member, saved[member].get("output"), saved[member].get("errors"),
@@ -559,76 +558,6 @@ class BatchService:
             preview=table.preview, warnings=warnings, next_step=next_step,
         )
 
-    def _results_table(self, job_id: str, csv_path: Path, jsonl_path: Path, warnings: list[str]) -> ResultTable:
-        """Join every result line behind ``job_id`` (its parts, the jobs it retries) with the original input."""
-        index = ResultIndex(self._result_files(job_id))
-        source, problem = self._unchanged_root_input(job_id)
-        if problem:
-            warnings.append(problem + " The table lists the results without their input.")
-        rows = self._input_rows(source, warnings) if source else None
-        return build_results_table(index, rows, csv_path, jsonl_path)
-
-    def _result_files(self, job_id: str) -> list[Path]:
-        """Downloaded result files of a job, its group parts and the jobs it retries, oldest first."""
-        if is_group_id(job_id):
-            group = self.store.get_group(job_id)
-            inherited = self._result_files(group.parent_batch_id) if group and group.parent_batch_id else []
-            parts = [s.batch_id for s in self.store.group_submissions(job_id) if s.batch_id]
-            return inherited + [file for part in parts for file in self._result_files(part)]
-        record = self.store.get_job(job_id)
-        if record is None:
-            return []
-        inherited = self._result_files(record.parent_batch_id) if record.parent_batch_id else []
-        return inherited + [p for p in (record.error_path, record.output_path) if p is not None]
-
-    def _root_input(self, job_id: str) -> Path | None:
-        """The request file that lists every request of the job: a retry's is its first ancestor's."""
-        if is_group_id(job_id):
-            group = self.store.get_group(job_id)
-            if group is None:
-                return None
-            return self._root_input(group.parent_batch_id) if group.parent_batch_id else group.path
-        record = self.store.get_job(job_id)
-        if record is None:
-            return None
-        return self._root_input(record.parent_batch_id) if record.parent_batch_id else record.path
-
-    def _submitted_sha256(self, job_id: str) -> str | None:
-        """SHA-256 of the root input as it was submitted, when this server knows it."""
-        if is_group_id(job_id):
-            group = self.store.get_group(job_id)
-            if group is None:
-                return None
-            return self._submitted_sha256(group.parent_batch_id) if group.parent_batch_id else group.sha256
-        record = self.store.get_job(job_id)
-        if record is None:
-            return None
-        if record.parent_batch_id:
-            return self._submitted_sha256(record.parent_batch_id)
-        upload = self.store.get_upload(record.file_id) if record.file_id else None
-        return upload.sha256 if upload else None
-
-    def _unchanged_root_input(self, job_id: str) -> tuple[Path | None, str | None]:
-        """The root input if it still holds what was submitted, else (None, why not)."""
-        path = self._root_input(job_id)
-        if path is None or not path.exists():
-            return None, f"The input file of {job_id} is unknown to this server or was moved."
-        expected = self._submitted_sha256(job_id)
-        if expected is not None and sha256_of(path) != expected:
-            return None, f"{path} changed after it was submitted, so its lines no longer match the results."
-        return path, None
-
-    def _input_rows(self, path: Path, warnings: list[str]) -> Iterator[tuple[str, dict[str, Any]]]:
-        """The input to join results with: the prepared file's source records while unchanged, else the prompts."""
-        prepared = self.store.find_prepared(path)
-        if prepared is not None and prepared.source_path.exists():
-            if prepared.source_sha256 is None or sha256_of(prepared.source_path) == prepared.source_sha256:
-                return SourceRows(prepared.source_path, prepared.source_format,  # type: ignore[arg-type]
-                                  prepared.id_column).joined()
-            warnings.append(f"{prepared.source_path} changed after the request file was prepared from it, so the "
-                            "table shows the prompts instead of its columns.")
-        return request_prompts(path)
-
     async def retry_failed(self, batch_id: str, *, workspace: Workspace | None = None,
                            on_progress: Progress | None = None) -> RetryResult:
         """Resubmit the original requests that have no successful result yet, as a job linked to its parent.
@@ -647,13 +576,13 @@ class BatchService:
         members = [p for p in view.parts if p not in view.failed_parts] if view.parts else [batch_id]
         if view.results_ready and any(self._needs_download(member) for member in members):
             await self.download(batch_id, overwrite=True, workspace=workspace)
-        source, problem = await anyio.to_thread.run_sync(lambda: self._unchanged_root_input(batch_id))
+        source, problem = await anyio.to_thread.run_sync(lambda: self.lineage.unchanged_root_input(batch_id))
         if source is None:
             raise JobStillRunning(f"{problem} Its failed requests cannot be rebuilt safely; restore the file, or "
                                   "submit a corrected file instead.")
         target = Workspace([source.parent]).resolve(  # resolved: a planted link cannot lead outside
             source.with_name(f"{source.stem}.retry-{_file_stem(batch_id)[:40]}.jsonl"))
-        index = ResultIndex(self._result_files(batch_id))
+        index = ResultIndex(self.lineage.result_files(batch_id))
         counts = await anyio.to_thread.run_sync(lambda: write_unfinished(source, index, target))
         failed, missing = counts
         if failed + missing == 0:
@@ -727,10 +656,6 @@ class BatchService:
                 if attempt == 2:
                     raise
         raise AssertionError("unreachable")
-
-
-def is_group_id(job_id: str) -> bool:
-    return job_id.startswith("group-")
 
 
 def _only_over_limits(report: PreflightReport) -> bool:
