@@ -14,7 +14,7 @@ from typing import Any
 from batch_mcp.services.prepare import SourceRows
 from batch_mcp.services.results import ResultIndex, ResultTable, build_results_table, request_prompts
 from batch_mcp.services.workspace import sha256_of
-from batch_mcp.store import JobStore
+from batch_mcp.store import JobGroup, JobRecord, JobStore
 
 
 def is_group_id(job_id: str) -> bool:
@@ -47,36 +47,26 @@ class Lineage:
         inherited = self.result_files(record.parent_batch_id) if record.parent_batch_id else []
         return inherited + [p for p in (record.error_path, record.output_path) if p is not None]
 
-    def root_input(self, job_id: str) -> Path | None:
-        """The request file that lists every request of the job: a retry's is its first ancestor's."""
-        if is_group_id(job_id):
-            group = self.store.get_group(job_id)
-            if group is None:
-                return None
-            return self.root_input(group.parent_batch_id) if group.parent_batch_id else group.path
-        record = self.store.get_job(job_id)
-        if record is None:
-            return None
-        return self.root_input(record.parent_batch_id) if record.parent_batch_id else record.path
+    def root(self, job_id: str) -> JobGroup | JobRecord | None:
+        """The first ancestor: the job or group whose input lists every request (retries only rerun some)."""
+        node: JobGroup | JobRecord | None = (self.store.get_group(job_id) if is_group_id(job_id)
+                                             else self.store.get_job(job_id))
+        if node is not None and node.parent_batch_id:
+            return self.root(node.parent_batch_id)
+        return node
 
     def submitted_sha256(self, job_id: str) -> str | None:
         """SHA-256 of the root input as it was submitted, when this server knows it."""
-        if is_group_id(job_id):
-            group = self.store.get_group(job_id)
-            if group is None:
-                return None
-            return self.submitted_sha256(group.parent_batch_id) if group.parent_batch_id else group.sha256
-        record = self.store.get_job(job_id)
-        if record is None:
-            return None
-        if record.parent_batch_id:
-            return self.submitted_sha256(record.parent_batch_id)
-        upload = self.store.get_upload(record.file_id) if record.file_id else None
+        root = self.root(job_id)
+        if isinstance(root, JobGroup):
+            return root.sha256
+        upload = self.store.get_upload(root.file_id) if root and root.file_id else None
         return upload.sha256 if upload else None
 
     def unchanged_root_input(self, job_id: str) -> tuple[Path | None, str | None]:
         """The root input if it still holds what was submitted, else (None, why not)."""
-        path = self.root_input(job_id)
+        root = self.root(job_id)
+        path = root.path if root else None
         if path is None or not path.exists():
             return None, f"The input file of {job_id} is unknown to this server or was moved."
         expected = self.submitted_sha256(job_id)
