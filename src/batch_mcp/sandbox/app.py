@@ -29,7 +29,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from batch_mcp.sandbox.config import SandboxConfig
 from batch_mcp.sandbox.dialects import DIALECTS, ResultUrls, rfc3339
-from batch_mcp.sandbox.faults import FaultKind, Operation, RequestRecord
+from batch_mcp.sandbox.faults import Fault, FaultKind, Operation, RequestRecord
 from batch_mcp.sandbox.state import ApiError, Sandbox, new_id
 from batch_mcp.sandbox.validation import describe
 from batch_mcp.schemas import TERMINAL_STATUSES, CreateBatchRequest
@@ -41,6 +41,8 @@ DROP_AFTER_BYTES = 64 * 1024
 #: S3's answers for an expired URL, and for a signed URL whose object is gone.
 EXPIRED = ("AccessDenied", "Request has expired.")
 ACCESS_DENIED = ("AccessDenied", "Access Denied")
+#: Where a ``redirect`` fault sends the client: a name that never resolves, so following it fails loudly.
+REDIRECT_HOST = "storage.eu-west-1.sandbox.invalid"
 
 ERROR_IDS = {
     400: "bad_request",
@@ -64,7 +66,8 @@ DEFAULT_MESSAGES = {
     429: "API rate limit exceeded.",
     500: "Unexpected server-side error",
 }
-#: Every status each operation can answer (a ``drop`` fault answers none). Conformance tests check
+#: Every status each operation can answer (a ``drop`` fault answers none; a ``redirect`` fault answers
+#: 307, as S3 does beyond the spec, and a ``conflict`` fault 409 anywhere). Conformance tests check
 #: that each pair is exercised and matches the OpenAPI extract.
 RESPONSE_STATUSES: dict[str, frozenset[int]] = {
     "create_file": frozenset({201, 400, 401, 422, 429, 500}),
@@ -157,6 +160,17 @@ def _storage_refusal(code: str, message: str) -> Response:
     return Response(xml, status_code=403, media_type="application/xml")
 
 
+def _storage_redirect(request: Request) -> Response:
+    """A 307 as S3 sends it for a bucket in another region: the same path and query on another host."""
+    location = request.url.replace(netloc=REDIRECT_HOST)
+    xml = (
+        '<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>TemporaryRedirect</Code>'
+        f"<Message>Please re-send this request to the specified temporary endpoint.</Message>"
+        f"<Endpoint>{REDIRECT_HOST}</Endpoint><RequestId>{new_id()}</RequestId></Error>"
+    )
+    return Response(xml, status_code=307, media_type="application/xml", headers={"location": str(location)})
+
+
 class ConnectionDropped(Exception):
     """Raised mid-response so the server closes the connection: the injected ``drop`` fault."""
 
@@ -233,12 +247,11 @@ def _operation(
             if fault is not None and fault.kind == "drop":
                 await _read_some(request)
                 return DroppedConnection()
+            if fault is not None and fault.kind == "redirect":
+                await _discard_body(request)
+                return _storage_redirect(request)
             if fault is not None:
-                raise (
-                    ApiError(500)
-                    if fault.kind == "server_error"
-                    else ApiError(429, retry_after_s=fault.retry_after_s)
-                )
+                raise _injected_error(fault)
             return await handler(request, sandbox)
         except ApiError as error:
             await _discard_body(request)
@@ -247,6 +260,12 @@ def _operation(
             return Response(status_code=400)
 
     return Route(path, endpoint, methods=[method])
+
+
+def _injected_error(fault: Fault) -> ApiError:
+    if fault.kind == "rate_limit":
+        return ApiError(429, retry_after_s=fault.retry_after_s)
+    return ApiError(409 if fault.kind == "conflict" else 500)
 
 
 def _authenticate(request: Request, token: str) -> None:

@@ -17,9 +17,11 @@ Operation = Literal[
     "download",
 ]
 OPERATIONS: tuple[str, ...] = get_args(Operation)
-#: ``server_error`` answers 500, ``rate_limit`` answers 429 with ``retry-after``, ``drop`` starts a
-#: response and then closes the connection mid-body (after reading part of any request body).
-FaultKind = Literal["server_error", "rate_limit", "drop"]
+#: ``server_error`` answers 500, ``rate_limit`` answers 429 with ``retry-after``, ``conflict`` answers 409
+#: (as to a create whose idempotency key the API will not accept), ``redirect`` answers 307 to another
+#: host (as S3 does when a bucket lives in another region), ``drop`` starts a response and then closes
+#: the connection mid-body (after reading part of any request body).
+FaultKind = Literal["server_error", "rate_limit", "conflict", "redirect", "drop"]
 
 
 @dataclass(frozen=True)
