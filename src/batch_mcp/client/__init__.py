@@ -13,6 +13,7 @@ from batch_mcp.client.errors import (
     PermissionDeniedError,
     RateLimitedError,
     RateLimitInfo,
+    RedirectedError,
     ResultsNotReadyError,
     ServerError,
     UploadURLExpiredError,
@@ -23,6 +24,6 @@ from batch_mcp.client.retry import RetryPolicy
 __all__ = [
     "DEFAULT_BASE_URL", "APIConnectionError", "APITimeoutError", "AuthenticationError", "BadRequestError",
     "BatchAPIError", "ConflictError", "DigitalOceanBatchClient", "DownloadURLExpiredError", "NotFoundError",
-    "PermissionDeniedError", "Progress", "RateLimitInfo", "RateLimitedError", "ResultsNotReadyError",
-    "RetryPolicy", "ServerError", "UploadURLExpiredError", "redact_url", "timeouts",
+    "PermissionDeniedError", "Progress", "RateLimitInfo", "RateLimitedError", "RedirectedError",
+    "ResultsNotReadyError", "RetryPolicy", "ServerError", "UploadURLExpiredError", "redact_url", "timeouts",
 ]

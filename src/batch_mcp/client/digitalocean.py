@@ -13,7 +13,7 @@ import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 import anyio
 import httpx2
@@ -31,6 +31,7 @@ from batch_mcp.client.errors import (
     PermissionDeniedError,
     RateLimitedError,
     RateLimitInfo,
+    RedirectedError,
     ResultsNotReadyError,
     ServerError,
     UploadURLExpiredError,
@@ -297,8 +298,12 @@ async def _file_chunks(path: Path, size: int, on_progress: Progress | None) -> A
 
 def _raise_for_status(response: httpx2.Response, operation: str) -> None:
     status = response.status_code
-    if status < 400:
+    if status < 300:
         return
+    if status < 400:
+        target = urlsplit(response.headers.get("location", "")).hostname or "an unnamed location"
+        raise RedirectedError(f"{operation}: the service answered with a redirect to {target}, which is not "
+                              "followed", status_code=status, code="redirect")
     try:
         body = ApiErrorBody.model_validate(response.json())
         message, code, request_id = body.message or f"{operation} failed", body.id, body.request_id

@@ -128,6 +128,14 @@ class DownloadURLExpiredError(BatchAPIError):
     hint = "Fetch fresh result links (get_batch_results) and download again."
 
 
+class RedirectedError(BatchAPIError):
+    """A 3xx: redirects are never followed (a presigned URL is signed for one host), so nothing happened."""
+
+    hint = ("Nothing was transferred, and nothing is recorded as done. The redirect comes from the service's "
+            "side (S3 sends it when a bucket is in another region): try again in a few minutes, and report it "
+            "to the provider if it persists.")
+
+
 class APIConnectionError(BatchAPIError):
     hint = "The service could not be reached after several retries; check the network or BATCH_MCP_BASE_URL."
 

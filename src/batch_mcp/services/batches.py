@@ -113,6 +113,10 @@ class ResultsExist(Exception):
     """A download would overwrite files the user already has."""
 
 
+class IncompleteDownload(Exception):
+    """Storage sent result files that hold less than the job reports finished; nothing was kept."""
+
+
 class CreateNotConfirmed(BatchAPIError):
     """The create call got no usable answer, so the job may or may not exist. Its request_id is stored:
     sending it again returns that job, never a second one."""
@@ -651,11 +655,27 @@ class BatchService:
                     if url:
                         await self.client.download(url, targets[kind], on_progress=on_progress)
                         saved[kind] = targets[kind]
-                return saved
             except DownloadURLExpiredError:
                 if attempt == 2:
                     raise
+                continue
+            self._check_complete(batch_id, saved)
+            return saved
         raise AssertionError("unreachable")
+
+    def _check_complete(self, batch_id: str, saved: dict[str, Path]) -> None:
+        """Refuse result files that hold nothing for a job that reports finished requests: summarised, they
+        would read as "no results, retry everything", and following that pays for every request again."""
+        record = self.store.get_job(batch_id)
+        finished = record.request_counts.completed + record.request_counts.failed if record else 0
+        if finished and all(path.stat().st_size == 0 for path in saved.values()):
+            for path in saved.values():
+                path.unlink()  # written just now by this download: an empty file must not pass for results
+            raise IncompleteDownload(
+                f"The download of job {batch_id} looks incomplete: the job reports {finished} finished "
+                "request(s), but storage sent empty result files, so nothing was kept. Download again in a few "
+                "minutes (get_batch shows the job's counts); do not retry its requests: they already ran, and a "
+                "retry would pay for them again.")
 
 
 def _only_over_limits(report: PreflightReport) -> bool:

@@ -13,6 +13,7 @@ from pydantic import ValidationError
 from batch_mcp.client import BatchAPIError
 from batch_mcp.services.batches import (
     FileChanged,
+    IncompleteDownload,
     InvalidBatchFile,
     JobHasNoResults,
     JobStillRunning,
@@ -29,8 +30,8 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 #: Failures whose message already says what to do.
-_SELF_EXPLAINING = (FileChanged, InvalidBatchFile, JobHasNoResults, JobStillRunning, NotConfigured, PrepareError,
-                    ResultsExist, UnusableInput, UnsplittableFile, PathNotAllowed)
+_SELF_EXPLAINING = (FileChanged, IncompleteDownload, InvalidBatchFile, JobHasNoResults, JobStillRunning, NotConfigured,
+                    PrepareError, ResultsExist, UnusableInput, UnsplittableFile, PathNotAllowed)
 
 
 def explain(exc: BaseException) -> str:

@@ -1,0 +1,113 @@
+"""Faults that once ended in a wrong outcome, met through the MCP tools: a storage redirect taken for
+success, a create answered 409 and re-sent forever, a wait running past its own deadline or ended by
+a short error storm. Each must end in an answer that says what happened and what to do next."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import httpx2
+import pytest
+from test_faults_mcp import SUBMIT, fast_retries, text
+
+from batch_mcp.sandbox import SandboxServer
+from batch_mcp.sandbox.app import REDIRECT_HOST
+from batch_mcp.services.workspace import sha256_of
+
+from conftest import fast_config, mcp_session
+
+
+@pytest.fixture(scope="module")
+def faulty() -> Iterator[SandboxServer]:
+    with SandboxServer(fast_config(failure_rate=0.0)) as server:
+        yield server
+
+
+@pytest.fixture(autouse=True)
+def _clean_faults(faulty: SandboxServer) -> Iterator[None]:
+    faulty.sandbox.faults.reset()
+    yield
+    faulty.sandbox.faults.reset()
+
+
+async def finished_job(client: object) -> str:
+    submitted = await client.call_tool("submit_batch", SUBMIT)  # type: ignore[attr-defined]
+    assert not submitted.is_error, text(submitted)
+    batch_id = submitted.structured_content["batch"]["batch_id"]
+    waited = await client.call_tool("wait_for_batch", {"batch_id": batch_id, "timeout_s": 30,  # type: ignore[attr-defined]
+                                                       "poll_interval_s": 0.05})
+    assert waited.structured_content["batch"]["status"] == "completed", text(waited)
+    return batch_id
+
+
+def saved_results(workdir: Path) -> list[Path]:
+    folder = workdir / "batch-results"
+    return sorted(folder.iterdir()) if folder.exists() else []
+
+
+# --- storage redirects ----------------------------------------------------------------------------
+
+
+async def test_a_redirected_upload_is_an_error_and_is_not_remembered_as_uploaded(faulty: SandboxServer,
+                                                                                 workdir: Path) -> None:
+    """S3 answers 307 for a bucket in another region. Taken as success, nothing was stored yet the file
+    was cached as uploaded, so every later submit of it failed, new=true included."""
+    before = faulty.sandbox.stats()
+    async with mcp_session(fast_retries(faulty, workdir)) as (client, state):
+        faulty.sandbox.faults.fail_next("upload", "redirect")
+        failed = await client.call_tool("submit_batch", SUBMIT)
+        assert failed.is_error, text(failed)
+        assert "HTTP 307" in text(failed) and f"redirect to {REDIRECT_HOST}" in text(failed), text(failed)
+        assert "Nothing was transferred" in text(failed) and "signature" not in text(failed)
+        sha = sha256_of(workdir / SUBMIT["path"])
+        assert state.service.store.find_reusable_upload(sha, datetime.now(UTC)) is None
+        assert faulty.sandbox.stats()["jobs"] == before["jobs"]
+
+        again = await client.call_tool("submit_batch", SUBMIT)
+        assert not again.is_error and not again.structured_content["reused_existing_job"], text(again)
+        another = await client.call_tool("submit_batch", {**SUBMIT, "new": True})
+        assert not another.is_error, text(another)
+        assert another.structured_content["batch"]["batch_id"] != again.structured_content["batch"]["batch_id"]
+    after = faulty.sandbox.stats()
+    assert (after["jobs"], after["uploaded_files"]) == (before["jobs"] + 2, before["uploaded_files"] + 1)
+
+
+async def test_a_redirected_download_saves_nothing_and_a_later_download_gets_everything(
+        faulty: SandboxServer, workdir: Path) -> None:
+    """Taken as success, a 307 saved an empty results file and the summary said to retry every request."""
+    async with mcp_session(fast_retries(faulty, workdir)) as (client, state):
+        batch_id = await finished_job(client)
+        admin = httpx2.post(f"{faulty.base_url}/_sandbox/faults", json={"operation": "download", "kind": "redirect"},
+                            headers={"Authorization": f"Bearer {faulty.token}"})
+        assert admin.status_code == 204, admin.text
+        failed = await client.call_tool("download_batch_results", {"batch_id": batch_id})
+        assert failed.is_error and "HTTP 307" in text(failed) and "retry_failed_requests" not in text(failed)
+        assert saved_results(workdir) == []
+        assert state.service.store.get_job(batch_id).output_path is None
+
+        downloaded = await client.call_tool("download_batch_results", {"batch_id": batch_id})
+    assert not downloaded.is_error, text(downloaded)
+    summary = downloaded.structured_content
+    assert summary["succeeded"] > 0 and (summary["failed"], summary["missing"]) == (0, 0), summary
+
+
+async def test_empty_result_files_for_finished_requests_are_never_summarised_as_retry_everything(
+        faulty: SandboxServer, workdir: Path) -> None:
+    """Storage serves empty files for a job that reports its requests finished: the download says it looks
+    incomplete, keeps nothing, and retry_failed_requests does not pay for the requests again."""
+    async with mcp_session(fast_retries(faulty, workdir)) as (client, _):
+        batch_id = await finished_job(client)
+        links = await client.call_tool("get_batch_results", {"batch_id": batch_id})  # the sandbox writes them
+        assert not links.is_error, text(links)
+        for path in faulty.sandbox.jobs[batch_id].results.values():
+            path.write_bytes(b"")
+        jobs = faulty.sandbox.stats()["jobs"]
+
+        failed = await client.call_tool("download_batch_results", {"batch_id": batch_id})
+        assert failed.is_error and "looks incomplete" in text(failed) and "Download again" in text(failed)
+        assert "do not retry" in text(failed) and saved_results(workdir) == []
+        retried = await client.call_tool("retry_failed_requests", {"batch_id": batch_id})
+        assert retried.is_error and "looks incomplete" in text(retried), text(retried)
+    assert faulty.sandbox.stats()["jobs"] == jobs
