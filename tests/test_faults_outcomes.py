@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
+import anyio
 import httpx2
 import pytest
 from test_faults_mcp import SUBMIT, fast_retries, text
@@ -30,6 +31,10 @@ def _clean_faults(faulty: SandboxServer) -> Iterator[None]:
     faulty.sandbox.faults.reset()
     yield
     faulty.sandbox.faults.reset()
+
+
+def creates_sent(sandbox: SandboxServer) -> int:
+    return sum(record.operation == "create_batch" for record in sandbox.sandbox.requests)
 
 
 async def finished_job(client: object) -> str:
@@ -111,3 +116,41 @@ async def test_empty_result_files_for_finished_requests_are_never_summarised_as_
         retried = await client.call_tool("retry_failed_requests", {"batch_id": batch_id})
         assert retried.is_error and "looks incomplete" in text(retried), text(retried)
     assert faulty.sandbox.stats()["jobs"] == jobs
+
+
+# --- a create the API keeps answering 409 ---------------------------------------------------------
+
+
+async def test_a_create_answered_409_again_and_again_stops_and_names_new_true(faulty: SandboxServer,
+                                                                            workdir: Path) -> None:
+    """409s are counted in the store, so restarts count too; after three the create is sent no more (not on
+    submit, not on restart) and the agent is told new=true is the way out, which then works."""
+    settings = fast_retries(faulty, workdir)
+    jobs = faulty.sandbox.stats()["jobs"]
+    faulty.sandbox.faults.fail_next("create_batch", "conflict", times=100)
+    async with mcp_session(settings) as (client, state):
+        for count in (1, 2):
+            answer = await client.call_tool("submit_batch", SUBMIT)
+            assert answer.is_error and f"409 Conflict ({count} of 3 allowed)" in text(answer), text(answer)
+        (stuck,) = state.service.store.pending_submissions()
+    async with mcp_session(settings) as (client, state):  # the restart re-sends it: the third 409
+        with anyio.fail_after(10):
+            while state.service.store.pending_submissions()[0].conflicts < 3:
+                await anyio.sleep(0.02)
+        sent = creates_sent(faulty)
+        answer = await client.call_tool("submit_batch", SUBMIT)
+        assert answer.is_error and "409 Conflict 3 times" in text(answer), text(answer)
+        assert "no longer sent" in text(answer) and "new=true" in text(answer)
+        assert "(not new=true)" not in text(answer)
+        assert creates_sent(faulty) == sent
+    async with mcp_session(settings) as (client, state):
+        assert await state.service.resume_pending() == []
+        assert creates_sent(faulty) == sent
+        faulty.sandbox.faults.reset()
+        fresh = await client.call_tool("submit_batch", {**SUBMIT, "new": True})
+        assert not fresh.is_error, text(fresh)
+        assert fresh.structured_content["request_id"] != stuck.request_id
+        again = await client.call_tool("submit_batch", SUBMIT)
+        assert again.structured_content["reused_existing_job"], text(again)
+        assert again.structured_content["batch"]["batch_id"] == fresh.structured_content["batch"]["batch_id"]
+    assert faulty.sandbox.stats()["jobs"] == jobs + 1

@@ -181,6 +181,18 @@ def test_pending_submissions_are_found_after_a_restart(tmp_path: Path) -> None:
         assert existing_job(restarted, "batch-2").request_id == crashed.request_id
 
 
+def test_conflicts_are_counted_per_submission_across_restarts(tmp_path: Path) -> None:
+    with JobStore.open(tmp_path) as store:
+        stuck, other = plan(store, file_id="file-1"), plan(store, file_id="file-2")
+        assert [store.count_conflict(stuck.request_id) for _ in range(2)] == [1, 2]
+    with JobStore.open(tmp_path) as restarted:
+        assert restarted.count_conflict(stuck.request_id) == 3
+        assert [s.conflicts for s in restarted.pending_submissions()] == [3, 0]
+        restarted.attach_batch(other.request_id, batch("batch-2"))
+        with pytest.raises(KeyError):
+            restarted.count_conflict(other.request_id)  # answered: nothing is pending to count against
+
+
 def test_jobs_and_downloads_survive_reopen(tmp_path: Path) -> None:
     with JobStore.open(tmp_path) as store:
         submission = plan(store)
@@ -250,7 +262,7 @@ def test_opens_a_v1_store_and_keeps_its_data(tmp_path: Path) -> None:
             "req-1", "/v1/responses", {"k": "v"}, "in_progress",
         )
         assert (job.group_id, job.parent_batch_id) == (None, None)
-        assert [s.request_id for s in store.pending_submissions()] == ["req-2"]
+        assert [(s.request_id, s.conflicts) for s in store.pending_submissions()] == [("req-2", 0)]
         resumed = store.find_submission_by_fingerprint("fp-1")
         assert resumed is not None and resumed.batch_id == "batch-1"
         reusable = store.find_reusable_upload(SHA, now=datetime(2025, 1, 2, tzinfo=UTC))

@@ -101,6 +101,9 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         )""",
         "CREATE INDEX submissions_by_group ON submissions (group_id)",
     ),
+    (  # how often a create was answered 409, so a key the API keeps refusing stops being re-sent
+        "ALTER TABLE submissions ADD COLUMN conflicts INTEGER NOT NULL DEFAULT 0",
+    ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -177,6 +180,7 @@ class Submission(BaseModel):
     group_id: str | None = None
     parent_batch_id: str | None = None
     created_at: AwareDatetime
+    conflicts: int = Field(default=0, description="Create calls answered 409 so far.")
 
 
 class JobRecord(BaseModel):
@@ -229,7 +233,7 @@ class JobGroup(BaseModel):
 
 _SUBMISSION_COLUMNS = (
     "request_id, fingerprint, path, file_id, provider, endpoint, metadata, batch_id, group_id, "
-    "parent_batch_id, created_at"
+    "parent_batch_id, created_at, conflicts"
 )
 _JOB_QUERY = """
     SELECT b.batch_id, b.status, b.total_count, b.completed_count, b.failed_count, b.last_seen,
@@ -420,7 +424,7 @@ class JobStore:
         )
         with self._write() as conn:
             conn.execute(
-                f"INSERT INTO submissions ({_SUBMISSION_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                f"INSERT INTO submissions ({_SUBMISSION_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     submission.request_id,
                     submission.fingerprint,
@@ -433,6 +437,7 @@ class JobStore:
                     submission.group_id,
                     submission.parent_batch_id,
                     _time_to_text(submission.created_at),
+                    submission.conflicts,
                 ),
             )
         return submission
@@ -470,6 +475,18 @@ class JobStore:
             f"SELECT {_SUBMISSION_COLUMNS} FROM submissions WHERE batch_id IS NULL ORDER BY created_at, rowid"
         )
         return [_submission_from_row(row) for row in rows]
+
+    def count_conflict(self, request_id: str) -> int:
+        """Note one more 409 answer to a pending create call; returns how many it has had."""
+        with self._write() as conn:
+            rows = conn.execute(
+                "UPDATE submissions SET conflicts = conflicts + 1 WHERE request_id = ? AND batch_id IS NULL"
+                " RETURNING conflicts",
+                (request_id,),
+            ).fetchall()
+        if not rows:
+            raise KeyError(f"no pending submission with request_id {request_id!r}")
+        return int(rows[0]["conflicts"])
 
     def discard_submission(self, request_id: str) -> None:
         """Drop a create call the API refused for good, so it is not re-sent after every restart."""

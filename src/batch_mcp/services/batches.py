@@ -73,8 +73,10 @@ class Fingerprint(NamedTuple):
 _RESUBMITTABLE = frozenset({"failed", "cancelled", "expired"})
 _MAX_POLL_INTERVAL_S = 60.0
 #: API answers that mean a planned create will never succeed as sent. Not 409: to a replayed request_id it
-#: may mean "still being created", so the submission stays pending and is sent again later.
+#: may mean "still being created", so the submission stays pending and is sent again later, up to
+#: ``_MAX_CONFLICTS`` such answers: after that it is never re-sent, and only new=true makes the job.
 _REFUSED = (BadRequestError, NotFoundError, PermissionDeniedError)
+_MAX_CONFLICTS = 3
 
 
 class NotConfigured(Exception):
@@ -123,6 +125,13 @@ class CreateNotConfirmed(BatchAPIError):
 
     hint = ("The submission is remembered with its idempotency key: call the same tool again with the same "
             "arguments (not new=true) to get this job, never a second one; a restarted server also resends it.")
+
+
+class CreateConflicted(BatchAPIError):
+    """The API keeps answering 409 to a create's idempotency key: sending it again cannot succeed."""
+
+    hint = ("This submission is no longer sent, on calls or on restart. If list_batches shows a job made from "
+            "this file, use that one; otherwise call the same tool with new=true to create it with a fresh key.")
 
 
 class BatchService:
@@ -328,6 +337,13 @@ class BatchService:
             batch = await self.client.create_batch(request)
         except _REFUSED:
             raise
+        except ConflictError as exc:
+            conflicts = self.store.count_conflict(request_id)
+            if conflicts >= _MAX_CONFLICTS:
+                raise _conflicted(request_id, conflicts) from exc
+            raise CreateNotConfirmed(f"The batch was not confirmed: the API answered 409 Conflict ({conflicts} "
+                                     f"of {_MAX_CONFLICTS} allowed), which may mean it is still being created: "
+                                     f"{exc}") from exc
         except BatchAPIError as exc:
             raise CreateNotConfirmed(f"The batch was not confirmed, it may or may not exist yet: {exc}") from exc
         self.store.attach_batch(request_id, batch)
@@ -336,6 +352,8 @@ class BatchService:
 
     async def _resend(self, submission: Submission) -> Batch:
         """Send a planned create again with its stored request_id: the API answers with the one job."""
+        if submission.conflicts >= _MAX_CONFLICTS:
+            raise _conflicted(submission.request_id, submission.conflicts)
         try:
             return await self._send_create(submission.request_id, submission.file_id, submission.provider,
                                            submission.endpoint, submission.metadata)
@@ -347,6 +365,8 @@ class BatchService:
         """After a crash: re-send every create call whose answer was never recorded (same request_id)."""
         resumed = []
         for submission in self.store.pending_submissions():
+            if submission.conflicts >= _MAX_CONFLICTS:
+                continue  # only the agent can resolve it (new=true); its next call says so
             try:
                 resumed.append(await self._resend(submission))
             except _REFUSED as exc:
@@ -676,6 +696,12 @@ class BatchService:
                 "request(s), but storage sent empty result files, so nothing was kept. Download again in a few "
                 "minutes (get_batch shows the job's counts); do not retry its requests: they already ran, and a "
                 "retry would pay for them again.")
+
+
+def _conflicted(request_id: str, conflicts: int) -> CreateConflicted:
+    return CreateConflicted(f"The API answered 409 Conflict {conflicts} times to creating this batch with "
+                            f"idempotency key {request_id}, so that key will not make the job",
+                            status_code=409, code="conflict")
 
 
 def _only_over_limits(report: PreflightReport) -> bool:
