@@ -4,6 +4,7 @@ a short error storm. Each must end in an answer that says what happened and what
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -17,7 +18,7 @@ from batch_mcp.sandbox import SandboxServer
 from batch_mcp.sandbox.app import REDIRECT_HOST
 from batch_mcp.services.workspace import sha256_of
 
-from conftest import fast_config, mcp_session
+from conftest import fast_config, mcp_session, settings_for
 
 
 @pytest.fixture(scope="module")
@@ -154,3 +155,53 @@ async def test_a_create_answered_409_again_and_again_stops_and_names_new_true(fa
         assert again.structured_content["reused_existing_job"], text(again)
         assert again.structured_content["batch"]["batch_id"] == fresh.structured_content["batch"]["batch_id"]
     assert faulty.sandbox.stats()["jobs"] == jobs + 1
+
+
+# --- the deadline of wait_for_batch ---------------------------------------------------------------
+
+
+async def test_a_wait_ends_at_its_deadline_even_while_a_poll_is_in_flight(faulty: SandboxServer,
+                                                                          workdir: Path) -> None:
+    """Every poll takes 8 s to answer; with the default retries and 60 s timeouts, a 1 s wait once took
+    as long as its polls. It answers timed_out with the status recorded at submit instead."""
+    async with mcp_session(settings_for(faulty, workdir)) as (client, _):
+        submitted = await client.call_tool("submit_batch", SUBMIT)
+        faulty.sandbox.faults.slow("get_batch", 8)
+        started = time.monotonic()
+        waited = await client.call_tool("wait_for_batch", {"batch_id": submitted.structured_content["batch"]
+                                                           ["batch_id"], "timeout_s": 1})
+        elapsed = time.monotonic() - started
+    assert not waited.is_error, text(waited)
+    assert elapsed < 4, f"the 1 s wait took {elapsed:.1f} s"
+    result = waited.structured_content
+    assert result["timed_out"] and result["batch"]["status"] == submitted.structured_content["batch"]["status"]
+    assert "last status seen" in result["next_step"] and "keeps running" in result["next_step"]
+
+
+async def test_a_short_storm_of_500s_and_429s_is_ridden_out(faulty: SandboxServer, workdir: Path) -> None:
+    """Four polls in a row exhaust their retries (two on 500s, two on 429s); the wait carries on."""
+    async with mcp_session(fast_retries(faulty, workdir)) as (client, _):
+        submitted = await client.call_tool("submit_batch", SUBMIT)
+        faulty.sandbox.faults.fail_next("get_batch", "server_error", times=6)
+        faulty.sandbox.faults.fail_next("get_batch", "rate_limit", times=6, retry_after_s=0)
+        waited = await client.call_tool("wait_for_batch", {"batch_id": submitted.structured_content["batch"]
+                                                           ["batch_id"], "timeout_s": 30, "poll_interval_s": 0.05})
+    assert not waited.is_error, text(waited)
+    assert not waited.structured_content["timed_out"] and waited.structured_content["batch"]["status"] == "completed"
+
+
+@pytest.mark.parametrize(("kind", "retry_after_s", "said"), [("server_error", 0, "HTTP 500"),
+                                                             ("rate_limit", 3600, "Retry after 3600 s")])
+async def test_a_storm_longer_than_the_wait_ends_in_a_normal_timeout(faulty: SandboxServer, workdir: Path,
+                                                                     kind: str, retry_after_s: int,
+                                                                     said: str) -> None:
+    async with mcp_session(fast_retries(faulty, workdir)) as (client, _):
+        submitted = await client.call_tool("submit_batch", SUBMIT)
+        faulty.sandbox.faults.fail_next("get_batch", kind, times=100_000, retry_after_s=retry_after_s)  # type: ignore[arg-type]
+        started = time.monotonic()
+        waited = await client.call_tool("wait_for_batch", {"batch_id": submitted.structured_content["batch"]
+                                                           ["batch_id"], "timeout_s": 1, "poll_interval_s": 0.05})
+        elapsed = time.monotonic() - started
+    assert not waited.is_error, text(waited)
+    assert waited.structured_content["timed_out"] and said in waited.structured_content["next_step"]
+    assert elapsed < 4, f"the 1 s wait took {elapsed:.1f} s"

@@ -10,7 +10,6 @@ from __future__ import annotations
 import logging
 import re
 import sys
-import time
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -54,6 +53,7 @@ from batch_mcp.services.results import (
     write_unfinished,
 )
 from batch_mcp.services.split import check_splittable, split_requests
+from batch_mcp.services.waiting import wait_for
 from batch_mcp.services.workspace import Workspace, sha256_of
 from batch_mcp.store import JobRecord, JobStore, Submission, UploadRecord, submission_fingerprint
 
@@ -71,7 +71,6 @@ class Fingerprint(NamedTuple):
     metadata: dict[str, str] | None
 #: Statuses after which submitting the same file again makes a new job rather than returning the old one.
 _RESUBMITTABLE = frozenset({"failed", "cancelled", "expired"})
-_MAX_POLL_INTERVAL_S = 60.0
 #: API answers that mean a planned create will never succeed as sent. Not 409: to a replayed request_id it
 #: may mean "still being created", so the submission stays pending and is sent again later, up to
 #: ``_MAX_CONFLICTS`` such answers: after that it is never re-sent, and only new=true makes the job.
@@ -116,7 +115,7 @@ class ResultsExist(Exception):
 
 
 class IncompleteDownload(Exception):
-    """Storage sent result files that hold less than the job reports finished; nothing was kept."""
+    """Storage sent empty result files for a job that reports finished requests; nothing was kept."""
 
 
 class CreateNotConfirmed(BatchAPIError):
@@ -431,25 +430,24 @@ class BatchService:
 
     async def wait(self, batch_id: str, timeout_s: float, poll_interval_s: float | None = None,
                    on_progress: Progress | None = None) -> WaitResult:
-        """Poll until a terminal status or the timeout, backing off while nothing changes."""
-        start = time.monotonic()
-        interval = poll_interval_s or self.default_poll_interval_s
-        last_done = -1
-        while True:
-            view = await self.view(batch_id)
-            done = view.completed + view.failed
-            if on_progress:  # every poll, even unchanged: clients that extend timeouts on progress keep waiting
-                await on_progress(done, view.total)
-            waited = time.monotonic() - start
-            if view.terminal:
-                return WaitResult(batch=view, timed_out=False, waited_s=round(waited, 2), next_step=view.next_step)
-            if waited >= timeout_s:
-                return WaitResult(batch=view, timed_out=True, waited_s=round(waited, 2),
-                                  next_step=f"Still {view.status} after {waited:.0f} s; the job keeps running. "
-                                            "Call wait_for_batch again, or get_batch later.")
-            interval = interval if done != last_done else min(interval * 1.5, _MAX_POLL_INTERVAL_S)
-            last_done = done
-            await anyio.sleep(min(interval, max(0.0, timeout_s - waited)))
+        """Poll until a terminal status or the (hard) deadline, backing off while nothing changes."""
+        return await wait_for(batch_id, lambda: self.view(batch_id), lambda: self._recorded_view(batch_id),
+                              timeout_s=timeout_s, interval_s=poll_interval_s or self.default_poll_interval_s,
+                              on_progress=on_progress)
+
+    def _recorded_view(self, job_id: str) -> BatchView | None:
+        """A job (or group) as last recorded, for when the API gives no answer in time."""
+        if not is_group_id(job_id):
+            record = self.store.get_job(job_id)
+            return BatchView.from_batch(record.last_seen) if record else None
+        group = self.store.get_group(job_id)
+        if group is None:
+            return None
+        return BatchView.from_group(job_id, self._recorded_parts(job_id), group.parts)
+
+    def _recorded_parts(self, group_id: str) -> list[Batch]:
+        return [record.last_seen for s in self.store.group_submissions(group_id)
+                if s.batch_id and (record := self.store.get_job(s.batch_id))]
 
     async def list(self, status: str | None = None, limit: int = 20, cursor: str | None = None) -> BatchList:
         page = await self.client.list_batches(status=status, limit=limit, after=cursor)
@@ -490,8 +488,7 @@ class BatchService:
         except (NotConfigured, BatchAPIError) as exc:
             note = f"Live status unavailable, showing the last recorded status: {exc}"
         for group in self.store.list_groups(limit=limit):
-            parts = [record.last_seen for s in self.store.group_submissions(group.group_id)
-                     if s.batch_id and (record := self.store.get_job(s.batch_id))]
+            parts = self._recorded_parts(group.group_id)
             jobs[group.group_id] = {**BatchView.from_group(group.group_id, parts, group.parts).model_dump(mode="json"),
                                     "tracked_locally": True, "input_path": str(group.path)}
         ordered = sorted(jobs.values(), key=lambda j: j.get("created_at") or "", reverse=True)
