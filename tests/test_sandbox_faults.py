@@ -10,6 +10,8 @@ from collections.abc import Callable
 import httpx2
 import pytest
 
+from batch_mcp.sandbox.app import REDIRECT_HOST
+
 from test_sandbox_support import Driver, jsonl, one_call_per_operation, prompts
 
 pytest_plugins = ["test_sandbox_support"]
@@ -66,6 +68,24 @@ def test_an_upload_aborted_by_the_client_leaves_no_file(driver: Driver) -> None:
     assert driver.state.files[intent["file_id"]].size is None
     assert not list(driver.state.uploads_dir.iterdir())
     assert driver.storage.put(intent["upload_url"], content=jsonl(prompts(1))).status_code == 200
+
+
+def test_redirected_storage_stores_nothing_and_conflicts_answer_409(driver: Driver) -> None:
+    """S3's answer for a bucket in another region, and a create answered 409, both on demand."""
+    intent = driver.create_file()
+    signed = httpx2.URL(intent["upload_url"])
+    driver.state.faults.fail_next("upload", "redirect")
+    with httpx2.Client() as plain:  # not the driver's: the spec declares no 307, which S3 sends beyond it
+        moved = plain.put(signed, content=jsonl(prompts(1)))
+    location = httpx2.URL(moved.headers["location"])
+    assert moved.status_code == 307 and "<Code>TemporaryRedirect</Code>" in moved.text
+    assert (location.host, location.path, location.query) == (REDIRECT_HOST, signed.path, signed.query)
+    assert driver.state.files[intent["file_id"]].size is None
+    assert driver.storage.put(signed, content=jsonl(prompts(1))).status_code == 200
+
+    driver.state.faults.fail_next("create_batch", "conflict", times=2)
+    answers = [driver.create_batch(intent["file_id"], request_id="same-key") for _ in range(3)]
+    assert [r.status_code for r in answers] == [409, 409, 201] and answers[0].json()["id"] == "conflict"
 
 
 def test_slow_operations(driver: Driver) -> None:
