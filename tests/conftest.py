@@ -32,6 +32,21 @@ def sandbox() -> Iterator[SandboxServer]:
         yield server
 
 
+@pytest.fixture(scope="module")
+def faulty_server() -> Iterator[SandboxServer]:
+    """A module's own sandbox for fault injection, apart from ``sandbox``."""
+    with SandboxServer(fast_config()) as server:
+        yield server
+
+
+@pytest.fixture
+def faulty(faulty_server: SandboxServer) -> Iterator[SandboxServer]:
+    """That sandbox, with no fault left armed before or after the test."""
+    faulty_server.sandbox.faults.reset()
+    yield faulty_server
+    faulty_server.sandbox.faults.reset()
+
+
 @pytest.fixture
 def workdir(tmp_path: Path) -> Path:
     """An allowed folder holding the bundled examples under data/."""

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import signal
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -28,19 +28,6 @@ from test_stdio import server_env
 #: Every operation that submit, wait and download use.
 WORKFLOW_OPERATIONS = [operation for operation in OPERATIONS if operation != "cancel_batch"]
 SUBMIT = {"path": "data/tickets.jsonl"}
-
-
-@pytest.fixture(scope="module")
-def faulty() -> Iterator[SandboxServer]:
-    with SandboxServer(fast_config()) as server:
-        yield server
-
-
-@pytest.fixture(autouse=True)
-def _clean_faults(faulty: SandboxServer) -> Iterator[None]:
-    faulty.sandbox.faults.reset()
-    yield
-    faulty.sandbox.faults.reset()
 
 
 def fast_retries(sandbox: SandboxServer, workdir: Path, **overrides: Any) -> Settings:
