@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import sqlite3
 import threading
 from collections.abc import Callable, Iterator
@@ -18,6 +19,7 @@ from batch_mcp.store import (
     STORE_FILENAME,
     JobRecord,
     JobStore,
+    StoreUnavailable,
     StoreVersionError,
     Submission,
     UploadRecord,
@@ -322,3 +324,31 @@ def test_two_servers_share_one_state_folder(tmp_path: Path) -> None:
 
         run_in_threads(submit, 4)
         assert len(first.list_jobs(limit=1000)) == len(second.list_jobs(limit=1000)) == 80
+
+
+def test_a_deleted_folder_is_recreated_with_every_job_and_seen_by_the_other_server(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    with JobStore.open(state) as first, JobStore.open(state) as second:
+        first.upsert_batch(batch("batch-before"))
+        shutil.rmtree(state)
+        first.upsert_batch(batch("batch-after"))  # notices, recreates from its open copy, then writes
+        assert {job.batch_id for job in second.list_jobs()} == {"batch-before", "batch-after"}  # switched to it
+        second.upsert_batch(batch("batch-second"))
+        assert existing_job(first, "batch-second")
+    with JobStore.open(state) as reopened:
+        assert {job.batch_id for job in reopened.list_jobs()} == {"batch-before", "batch-after", "batch-second"}
+    assert pragma(state, "integrity_check") == "ok" and pragma(state, "user_version") == SCHEMA_VERSION
+    assert sorted(path.name for path in state.iterdir()) == [STORE_FILENAME]  # no restore leftovers
+
+
+def test_a_folder_that_cannot_be_recreated_refuses_writes(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    with JobStore.open(state) as store:
+        shutil.rmtree(state)
+        state.write_text("a file where the folder was")
+        with pytest.raises(StoreUnavailable, match="cannot be written"):
+            store.upsert_batch(batch("batch-1"))
+        state.unlink()
+        store.upsert_batch(batch("batch-1"))  # recovers as soon as the folder can be made again
+    with JobStore.open(state) as reopened:
+        assert existing_job(reopened, "batch-1")

@@ -1,13 +1,7 @@
 """The job store: what the server remembers of uploads, submissions, batches and groups (see :mod:`.jobs`)."""
 
-from batch_mcp.store.jobs import (
-    DEFAULT_UPLOAD_MAX_AGE,
-    MIGRATIONS,
-    SCHEMA_VERSION,
-    STORE_FILENAME,
-    JobStore,
-    StoreVersionError,
-)
+from batch_mcp.store.file import STORE_FILENAME, StoreUnavailable, StoreVersionError
+from batch_mcp.store.jobs import DEFAULT_UPLOAD_MAX_AGE, MIGRATIONS, SCHEMA_VERSION, JobStore
 from batch_mcp.store.records import (
     JobGroup,
     JobRecord,
@@ -26,6 +20,7 @@ __all__ = [
     "JobRecord",
     "JobStore",
     "PreparedFile",
+    "StoreUnavailable",
     "StoreVersionError",
     "Submission",
     "UploadRecord",

@@ -25,6 +25,7 @@ from types import TracebackType
 from typing import Any, Self
 
 from batch_mcp.schemas.api import Batch, is_terminal
+from batch_mcp.store.file import StoreFile, StoreVersionError, explain, is_store_failure
 from batch_mcp.store.records import (
     JobGroup,
     JobRecord,
@@ -41,10 +42,8 @@ from batch_mcp.store.records import (
     submission_fingerprint,
 )
 
-STORE_FILENAME = "jobs.sqlite3"
 #: The service keeps file_ids for about 29 days; reusing them for only 7 leaves a wide margin.
 DEFAULT_UPLOAD_MAX_AGE = timedelta(days=7)
-BUSY_TIMEOUT_SECONDS = 5.0
 
 #: Ordered schema migrations; migration ``n`` (1-based) upgrades a store at version ``n - 1``.
 #: Released migrations are never edited, only appended to, so every older store can be opened.
@@ -117,10 +116,6 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
-class StoreVersionError(RuntimeError):
-    """The store was written by a newer release; opening it here could lose what that release knows."""
-
-
 _SUBMISSION_COLUMNS = (
     "request_id, fingerprint, path, file_id, provider, endpoint, metadata, batch_id, group_id, "
     "parent_batch_id, created_at"
@@ -135,36 +130,36 @@ _JOB_QUERY = """
 
 
 class JobStore:
-    """The server's memory of uploads, submissions and batches. Open with :meth:`open`."""
+    """The server's memory of uploads, submissions and batches.
 
-    def __init__(self, connection: sqlite3.Connection, upload_max_age: timedelta) -> None:
-        self._conn = connection
+    :meth:`open` opens it at once and raises :class:`StoreUnavailable` when it cannot; the constructor
+    defers that to the first use, so a server can start and explain an unusable store on every call.
+    """
+
+    def __init__(self, state_dir: Path, upload_max_age: timedelta = DEFAULT_UPLOAD_MAX_AGE) -> None:
+        self._file = StoreFile(state_dir, self._migrate)
         self._lock = threading.Lock()
         self.upload_max_age = upload_max_age
 
     @classmethod
     def open(cls, state_dir: Path, *, upload_max_age: timedelta = DEFAULT_UPLOAD_MAX_AGE) -> Self:
         """Open (or create) ``state_dir/jobs.sqlite3`` in WAL mode and bring its schema up to date."""
-        state_dir.mkdir(parents=True, exist_ok=True)
-        connection = sqlite3.connect(
-            state_dir / STORE_FILENAME,
-            timeout=BUSY_TIMEOUT_SECONDS,
-            isolation_level=None,  # transactions are explicit, see _write
-            check_same_thread=False,
-        )
-        try:
-            connection.row_factory = sqlite3.Row
-            connection.execute("PRAGMA journal_mode = WAL")
-            store = cls(connection, upload_max_age)
-            store._migrate()
-        except BaseException:
-            connection.close()
-            raise
+        store = cls(state_dir, upload_max_age)
+        store.check()
         return store
+
+    @property
+    def path(self) -> Path:
+        return self._file.path
+
+    def check(self) -> None:
+        """Raise :class:`StoreUnavailable` (path, cause, fix) unless the store can be used now."""
+        with self._lock:
+            self._file.connection()
 
     def close(self) -> None:
         with self._lock:
-            self._conn.close()
+            self._file.close()
 
     def __enter__(self) -> Self:
         return self
@@ -178,30 +173,43 @@ class JobStore:
     def _write(self) -> Iterator[sqlite3.Connection]:
         """One atomic write; IMMEDIATE takes the write lock up front so read-then-write cannot race."""
         with self._lock:
-            self._conn.execute("BEGIN IMMEDIATE")
+            conn = self._file.connection()
             try:
-                yield self._conn
-                self._conn.execute("COMMIT")
-            except BaseException:
-                if self._conn.in_transaction:
-                    self._conn.execute("ROLLBACK")
+                conn.execute("BEGIN IMMEDIATE")
+                yield conn
+                conn.execute("COMMIT")
+            except BaseException as exc:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                if is_store_failure(exc):
+                    raise explain(self.path, exc) from exc
                 raise
 
     def _query(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> list[sqlite3.Row]:
         with self._lock:
-            return self._conn.execute(sql, params).fetchall()
+            try:
+                return self._file.connection().execute(sql, params).fetchall()
+            except Exception as exc:
+                if is_store_failure(exc):
+                    raise explain(self.path, exc) from exc
+                raise
 
-    def _migrate(self) -> None:
-        with self._write() as conn:  # inside the write lock, so two servers never migrate at once
+    def _migrate(self, conn: sqlite3.Connection) -> None:
+        """Bring a newly opened file up to date, inside its write lock so two servers never migrate at once."""
+        conn.execute("BEGIN IMMEDIATE")
+        try:
             version = conn.execute("PRAGMA user_version").fetchone()[0]
             if version > SCHEMA_VERSION:
-                raise StoreVersionError(
-                    f"job store schema v{version} is newer than this release understands (v{SCHEMA_VERSION})"
-                )
+                raise StoreVersionError(self.path, version, SCHEMA_VERSION)
             for number, statements in enumerate(MIGRATIONS[version:], start=version + 1):
                 for statement in statements:
                     conn.execute(statement)
                 conn.execute(f"PRAGMA user_version = {number:d}")  # PRAGMA takes no parameters
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
 
     # Uploads
 
