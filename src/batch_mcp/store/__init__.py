@@ -1,5 +1,6 @@
 """The job store: what the server remembers of uploads, submissions, batches and groups (see :mod:`.jobs`)."""
 
+from batch_mcp.store.claims import CLAIM_LEASE, Claim, ClaimLost
 from batch_mcp.store.file import STORE_FILENAME, StoreUnavailable, StoreVersionError
 from batch_mcp.store.jobs import DEFAULT_UPLOAD_MAX_AGE, MIGRATIONS, SCHEMA_VERSION, JobStore
 from batch_mcp.store.records import (
@@ -12,10 +13,13 @@ from batch_mcp.store.records import (
 )
 
 __all__ = [
+    "CLAIM_LEASE",
     "DEFAULT_UPLOAD_MAX_AGE",
     "MIGRATIONS",
     "SCHEMA_VERSION",
     "STORE_FILENAME",
+    "Claim",
+    "ClaimLost",
     "JobGroup",
     "JobRecord",
     "JobStore",

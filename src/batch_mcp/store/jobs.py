@@ -7,8 +7,9 @@ submission is re-sent with the same ``request_id`` and the API answers with the 
 
 One connection is shared by the event loop and worker threads; a lock serialises statements within
 the process, ``BEGIN IMMEDIATE`` plus a busy timeout serialise writers across processes (two IDE
-windows may run two servers on one state folder). Times are stored as ISO-8601 UTC text, metadata as
-JSON text. The schema is versioned with ``PRAGMA user_version`` and upgraded by :data:`MIGRATIONS`.
+windows may run two servers on one state folder), and submission claims (:mod:`.claims`) make one job
+of one submission across them. Times are stored as ISO-8601 UTC text, metadata as JSON text. The schema
+is versioned with ``PRAGMA user_version`` and upgraded by :data:`MIGRATIONS`.
 """
 
 from __future__ import annotations
@@ -18,13 +19,15 @@ import sqlite3
 import threading
 import uuid
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from datetime import datetime, timedelta
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
 from batch_mcp.schemas.api import Batch, is_terminal
+from batch_mcp.store import claims
+from batch_mcp.store.claims import CLAIM_LEASE, Claim
 from batch_mcp.store.file import StoreFile, StoreVersionError, explain, is_store_failure
 from batch_mcp.store.records import (
     JobGroup,
@@ -112,6 +115,15 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         )""",
         "CREATE INDEX submissions_by_group ON submissions (group_id)",
     ),
+    (  # which process may make a submission's job, so two servers on one state folder make it once
+        """CREATE TABLE claims (
+            fingerprint TEXT PRIMARY KEY,
+            holder TEXT NOT NULL,
+            host TEXT NOT NULL,
+            pid INTEGER NOT NULL,
+            expires_at TEXT NOT NULL
+        )""",
+    ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -170,12 +182,17 @@ class JobStore:
         self.close()
 
     @contextmanager
-    def _write(self) -> Iterator[sqlite3.Connection]:
-        """One atomic write; IMMEDIATE takes the write lock up front so read-then-write cannot race."""
+    def _write(self, claim: Claim | None = None) -> Iterator[sqlite3.Connection]:
+        """One atomic write; IMMEDIATE takes the write lock up front so read-then-write cannot race.
+
+        With ``claim``, the write happens only while that claim is still held (else :class:`ClaimLost`).
+        """
         with self._lock:
             conn = self._file.connection()
             try:
                 conn.execute("BEGIN IMMEDIATE")
+                if claim is not None:
+                    claims.check(conn, claim)
                 yield conn
                 conn.execute("COMMIT")
             except BaseException as exc:
@@ -210,6 +227,27 @@ class JobStore:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             raise
+
+    # Claims
+
+    def claim(self, fingerprint: str, *, lease: timedelta = CLAIM_LEASE, now: datetime | None = None
+              ) -> Claim | None:
+        """The right to make this submission's job, or None while another live process holds it."""
+        with self._write() as conn:
+            return claims.take(conn, fingerprint, now or _now(), lease)
+
+    def renew_claim(self, claim: Claim, *, lease: timedelta = CLAIM_LEASE) -> bool:
+        """Extend a held claim; False once another process has taken it over."""
+        with self._write() as conn:
+            return claims.renew(conn, claim, _now(), lease)
+
+    def release_claim(self, claim: Claim) -> None:
+        with self._write() as conn:
+            claims.release(conn, claim)
+
+    def keeping(self, claim: Claim, *, lease: timedelta = CLAIM_LEASE) -> AbstractContextManager[None]:
+        """Renew ``claim`` in the background while the body runs."""
+        return claims.renewing(lambda: self.renew_claim(claim, lease=lease), lease)
 
     # Uploads
 
@@ -270,8 +308,12 @@ class JobStore:
         metadata: dict[str, str] | None,
         group_id: str | None = None,
         parent_batch_id: str | None = None,
+        claim: Claim | None = None,
     ) -> Submission:
-        """Store a create call with a fresh request_id; call this before sending it, never after."""
+        """Store a create call with a fresh request_id; call this before sending it, never after.
+
+        With ``claim``, only while that claim is still held: a holder taken over must not plan a second job.
+        """
         submission = Submission(
             request_id=str(uuid.uuid4()),
             fingerprint=submission_fingerprint(sha256, provider, endpoint, metadata),
@@ -284,7 +326,7 @@ class JobStore:
             parent_batch_id=parent_batch_id,
             created_at=_now(),
         )
-        with self._write() as conn:
+        with self._write(claim) as conn:
             conn.execute(
                 f"INSERT INTO submissions ({_SUBMISSION_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
@@ -431,10 +473,10 @@ class JobStore:
     # job groups ----------------------------------------------------------------------------------
 
     def create_group(self, path: Path, sha256: str, fingerprint: str, parts: int,
-                     parent_batch_id: str | None = None) -> JobGroup:
+                     parent_batch_id: str | None = None, claim: Claim | None = None) -> JobGroup:
         group = JobGroup(group_id=f"group-{uuid.uuid4()}", path=path, sha256=sha256, fingerprint=fingerprint,
                          parts=parts, parent_batch_id=parent_batch_id, created_at=_now())
-        with self._write() as conn:
+        with self._write(claim) as conn:
             conn.execute(
                 "INSERT INTO job_groups (group_id, path, sha256, fingerprint, parts, parent_batch_id, created_at)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?)",
