@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import shutil
 import sqlite3
+import subprocess
+import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -16,8 +20,10 @@ from batch_mcp.store import (
     MIGRATIONS,
     SCHEMA_VERSION,
     STORE_FILENAME,
+    ClaimLost,
     JobRecord,
     JobStore,
+    StoreUnavailable,
     StoreVersionError,
     Submission,
     UploadRecord,
@@ -334,3 +340,79 @@ def test_two_servers_share_one_state_folder(tmp_path: Path) -> None:
 
         run_in_threads(submit, 4)
         assert len(first.list_jobs(limit=1000)) == len(second.list_jobs(limit=1000)) == 80
+
+
+def test_a_claim_is_held_by_one_store_until_released_or_expired(tmp_path: Path) -> None:
+    with JobStore.open(tmp_path) as first, JobStore.open(tmp_path) as second:
+        held = first.claim("fp")
+        assert held is not None and second.claim("fp") is None and second.claim("other") is not None
+        first.release_claim(held)
+        again = second.claim("fp", lease=timedelta(seconds=30))
+        assert again is not None
+        assert first.claim("fp", now=datetime.now(UTC) + timedelta(seconds=20)) is None
+        taken = first.claim("fp", now=datetime.now(UTC) + timedelta(seconds=31))  # the lease ran out
+        assert taken is not None
+        with pytest.raises(ClaimLost):  # the holder taken over can no longer plan the job
+            plan(second, claim=again)
+        assert not second.renew_claim(again)
+        assert plan(first, claim=taken).request_id
+        second.release_claim(again)  # releasing a lost claim leaves the new holder's alone
+        assert second.claim("fp") is None
+
+
+def test_renewal_extends_a_claim(tmp_path: Path) -> None:
+    with JobStore.open(tmp_path) as first, JobStore.open(tmp_path) as second:
+        held = first.claim("fp", lease=timedelta(seconds=1))
+        assert held is not None and first.renew_claim(held, lease=timedelta(hours=1))
+        assert second.claim("fp", now=datetime.now(UTC) + timedelta(minutes=5)) is None
+        before = read_one(tmp_path, "SELECT expires_at FROM claims")
+        with first.keeping(held, lease=timedelta(milliseconds=30)):
+            deadline = time.monotonic() + 60
+            while read_one(tmp_path, "SELECT expires_at FROM claims") == before:  # renewed in the background
+                assert time.monotonic() < deadline
+                time.sleep(0.01)
+
+
+def test_a_claim_of_a_process_that_died_is_taken_over_at_once(tmp_path: Path) -> None:
+    code = "import sys; from pathlib import Path; from batch_mcp.store import JobStore; " \
+           "assert JobStore.open(Path(sys.argv[1])).claim('fp') is not None"
+    subprocess.run([sys.executable, "-c", code, str(tmp_path)], check=True, timeout=60)  # exits holding it
+    with JobStore.open(tmp_path) as store:
+        assert read_one(tmp_path, "SELECT count(*) FROM claims") == 1
+        assert store.claim("fp") is not None
+
+
+def read_one(state_dir: Path, sql: str) -> Any:
+    connection = sqlite3.connect(state_dir / STORE_FILENAME)
+    try:
+        return connection.execute(sql).fetchone()[0]
+    finally:
+        connection.close()
+
+
+def test_a_deleted_folder_is_recreated_with_every_job_and_seen_by_the_other_server(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    with JobStore.open(state) as first, JobStore.open(state) as second:
+        first.upsert_batch(batch("batch-before"))
+        shutil.rmtree(state)
+        first.upsert_batch(batch("batch-after"))  # notices, recreates from its open copy, then writes
+        assert {job.batch_id for job in second.list_jobs()} == {"batch-before", "batch-after"}  # switched to it
+        second.upsert_batch(batch("batch-second"))
+        assert existing_job(first, "batch-second")
+    with JobStore.open(state) as reopened:
+        assert {job.batch_id for job in reopened.list_jobs()} == {"batch-before", "batch-after", "batch-second"}
+    assert pragma(state, "integrity_check") == "ok" and pragma(state, "user_version") == SCHEMA_VERSION
+    assert sorted(path.name for path in state.iterdir()) == [STORE_FILENAME]  # no restore leftovers
+
+
+def test_a_folder_that_cannot_be_recreated_refuses_writes(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    with JobStore.open(state) as store:
+        shutil.rmtree(state)
+        state.write_text("a file where the folder was")
+        with pytest.raises(StoreUnavailable, match="cannot be written"):
+            store.upsert_batch(batch("batch-1"))
+        state.unlink()
+        store.upsert_batch(batch("batch-1"))  # recovers as soon as the folder can be made again
+    with JobStore.open(state) as reopened:
+        assert existing_job(reopened, "batch-1")

@@ -28,7 +28,7 @@ from batch_mcp.config import Settings, is_loopback
 from batch_mcp.services.batches import BatchService
 from batch_mcp.services.preflight import Limits
 from batch_mcp.services.workspace import Workspace
-from batch_mcp.store import JobStore
+from batch_mcp.store import JobStore, StoreUnavailable
 from batch_mcp.tools import register_all
 from batch_mcp.tools.context import AppState
 from batch_mcp.tools.errors import invalid_arguments
@@ -63,7 +63,11 @@ async def open_app_state(settings: Settings) -> AsyncIterator[AppState]:
                 token=token, base_url=base_url, retry=retry, timeout=timeouts(settings.timeout_s)))
         else:
             log.warning("no API token: set MODEL_ACCESS_KEY or DIGITALOCEAN_TOKEN (tools will say so)")
-        store = stack.enter_context(JobStore.open(state_dir))
+        store = stack.enter_context(JobStore(state_dir))
+        try:
+            store.check()
+        except StoreUnavailable as exc:  # start anyway: every tool that needs the store answers with this
+            log.error("%s", exc)
         service = BatchService(
             client=client,
             store=store,
@@ -81,7 +85,11 @@ async def open_app_state(settings: Settings) -> AsyncIterator[AppState]:
 
 
 async def _resume(service: BatchService) -> None:
-    if resumed := await service.resume_pending():
+    try:
+        resumed = await service.resume_pending()
+    except StoreUnavailable:  # already logged at startup; the tools explain it
+        return
+    if resumed:
         log.info("resumed %d submission(s) whose answer was lost", len(resumed))
 
 

@@ -10,7 +10,8 @@ from __future__ import annotations
 import logging
 import re
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -55,7 +56,15 @@ from batch_mcp.services.results import (
 from batch_mcp.services.split import check_splittable, split_requests
 from batch_mcp.services.waiting import wait_for
 from batch_mcp.services.workspace import Workspace, sha256_of
-from batch_mcp.store import JobRecord, JobStore, Submission, UploadRecord, submission_fingerprint
+from batch_mcp.store import (
+    Claim,
+    JobRecord,
+    JobStore,
+    StoreUnavailable,
+    Submission,
+    UploadRecord,
+    submission_fingerprint,
+)
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +80,8 @@ class Fingerprint(NamedTuple):
     metadata: dict[str, str] | None
 #: Statuses after which submitting the same file again makes a new job rather than returning the old one.
 _RESUBMITTABLE = frozenset({"failed", "cancelled", "expired"})
+#: How often a server waiting for another process's submission looks whether it is done.
+_CLAIM_POLL_S = 0.2
 #: API answers that mean a planned create will never succeed as sent. Not 409: to a replayed request_id it
 #: may mean "still being created", so the submission stays pending and is sent again later, up to
 #: ``_MAX_CONFLICTS`` such answers: after that it is never re-sent, and only new=true makes the job.
@@ -155,8 +166,23 @@ class BatchService:
         #: One lock per submission fingerprint: identical calls arriving together find one job, not make two.
         self._submitting: dict[str, anyio.Lock] = {}
 
-    def _one_at_a_time(self, key: Fingerprint) -> anyio.Lock:
-        return self._submitting.setdefault(submission_fingerprint(*key), anyio.Lock())
+    @asynccontextmanager
+    async def _claimed(self, key: Fingerprint) -> AsyncIterator[Claim]:
+        """Be the only one making this submission: among this server's tasks (a lock), and among every
+        server on the state folder (a claim in the store, renewed while held). A waiter then finds the job
+        the holder made, or takes over once the holder is gone."""
+        fingerprint = submission_fingerprint(*key)
+        async with self._submitting.setdefault(fingerprint, anyio.Lock()):
+            while (claim := self.store.claim(fingerprint)) is None:
+                await anyio.sleep(_CLAIM_POLL_S)
+            try:
+                with self.store.keeping(claim):
+                    yield claim
+            finally:
+                try:
+                    self.store.release_claim(claim)
+                except StoreUnavailable as exc:  # the outcome stands; the lease expires on its own
+                    log.warning("could not release a submission claim: %s", exc)
 
     @property
     def client(self) -> DigitalOceanBatchClient:
@@ -227,20 +253,20 @@ class BatchService:
         # a retry is the same job only as a retry of the same parent: an identical rerun of a later round is new
         content = report.sha256 if parent_batch_id is None else f"{report.sha256}:retry-of:{parent_batch_id}"
         key = Fingerprint(content, report.provider, report.endpoint, metadata)
-        async with self._one_at_a_time(key):
+        async with self._claimed(key) as claim:
             if not new and (existing := await self._existing(key)) is not None:
                 return existing.model_copy(update={"requests": report.requests})
             upload = await self._upload_checked(report, on_progress)
             try:
                 result = await self._create(key, upload.file_id, path=Path(report.path),
-                                            parent_batch_id=parent_batch_id)
+                                            parent_batch_id=parent_batch_id, claim=claim)
             except NotFoundError:
                 if not upload.reused:
                     raise
                 self.store.forget_upload(upload.file_id)  # an upload the API no longer knows: send it again
                 upload = await self._upload_checked(report, on_progress)
                 result = await self._create(key, upload.file_id, path=Path(report.path),
-                                            parent_batch_id=parent_batch_id)
+                                            parent_batch_id=parent_batch_id, claim=claim)
         return result.model_copy(update={"requests": report.requests, "warnings": upload.warnings})
 
     async def _submit_group(self, path: Path, provider: str | None, endpoint: str | None,
@@ -255,7 +281,7 @@ class BatchService:
         content = report.sha256 if parent_batch_id is None else f"{report.sha256}:retry-of:{parent_batch_id}"
         key = Fingerprint(content, report.provider, report.endpoint, metadata)
         fingerprint = submission_fingerprint(*key)
-        async with self._one_at_a_time(key):
+        async with self._claimed(key) as claim:
             group = None if new else self.store.find_group_by_fingerprint(fingerprint)
             if group is not None and (await self._group_view(group.group_id)).status in _RESUBMITTABLE:
                 group = None
@@ -264,7 +290,8 @@ class BatchService:
             parts = await anyio.to_thread.run_sync(
                 lambda: split_requests(path, folder, self.limits.max_requests, self.limits.max_bytes))
             reused = group is not None
-            group = group or self.store.create_group(path, report.sha256, fingerprint, len(parts), parent_batch_id)
+            group = group or self.store.create_group(path, report.sha256, fingerprint, len(parts), parent_batch_id,
+                                                     claim)
             done = {s.path: s for s in self.store.group_submissions(group.group_id)}
             for part in parts:
                 submission = done.get(part)
@@ -275,7 +302,7 @@ class BatchService:
                                                       Workspace([folder]))
                     upload = await self._upload_checked(part_report, on_progress)
                     await self._create(Fingerprint(part_report.sha256, report.provider, report.endpoint, metadata),
-                                       upload.file_id, path=part, group_id=group.group_id)
+                                       upload.file_id, path=part, group_id=group.group_id, claim=claim)
             view = await self._group_view(group.group_id)
         return SubmitResult(batch=view, reused_existing_job=reused, requests=report.requests,
                             warnings=[f"The file exceeds one batch's limits ({self.limits.max_requests:,} requests, "
@@ -289,10 +316,10 @@ class BatchService:
         upload = self.store.get_upload(file_id)  # known when this server uploaded it: same file, same job
         content = upload.sha256 if upload else f"file_id:{file_id}"
         key = Fingerprint(content, provider, endpoint, metadata)
-        async with self._one_at_a_time(key):
+        async with self._claimed(key) as claim:
             if not new and (existing := await self._existing(key)) is not None:
                 return existing
-            return await self._create(key, file_id, path=upload.path if upload else None)
+            return await self._create(key, file_id, path=upload.path if upload else None, claim=claim)
 
     async def _existing(self, key: Fingerprint) -> SubmitResult | None:
         """The job an identical earlier submission made (re-sent if the API never answered)."""
@@ -314,11 +341,11 @@ class BatchService:
         return SubmitResult(batch=BatchView.from_batch(batch), file_id=submission.file_id,
                             request_id=submission.request_id, reused_existing_job=True)
 
-    async def _create(self, key: Fingerprint, file_id: str, *, path: Path | None, group_id: str | None = None,
-                      parent_batch_id: str | None = None) -> SubmitResult:
+    async def _create(self, key: Fingerprint, file_id: str, *, path: Path | None, claim: Claim,
+                      group_id: str | None = None, parent_batch_id: str | None = None) -> SubmitResult:
         submission = self.store.plan_submission(sha256=key.content, path=path, file_id=file_id,
                                                 provider=key.provider, endpoint=key.endpoint, metadata=key.metadata,
-                                                group_id=group_id, parent_batch_id=parent_batch_id)
+                                                group_id=group_id, parent_batch_id=parent_batch_id, claim=claim)
         try:
             batch = await self._send_create(submission.request_id, file_id, key.provider, key.endpoint,
                                             key.metadata)

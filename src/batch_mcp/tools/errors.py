@@ -24,6 +24,7 @@ from batch_mcp.services.preflight import UnusableInput
 from batch_mcp.services.prepare import PrepareError
 from batch_mcp.services.split import UnsplittableFile
 from batch_mcp.services.workspace import PathNotAllowed
+from batch_mcp.store import ClaimLost, StoreUnavailable
 
 log = logging.getLogger(__name__)
 P = ParamSpec("P")
@@ -31,7 +32,8 @@ R = TypeVar("R")
 
 #: Failures whose message already says what to do.
 _SELF_EXPLAINING = (FileChanged, IncompleteDownload, InvalidBatchFile, JobHasNoResults, JobStillRunning, NotConfigured,
-                    PrepareError, ResultsExist, UnusableInput, UnsplittableFile, PathNotAllowed)
+                    PrepareError, ResultsExist, UnusableInput, UnsplittableFile, PathNotAllowed, ClaimLost,
+                    StoreUnavailable)
 
 
 def explain(exc: BaseException) -> str:

@@ -13,6 +13,7 @@ from pydantic import Field
 
 from batch_mcp.client import BatchAPIError, NotFoundError
 from batch_mcp.services.batches import NotConfigured
+from batch_mcp.store import StoreUnavailable
 from batch_mcp.tools.context import JOBS_URI, AppState, state_of
 from batch_mcp.tools.errors import explain
 
@@ -26,7 +27,7 @@ def register_resources(mcp: MCPServer, app_state: AppState) -> None:
     async def jobs() -> dict[str, Any]:
         try:
             return await app_state.service.jobs_overview()
-        except (BatchAPIError, NotConfigured) as exc:
+        except (BatchAPIError, NotConfigured, StoreUnavailable) as exc:
             raise ResourceError(explain(exc)) from None
 
     @mcp.resource(f"{JOBS_URI}/{{batch_id}}", name="job", title="One batch job", mime_type="application/json",
@@ -37,7 +38,7 @@ def register_resources(mcp: MCPServer, app_state: AppState) -> None:
             return await state_of(ctx).service.job_detail(batch_id)
         except NotFoundError:
             raise ResourceNotFoundError(f"No batch job {batch_id!r}. Read batch://jobs for the known ids.") from None
-        except (BatchAPIError, NotConfigured) as exc:
+        except (BatchAPIError, NotConfigured, StoreUnavailable) as exc:
             raise ResourceError(explain(exc)) from None
 
 

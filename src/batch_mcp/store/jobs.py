@@ -7,32 +7,46 @@ submission is re-sent with the same ``request_id`` and the API answers with the 
 
 One connection is shared by the event loop and worker threads; a lock serialises statements within
 the process, ``BEGIN IMMEDIATE`` plus a busy timeout serialise writers across processes (two IDE
-windows may run two servers on one state folder). Times are stored as ISO-8601 UTC text, metadata as
-JSON text. The schema is versioned with ``PRAGMA user_version`` and upgraded by :data:`MIGRATIONS`.
+windows may run two servers on one state folder), and submission claims (:mod:`.claims`) make one job
+of one submission across them. Times are stored as ISO-8601 UTC text, metadata as JSON text. The schema
+is versioned with ``PRAGMA user_version`` and upgraded by :data:`MIGRATIONS`.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import sqlite3
 import threading
 import uuid
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
-from datetime import UTC, datetime, timedelta
+from contextlib import AbstractContextManager, contextmanager
+from datetime import datetime, timedelta
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
-from pydantic import AwareDatetime, BaseModel, Field
+from batch_mcp.schemas.api import Batch, is_terminal
+from batch_mcp.store import claims
+from batch_mcp.store.claims import CLAIM_LEASE, Claim
+from batch_mcp.store.file import StoreFile, StoreVersionError, explain, is_store_failure
+from batch_mcp.store.records import (
+    JobGroup,
+    JobRecord,
+    PreparedFile,
+    Submission,
+    UploadRecord,
+    _job_from_row,
+    _metadata_to_text,
+    _now,
+    _path_to_text,
+    _submission_from_row,
+    _time_to_text,
+    _upload_from_row,
+    submission_fingerprint,
+)
 
-from batch_mcp.schemas.api import Batch, RequestCounts, is_terminal
-
-STORE_FILENAME = "jobs.sqlite3"
 #: The service keeps file_ids for about 29 days; reusing them for only 7 leaves a wide margin.
 DEFAULT_UPLOAD_MAX_AGE = timedelta(days=7)
-BUSY_TIMEOUT_SECONDS = 5.0
 
 #: Ordered schema migrations; migration ``n`` (1-based) upgrades a store at version ``n - 1``.
 #: Released migrations are never edited, only appended to, so every older store can be opened.
@@ -104,131 +118,17 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
     (  # how often a create was answered 409, so a key the API keeps refusing stops being re-sent
         "ALTER TABLE submissions ADD COLUMN conflicts INTEGER NOT NULL DEFAULT 0",
     ),
+    (  # which process may make a submission's job, so two servers on one state folder make it once
+        """CREATE TABLE claims (
+            fingerprint TEXT PRIMARY KEY,
+            holder TEXT NOT NULL,
+            host TEXT NOT NULL,
+            pid INTEGER NOT NULL,
+            expires_at TEXT NOT NULL
+        )""",
+    ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
-
-
-class StoreVersionError(RuntimeError):
-    """The store was written by a newer release; opening it here could lose what that release knows."""
-
-
-def _now() -> datetime:
-    return datetime.now(UTC)
-
-
-def _time_to_text(moment: datetime | None) -> str | None:
-    """ISO-8601 UTC with fixed precision, so text order is time order. Naive times are taken as UTC."""
-    if moment is None:
-        return None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return moment.astimezone(UTC).isoformat(timespec="microseconds")
-
-
-def _canonical_json(value: Any) -> str:
-    """One spelling per value (sorted keys, no spaces), so equal data gives equal text and hashes."""
-    return json.dumps(value, sort_keys=True, separators=(",", ":"))
-
-
-def _metadata_to_text(metadata: dict[str, str] | None) -> str | None:
-    return None if metadata is None else _canonical_json(metadata)
-
-
-def _text_to_metadata(text: str | None) -> dict[str, str] | None:
-    return None if text is None else json.loads(text)
-
-
-def _path_to_text(path: Path | None) -> str | None:
-    return None if path is None else str(path)
-
-
-def submission_fingerprint(
-    sha256: str, provider: str, endpoint: str | None, metadata: dict[str, str] | None
-) -> str:
-    """Identity of "this file sent this way": equal fingerprints mean a resubmission of the same job.
-
-    Absent and empty metadata are the same job; key order in metadata does not matter.
-    """
-    identity = [sha256, provider, endpoint, metadata or {}]
-    return hashlib.sha256(_canonical_json(identity).encode()).hexdigest()
-
-
-class UploadRecord(BaseModel):
-    """One input file sent to the service, kept so that the same bytes are not uploaded twice."""
-
-    file_id: str
-    path: Path
-    sha256: str
-    size_bytes: int
-    line_count: int
-    intent_expires_at: AwareDatetime | None = None
-    created_at: AwareDatetime = Field(default_factory=_now)
-    completed_at: AwareDatetime | None = None
-
-
-class Submission(BaseModel):
-    """A create call, stored before it is made; ``batch_id`` stays None until the API has answered."""
-
-    request_id: str
-    fingerprint: str
-    path: Path | None
-    file_id: str
-    provider: str
-    endpoint: str | None = None
-    metadata: dict[str, str] | None = None
-    batch_id: str | None = None
-    group_id: str | None = None
-    parent_batch_id: str | None = None
-    created_at: AwareDatetime
-    conflicts: int = Field(default=0, description="Create calls answered 409 so far.")
-
-
-class JobRecord(BaseModel):
-    """A batch as last seen, joined with how it was submitted (if this server submitted it)."""
-
-    batch_id: str
-    request_id: str | None
-    file_id: str | None
-    path: Path | None
-    provider: str | None
-    endpoint: str | None
-    metadata: dict[str, str] | None
-    status: str
-    request_counts: RequestCounts
-    created_at: AwareDatetime
-    updated_at: AwareDatetime
-    last_seen: Batch
-    output_path: Path | None
-    error_path: Path | None
-    group_id: str | None
-    parent_batch_id: str | None
-    table_path: Path | None = None
-    usage: dict[str, list[int]] | None = Field(
-        default=None, description="Token usage by model from the downloaded results: [requests, input, output]."
-    )
-
-
-class PreparedFile(BaseModel):
-    """A request file this server rendered from records, so results can be joined with those records."""
-
-    path: Path
-    source_path: Path
-    source_format: str
-    id_column: str | None
-    source_sha256: str | None = None
-    created_at: AwareDatetime
-
-
-class JobGroup(BaseModel):
-    """One logical job split into several batches because its input exceeded the per-batch limits."""
-
-    group_id: str
-    path: Path
-    fingerprint: str
-    parts: int
-    sha256: str | None = Field(default=None, description="Of the whole input, to notice it changing later.")
-    parent_batch_id: str | None = None
-    created_at: AwareDatetime
 
 
 _SUBMISSION_COLUMNS = (
@@ -244,73 +144,37 @@ _JOB_QUERY = """
 """
 
 
-def _upload_from_row(row: sqlite3.Row) -> UploadRecord:
-    return UploadRecord.model_validate(dict(row))
-
-
-def _submission_from_row(row: sqlite3.Row) -> Submission:
-    return Submission.model_validate({**dict(row), "metadata": _text_to_metadata(row["metadata"])})
-
-
-def _job_from_row(row: sqlite3.Row) -> JobRecord:
-    """What we sent wins over what the API echoes; a batch we did not submit has only the latter."""
-    batch = Batch.model_validate_json(row["last_seen"])
-    submitted = row["request_id"] is not None
-    return JobRecord(
-        batch_id=row["batch_id"],
-        request_id=row["request_id"] if submitted else batch.request_id,
-        file_id=row["file_id"] if submitted else batch.input_file_id,
-        path=row["path"],
-        provider=row["provider"] if submitted else batch.provider,
-        endpoint=row["endpoint"] if submitted else batch.endpoint,
-        metadata=_text_to_metadata(row["metadata"]) if submitted else batch.metadata,
-        status=row["status"],
-        request_counts=RequestCounts(
-            total=row["total_count"], completed=row["completed_count"], failed=row["failed_count"]
-        ),
-        created_at=row["created_at"],
-        updated_at=row["updated_at"],
-        last_seen=batch,
-        output_path=row["output_path"],
-        error_path=row["error_path"],
-        group_id=row["group_id"],
-        parent_batch_id=row["parent_batch_id"],
-        table_path=row["table_path"],
-        usage=json.loads(row["usage"]) if row["usage"] else None,
-    )
-
-
 class JobStore:
-    """The server's memory of uploads, submissions and batches. Open with :meth:`open`."""
+    """The server's memory of uploads, submissions and batches.
 
-    def __init__(self, connection: sqlite3.Connection, upload_max_age: timedelta) -> None:
-        self._conn = connection
+    :meth:`open` opens it at once and raises :class:`StoreUnavailable` when it cannot; the constructor
+    defers that to the first use, so a server can start and explain an unusable store on every call.
+    """
+
+    def __init__(self, state_dir: Path, upload_max_age: timedelta = DEFAULT_UPLOAD_MAX_AGE) -> None:
+        self._file = StoreFile(state_dir, self._migrate)
         self._lock = threading.Lock()
         self.upload_max_age = upload_max_age
 
     @classmethod
     def open(cls, state_dir: Path, *, upload_max_age: timedelta = DEFAULT_UPLOAD_MAX_AGE) -> Self:
         """Open (or create) ``state_dir/jobs.sqlite3`` in WAL mode and bring its schema up to date."""
-        state_dir.mkdir(parents=True, exist_ok=True)
-        connection = sqlite3.connect(
-            state_dir / STORE_FILENAME,
-            timeout=BUSY_TIMEOUT_SECONDS,
-            isolation_level=None,  # transactions are explicit, see _write
-            check_same_thread=False,
-        )
-        try:
-            connection.row_factory = sqlite3.Row
-            connection.execute("PRAGMA journal_mode = WAL")
-            store = cls(connection, upload_max_age)
-            store._migrate()
-        except BaseException:
-            connection.close()
-            raise
+        store = cls(state_dir, upload_max_age)
+        store.check()
         return store
+
+    @property
+    def path(self) -> Path:
+        return self._file.path
+
+    def check(self) -> None:
+        """Raise :class:`StoreUnavailable` (path, cause, fix) unless the store can be used now."""
+        with self._lock:
+            self._file.connection()
 
     def close(self) -> None:
         with self._lock:
-            self._conn.close()
+            self._file.close()
 
     def __enter__(self) -> Self:
         return self
@@ -321,33 +185,72 @@ class JobStore:
         self.close()
 
     @contextmanager
-    def _write(self) -> Iterator[sqlite3.Connection]:
-        """One atomic write; IMMEDIATE takes the write lock up front so read-then-write cannot race."""
+    def _write(self, claim: Claim | None = None) -> Iterator[sqlite3.Connection]:
+        """One atomic write; IMMEDIATE takes the write lock up front so read-then-write cannot race.
+
+        With ``claim``, the write happens only while that claim is still held (else :class:`ClaimLost`).
+        """
         with self._lock:
-            self._conn.execute("BEGIN IMMEDIATE")
+            conn = self._file.connection()
             try:
-                yield self._conn
-                self._conn.execute("COMMIT")
-            except BaseException:
-                if self._conn.in_transaction:
-                    self._conn.execute("ROLLBACK")
+                conn.execute("BEGIN IMMEDIATE")
+                if claim is not None:
+                    claims.check(conn, claim)
+                yield conn
+                conn.execute("COMMIT")
+            except BaseException as exc:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                if is_store_failure(exc):
+                    raise explain(self.path, exc) from exc
                 raise
 
     def _query(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> list[sqlite3.Row]:
         with self._lock:
-            return self._conn.execute(sql, params).fetchall()
+            try:
+                return self._file.connection().execute(sql, params).fetchall()
+            except Exception as exc:
+                if is_store_failure(exc):
+                    raise explain(self.path, exc) from exc
+                raise
 
-    def _migrate(self) -> None:
-        with self._write() as conn:  # inside the write lock, so two servers never migrate at once
+    def _migrate(self, conn: sqlite3.Connection) -> None:
+        """Bring a newly opened file up to date, inside its write lock so two servers never migrate at once."""
+        conn.execute("BEGIN IMMEDIATE")
+        try:
             version = conn.execute("PRAGMA user_version").fetchone()[0]
             if version > SCHEMA_VERSION:
-                raise StoreVersionError(
-                    f"job store schema v{version} is newer than this release understands (v{SCHEMA_VERSION})"
-                )
+                raise StoreVersionError(self.path, version, SCHEMA_VERSION)
             for number, statements in enumerate(MIGRATIONS[version:], start=version + 1):
                 for statement in statements:
                     conn.execute(statement)
                 conn.execute(f"PRAGMA user_version = {number:d}")  # PRAGMA takes no parameters
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+
+    # Claims
+
+    def claim(self, fingerprint: str, *, lease: timedelta = CLAIM_LEASE, now: datetime | None = None
+              ) -> Claim | None:
+        """The right to make this submission's job, or None while another live process holds it."""
+        with self._write() as conn:
+            return claims.take(conn, fingerprint, now or _now(), lease)
+
+    def renew_claim(self, claim: Claim, *, lease: timedelta = CLAIM_LEASE) -> bool:
+        """Extend a held claim; False once another process has taken it over."""
+        with self._write() as conn:
+            return claims.renew(conn, claim, _now(), lease)
+
+    def release_claim(self, claim: Claim) -> None:
+        with self._write() as conn:
+            claims.release(conn, claim)
+
+    def keeping(self, claim: Claim, *, lease: timedelta = CLAIM_LEASE) -> AbstractContextManager[None]:
+        """Renew ``claim`` in the background while the body runs."""
+        return claims.renewing(lambda: self.renew_claim(claim, lease=lease), lease)
 
     # Uploads
 
@@ -408,8 +311,12 @@ class JobStore:
         metadata: dict[str, str] | None,
         group_id: str | None = None,
         parent_batch_id: str | None = None,
+        claim: Claim | None = None,
     ) -> Submission:
-        """Store a create call with a fresh request_id; call this before sending it, never after."""
+        """Store a create call with a fresh request_id; call this before sending it, never after.
+
+        With ``claim``, only while that claim is still held: a holder taken over must not plan a second job.
+        """
         submission = Submission(
             request_id=str(uuid.uuid4()),
             fingerprint=submission_fingerprint(sha256, provider, endpoint, metadata),
@@ -422,7 +329,7 @@ class JobStore:
             parent_batch_id=parent_batch_id,
             created_at=_now(),
         )
-        with self._write() as conn:
+        with self._write(claim) as conn:
             conn.execute(
                 f"INSERT INTO submissions ({_SUBMISSION_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
@@ -582,10 +489,10 @@ class JobStore:
     # job groups ----------------------------------------------------------------------------------
 
     def create_group(self, path: Path, sha256: str, fingerprint: str, parts: int,
-                     parent_batch_id: str | None = None) -> JobGroup:
+                     parent_batch_id: str | None = None, claim: Claim | None = None) -> JobGroup:
         group = JobGroup(group_id=f"group-{uuid.uuid4()}", path=path, sha256=sha256, fingerprint=fingerprint,
                          parts=parts, parent_batch_id=parent_batch_id, created_at=_now())
-        with self._write() as conn:
+        with self._write(claim) as conn:
             conn.execute(
                 "INSERT INTO job_groups (group_id, path, sha256, fingerprint, parts, parent_batch_id, created_at)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?)",

@@ -1,0 +1,169 @@
+"""What the store holds, as pydantic records, and how they are spelled in SQLite rows and text columns."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from pydantic import AwareDatetime, BaseModel, Field
+
+from batch_mcp.schemas.api import Batch, RequestCounts
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _time_to_text(moment: datetime | None) -> str | None:
+    """ISO-8601 UTC with fixed precision, so text order is time order. Naive times are taken as UTC."""
+    if moment is None:
+        return None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC).isoformat(timespec="microseconds")
+
+
+def _canonical_json(value: Any) -> str:
+    """One spelling per value (sorted keys, no spaces), so equal data gives equal text and hashes."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"))
+
+
+def _metadata_to_text(metadata: dict[str, str] | None) -> str | None:
+    return None if metadata is None else _canonical_json(metadata)
+
+
+def _text_to_metadata(text: str | None) -> dict[str, str] | None:
+    return None if text is None else json.loads(text)
+
+
+def _path_to_text(path: Path | None) -> str | None:
+    return None if path is None else str(path)
+
+
+def submission_fingerprint(
+    sha256: str, provider: str, endpoint: str | None, metadata: dict[str, str] | None
+) -> str:
+    """Identity of "this file sent this way": equal fingerprints mean a resubmission of the same job.
+
+    Absent and empty metadata are the same job; key order in metadata does not matter.
+    """
+    identity = [sha256, provider, endpoint, metadata or {}]
+    return hashlib.sha256(_canonical_json(identity).encode()).hexdigest()
+
+
+class UploadRecord(BaseModel):
+    """One input file sent to the service, kept so that the same bytes are not uploaded twice."""
+
+    file_id: str
+    path: Path
+    sha256: str
+    size_bytes: int
+    line_count: int
+    intent_expires_at: AwareDatetime | None = None
+    created_at: AwareDatetime = Field(default_factory=_now)
+    completed_at: AwareDatetime | None = None
+
+
+class Submission(BaseModel):
+    """A create call, stored before it is made; ``batch_id`` stays None until the API has answered."""
+
+    request_id: str
+    fingerprint: str
+    path: Path | None
+    file_id: str
+    provider: str
+    endpoint: str | None = None
+    metadata: dict[str, str] | None = None
+    batch_id: str | None = None
+    group_id: str | None = None
+    parent_batch_id: str | None = None
+    created_at: AwareDatetime
+    conflicts: int = Field(default=0, description="Create calls answered 409 so far.")
+
+
+class JobRecord(BaseModel):
+    """A batch as last seen, joined with how it was submitted (if this server submitted it)."""
+
+    batch_id: str
+    request_id: str | None
+    file_id: str | None
+    path: Path | None
+    provider: str | None
+    endpoint: str | None
+    metadata: dict[str, str] | None
+    status: str
+    request_counts: RequestCounts
+    created_at: AwareDatetime
+    updated_at: AwareDatetime
+    last_seen: Batch
+    output_path: Path | None
+    error_path: Path | None
+    group_id: str | None
+    parent_batch_id: str | None
+    table_path: Path | None = None
+    usage: dict[str, list[int]] | None = Field(
+        default=None, description="Token usage by model from the downloaded results: [requests, input, output]."
+    )
+
+
+class PreparedFile(BaseModel):
+    """A request file this server rendered from records, so results can be joined with those records."""
+
+    path: Path
+    source_path: Path
+    source_format: str
+    id_column: str | None
+    source_sha256: str | None = None
+    created_at: AwareDatetime
+
+
+class JobGroup(BaseModel):
+    """One logical job split into several batches because its input exceeded the per-batch limits."""
+
+    group_id: str
+    path: Path
+    fingerprint: str
+    parts: int
+    sha256: str | None = Field(default=None, description="Of the whole input, to notice it changing later.")
+    parent_batch_id: str | None = None
+    created_at: AwareDatetime
+
+
+def _upload_from_row(row: sqlite3.Row) -> UploadRecord:
+    return UploadRecord.model_validate(dict(row))
+
+
+def _submission_from_row(row: sqlite3.Row) -> Submission:
+    return Submission.model_validate({**dict(row), "metadata": _text_to_metadata(row["metadata"])})
+
+
+def _job_from_row(row: sqlite3.Row) -> JobRecord:
+    """What we sent wins over what the API echoes; a batch we did not submit has only the latter."""
+    batch = Batch.model_validate_json(row["last_seen"])
+    submitted = row["request_id"] is not None
+    return JobRecord(
+        batch_id=row["batch_id"],
+        request_id=row["request_id"] if submitted else batch.request_id,
+        file_id=row["file_id"] if submitted else batch.input_file_id,
+        path=row["path"],
+        provider=row["provider"] if submitted else batch.provider,
+        endpoint=row["endpoint"] if submitted else batch.endpoint,
+        metadata=_text_to_metadata(row["metadata"]) if submitted else batch.metadata,
+        status=row["status"],
+        request_counts=RequestCounts(
+            total=row["total_count"], completed=row["completed_count"], failed=row["failed_count"]
+        ),
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+        last_seen=batch,
+        output_path=row["output_path"],
+        error_path=row["error_path"],
+        group_id=row["group_id"],
+        parent_batch_id=row["parent_batch_id"],
+        table_path=row["table_path"],
+        usage=json.loads(row["usage"]) if row["usage"] else None,
+    )
