@@ -103,7 +103,7 @@ class BatchCreateBody(BaseModel):
     def lines(self) -> LineFormat:
         if self.endpoint is None:
             return AnthropicLineFormat()
-        return OpenAILineFormat(self.endpoint, failure_style="error", one_model=False)
+        return OpenAILineFormat(self.endpoint, failure_style="error", cut_off_lines=False, one_model=False)
 
 
 class ExpireUploadsBody(BaseModel):

@@ -90,6 +90,8 @@ class StoredFile:
     #: Size of the completed upload; ``None`` until one completed (the create-time HEAD check).
     size: int | None = None
     purpose: str = "batch"
+    #: When the service deletes it (OpenAI-family files); ``None``: never.
+    expires_at: float | None = None
 
 
 @dataclass

@@ -31,7 +31,6 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from batch_mcp.sandbox.admin import admin_routes
 from batch_mcp.sandbox.config import SandboxConfig
-from batch_mcp.sandbox.openai.lines import OpenAILineFormat
 from batch_mcp.sandbox.openai.uploads import read_upload
 from batch_mcp.sandbox.openai.variants import HOUR_S, VARIANTS, Variant
 from batch_mcp.sandbox.openai.wire import (
@@ -102,6 +101,10 @@ async def _write_results(sandbox: Sandbox, file_id: str) -> None:
             await sandbox.result_files(job, snap)
             if not has_output(snap):  # never advertised: the empty output file stays unreachable
                 sandbox.result_records.pop(job.output_file_id, None)
+            if job.request.output_expires_after is not None:
+                for record in map(sandbox.result_records.get, (job.output_file_id, job.error_file_id)):
+                    if record is not None:
+                        record.expires_at = record.created_at + job.request.output_expires_after.seconds
             return
 
 
@@ -133,9 +136,9 @@ async def upload_file(request: Request, sandbox: Sandbox) -> Response:
     except ApiError:
         partial_path.unlink(missing_ok=True)
         raise
-    record = sandbox.create_file(upload.file_name, file_id=file_id, upload_ttl_s=ttl_s)
+    record = sandbox.create_file(upload.file_name, file_id=file_id)
     partial_path.replace(record.path)
-    record.size = upload.size
+    record.size, record.expires_at = upload.size, record.created_at + ttl_s
     return JSONResponse(file_object(record, variant))
 
 
@@ -191,7 +194,7 @@ async def create_batch(request: Request, sandbox: Sandbox) -> Response:
         raise ApiError(404, f"No such File object: {body.input_file_id}", param="input_file_id")
     if record.purpose != "batch":
         raise ApiError(400, f"File {body.input_file_id} was not uploaded with purpose 'batch'.", param="input_file_id")
-    lines = OpenAILineFormat(body.endpoint, max_embedding_inputs=variant.max_embedding_inputs)
+    lines = variant.lines(body.endpoint)
     window_s = sandbox.config.completion_window_s * hours * HOUR_S / (24 * HOUR_S)
     job = sandbox.add_job(body, body.input_file_id, lines, window_s, batch_id=_new_id("batch_"))
     job.output_file_id, job.error_file_id = _new_id("file-"), _new_id("file-")

@@ -2,10 +2,10 @@
 
 Successful bodies are the endpoint's own response object (a ``chat.completion``, an embedding list,
 ...), built from the deterministic answers of :mod:`batch_mcp.sandbox.results`. A failed request is
-reported like the real service does, as a non-200 ``response`` whose body holds ``error``; requests
-a cancel or the deadline cut off get ``response: null`` and ``error.code`` ``batch_cancelled`` /
-``batch_expired``. DigitalOcean's sandbox uses the older ``failure_style="error"`` (no response) and
-writes nothing for requests that never ran.
+reported as OpenAI's guide shows, a non-200 ``response`` whose body holds ``error``, or (DeepInfra,
+DigitalOcean) as ``response: null`` with ``error: {code, message}``. Requests a cancel or the deadline
+cut off get ``response: null`` and ``error.code`` ``batch_cancelled`` / ``batch_expired``, except on
+DigitalOcean's sandbox, which writes nothing for them.
 """
 
 from __future__ import annotations
@@ -153,8 +153,12 @@ class OpenAILineFormat:
     """OpenAI Batch lines for one batch endpoint."""
 
     endpoint: str
-    #: ``response``: failures carry an HTTP status and error body (OpenAI); ``error``: only ``error`` (DO).
+    #: ``response``: failures carry an HTTP status and error body (OpenAI); ``error``: only ``error``.
     failure_style: Literal["response", "error"] = "response"
+    #: Whether requests that never ran get an error-file line.
+    cut_off_lines: bool = True
+    #: Whether ``response`` carries ``request_id`` (DeepInfra documents none).
+    request_ids: bool = True
     one_model: bool = True
     max_embedding_inputs: int | None = None
 
@@ -165,22 +169,21 @@ class OpenAILineFormat:
         self, request: dict[str, Any], key: str, outcome: Outcome, created: int
     ) -> tuple[dict | None, dict | None]:
         line: dict[str, Any] = {"id": f"batch_req_{key}", "custom_id": str(request.get("custom_id"))}
-        request_id = f"req_{short_id(key)}"
         if outcome == "succeeded":
             body = success_body(self.endpoint, key, request.get("body") or {}, created)
-            response = {"status_code": 200, "request_id": request_id, "body": body}
-            return line | {"response": response, "error": None}, None
+            return line | {"response": self._response(200, key, body), "error": None}, None
         if outcome in CUT_OFF:
-            if self.failure_style == "error":
-                return None, None
             code, message = CUT_OFF[outcome]
-            return None, line | {"response": None, "error": {"code": code, "message": message}}
-        code, message = pick(key, FAILURES)
-        if self.failure_style == "error":
+        else:
+            code, message = pick(key, FAILURES)
+        if outcome in CUT_OFF and not self.cut_off_lines:
+            return None, None
+        if outcome in CUT_OFF or self.failure_style == "error":
             return None, line | {"response": None, "error": {"code": code, "message": message}}
         status, kind = FAILURE_STATUS.get(code, (400, "invalid_request_error"))
         error = {"message": message, "type": kind, "param": None, "code": code}
-        return None, line | {
-            "response": {"status_code": status, "request_id": request_id, "body": {"error": error}},
-            "error": None,
-        }
+        return None, line | {"response": self._response(status, key, {"error": error}), "error": None}
+
+    def _response(self, status: int, key: str, body: dict[str, Any]) -> dict[str, Any]:
+        request_id = {"request_id": f"req_{short_id(key)}"} if self.request_ids else {}
+        return {"status_code": status, **request_id, "body": body}

@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import Literal
+
+from batch_mcp.sandbox.openai.lines import OpenAILineFormat
 
 MB = 1000 * 1000
 HOUR_S = 3600
@@ -35,6 +38,19 @@ class Variant:
     counts_while_validating: bool = True
     #: ``expires_at`` is set at creation (DeepInfra: ``null`` until the batch expires).
     expires_at_upfront: bool = True
+    #: A failed request's line: ``response`` (a non-200 response with an error body, as OpenAI's guide
+    #: shows) or ``error`` (``response: null``, ``error: {code, message}``, as DeepInfra documents).
+    failure_style: Literal["response", "error"] = "response"
+    #: Result lines' ``response`` carries ``request_id`` (DeepInfra's documented line has none).
+    request_ids: bool = True
+
+    def lines(self, endpoint: str) -> OpenAILineFormat:
+        return OpenAILineFormat(
+            endpoint,
+            failure_style=self.failure_style,
+            request_ids=self.request_ids,
+            max_embedding_inputs=self.max_embedding_inputs,
+        )
 
     def window_hours(self, window: str) -> int | None:
         """Hours in a ``completion_window`` such as ``24h`` or ``7d``; ``None`` if this vendor refuses it."""
@@ -68,6 +84,8 @@ DEEPINFRA = Variant(
     file_status=False,
     counts_while_validating=False,
     expires_at_upfront=False,
+    failure_style="error",
+    request_ids=False,
 )
 GROQ = Variant(
     name="groq",

@@ -75,7 +75,7 @@ def file_object(record: StoredFile, variant: Variant) -> dict[str, Any]:
         "created_at": epoch(record.created_at),
         "filename": record.file_name,
         "purpose": record.purpose,
-        "expires_at": epoch(record.upload_deadline if math.isfinite(record.upload_deadline) else None),
+        "expires_at": epoch(record.expires_at),
     }
     if variant.file_status:
         body |= {"status": "processed", "status_details": None}
