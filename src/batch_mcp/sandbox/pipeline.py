@@ -62,7 +62,10 @@ async def _read_some(request: Request) -> None:
 
 async def discard_body(request: Request) -> None:
     """Drain an unread body so a large upload refused early still gets its answer, not a reset."""
-    async for _ in request.stream():
+    try:
+        async for _ in request.stream():
+            pass
+    except RuntimeError:  # Starlette's "Stream consumed": the handler already read it to the end
         pass
 
 

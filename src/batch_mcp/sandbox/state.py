@@ -101,6 +101,8 @@ class Job:
     #: The create body in the emulated API's own model, kept for echoing back and idempotent replays.
     request: Any
     input_file_id: str
+    #: The input's bytes, which outlive the file's deletion from the account while the job needs them.
+    input_path: Path
     lines: LineFormat
     created_at: float
     #: Length of this job's completion window.
@@ -302,7 +304,8 @@ class Sandbox:
         self, request: Any, input_file_id: str, lines: LineFormat, window_s: float, *, batch_id: str | None = None
     ) -> Job:
         """Start a job on an uploaded file; the API checked the request and the file beforehand."""
-        job = Job(batch_id or new_id(), len(self.jobs), request, input_file_id, lines, self.clock.now(), window_s)
+        path = self.files[input_file_id].path
+        job = Job(batch_id or new_id(), len(self.jobs), request, input_file_id, path, lines, self.clock.now(), window_s)
         self.jobs[job.batch_id] = job
         return job
 
@@ -320,7 +323,7 @@ class Sandbox:
                     job.check = await anyio.to_thread.run_sync(
                         partial(
                             check_input,
-                            self.files[job.input_file_id].path,
+                            job.input_path,
                             job.lines.checker(),
                             batch_id=job.batch_id,
                             failure_rate=self.config.failure_rate,
@@ -360,7 +363,7 @@ class Sandbox:
                 has_errors = await anyio.to_thread.run_sync(
                     partial(
                         write_results,
-                        self.files[job.input_file_id].path,
+                        job.input_path,
                         output,
                         errors,
                         lines=job.lines,
