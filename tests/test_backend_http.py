@@ -13,11 +13,13 @@ import sys
 import textwrap
 import threading
 import time
+import uuid
 from collections import deque
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import anyio
 import pytest
 import uvicorn
 from starlette.applications import Starlette
@@ -31,10 +33,16 @@ from batch_mcp.backends.base import (
     NotFoundError,
     OutcomeUnknown,
     RateLimitedError,
+    ResultsNotReady,
     ServiceError,
 )
 from batch_mcp.backends.http import HttpClient, HttpOptions, redact_url
 from batch_mcp.backends.retries import RetryPolicy
+from batch_mcp.demo import example_file
+from batch_mcp.sandbox import SandboxServer
+from batch_mcp.schemas import ResultLinks
+
+from conftest import fast_config
 
 FAST = HttpOptions(retry=RetryPolicy(max_attempts=3, base_delay_s=0.01, max_delay_s=0.05), timeout_s=30.0)
 KEY = "sk-test-0123456789"
@@ -366,3 +374,47 @@ async def test_a_download_streams_to_disk_with_progress(client: HttpClient, home
     assert await client.download("download", client.url("/data"), dest, on_progress=progress) == len(home.payload)
     assert dest.read_bytes() == home.payload
     assert len(seen) > 1 and seen[-1] == (len(home.payload), len(home.payload))
+
+
+# --- DigitalOcean fits the same loop ---------------------------------------------------------------
+
+
+async def test_digitalocean_flow_runs_on_the_shared_loop(tmp_path: Path) -> None:
+    """Today's DO emulator through HttpClient alone: presigned PUT and GET without the token, a create made
+    idempotent by its request_id (so a 500 is retried), DO's 412 mapped to ResultsNotReady."""
+    with SandboxServer(fast_config(failure_rate=0.0)) as server:
+        http = HttpClient(backend="digitalocean", base_url=server.base_url,
+                          credentials={"Authorization": f"Bearer {server.token}"}, options=FAST,
+                          status_errors={412: ResultsNotReady})
+        try:
+            path = tmp_path / "in.jsonl"
+            path.write_bytes(example_file("tickets.jsonl").read_bytes())
+            intent = (await http.request("create_file", "POST", http.url("/v1/batches/files"), idempotent=True,
+                                         json={"file_name": path.name})).json()
+            await http.put_file("upload", intent["upload_url"], path)
+            server.sandbox.faults.fail_next("create_batch", "server_error")
+            body = {"provider": "openai", "file_id": intent["file_id"], "endpoint": "/v1/chat/completions",
+                    "completion_window": "24h", "request_id": str(uuid.uuid4())}
+            create = http.url("/v1/batches")
+            first = (await http.request("create_batch", "POST", create, idempotent=True, json=body)).json()
+            again = (await http.request("create_batch", "POST", create, idempotent=True, json=body)).json()
+            assert first["batch_id"] == again["batch_id"] and len(server.sandbox.jobs) == 1
+            results = http.url(f"/v1/batches/{first['batch_id']}/results")
+            with pytest.raises(ResultsNotReady):
+                await http.request("get_results", "GET", results, idempotent=True)
+            for _ in range(400):
+                if (await http.request("get_batch", "GET", http.url(f"/v1/batches/{first['batch_id']}"),
+                                       idempotent=True)).json()["status"] == "completed":
+                    break
+                await anyio.sleep(0.05)
+            links = ResultLinks.from_wire((await http.request("get_results", "GET", results, idempotent=True)).json())
+            assert links.output_file_url is not None
+            written = await http.download("download", links.output_file_url, tmp_path / "out.jsonl",
+                                          authenticated=False)
+            assert written == (tmp_path / "out.jsonl").stat().st_size > 0
+        finally:
+            await http.aclose()
+    sent = {(record.operation, record.authorization) for record in server.sandbox.requests}
+    assert sent == {("create_file", True), ("upload", False), ("create_batch", True), ("get_results", True),
+                    ("get_batch", True), ("download", False)}
+    assert sum(record.operation == "create_batch" for record in server.sandbox.requests) == 3
