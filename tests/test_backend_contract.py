@@ -266,8 +266,8 @@ async def test_one_job_per_submission_whatever_happens_to_the_create(emulator: S
                                                                      backend: OpenAICompatBackend,
                                                                      requests_file: Path, kind: str,
                                                                      sent: int) -> None:
-    """A 500 or a drop before the service acted, or a lost answer after it did: the create is never
-    retried blindly, and create -> recover -> (create only if nothing was found) makes exactly one job."""
+    """A 500 or a drop before the service acted, or a lost answer after it did:
+    create -> recover -> (create only if nothing was found) makes exactly one job."""
     spec = planned((await backend.upload(requests_file, "openai")).ref)
     emulator.sandbox.faults.fail_next("create_batch", kind)  # type: ignore[arg-type]
     before = creates(emulator)
@@ -276,6 +276,19 @@ async def test_one_job_per_submission_whatever_happens_to_the_create(emulator: S
     assert jobs_with(emulator, spec.client_token) == [job.id]
     recovered = await backend.recover(spec)
     assert recovered is not None and recovered.id == job.id
+
+
+@pytest.mark.parametrize("kind", ["server_error", "drop"])
+async def test_a_create_answered_5xx_or_cut_off_is_not_sent_again(emulator: SandboxServer,
+                                                                  backend: OpenAICompatBackend,
+                                                                  requests_file: Path, kind: str) -> None:
+    spec = planned((await backend.upload(requests_file, "openai")).ref)
+    emulator.sandbox.faults.fail_next("create_batch", kind)  # type: ignore[arg-type]
+    before = creates(emulator)
+    with pytest.raises(CreateNotConfirmed, match="may or may not exist"):
+        await backend.create(spec)
+    assert creates(emulator) == before + 1
+    assert await backend.recover(spec) is None  # it did not take effect: now creating again is safe
 
 
 async def test_a_create_refused_with_429_is_sent_again(emulator: SandboxServer, backend: OpenAICompatBackend,

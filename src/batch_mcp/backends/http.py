@@ -191,7 +191,7 @@ class HttpClient:
     async def request(self, operation: str, method: str, url: str, *, idempotent: bool,
                       authenticated: bool = True, headers: Mapping[str, str] | None = None,
                       body: Callable[[], AsyncIterator[bytes]] | None = None, **kwargs: Any) -> httpx2.Response:
-        """Send with retries and return a 2xx/3xx answer; anything else raises a typed error.
+        """Send with retries and return a 2xx answer; anything else raises a typed error.
 
         ``body`` makes a fresh byte stream per attempt, for bodies too big to hold in memory.
         """
