@@ -249,7 +249,7 @@ class HttpClient:
 
                 async def fetch() -> httpx2.Response:
                     async with self._http.stream("GET", url, headers=sent_headers) as response:
-                        if response.status_code != 200:
+                        if response.status_code >= 300:
                             return await _error_answer(response)
                         await _save(response, out, on_progress)
                         return response
