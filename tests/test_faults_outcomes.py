@@ -14,7 +14,7 @@ import pytest
 from test_faults_mcp import SUBMIT, fast_retries, text
 
 from batch_mcp.sandbox import SandboxServer
-from batch_mcp.sandbox.app import REDIRECT_HOST
+from batch_mcp.sandbox.pipeline import REDIRECT_HOST
 from batch_mcp.services.workspace import sha256_of
 
 from conftest import mcp_session, settings_for

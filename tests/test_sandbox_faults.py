@@ -10,7 +10,7 @@ from collections.abc import Callable
 import httpx2
 import pytest
 
-from batch_mcp.sandbox.app import REDIRECT_HOST
+from batch_mcp.sandbox.pipeline import REDIRECT_HOST
 
 from test_sandbox_support import Driver, jsonl, one_call_per_operation, prompts
 

@@ -69,11 +69,13 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _sandbox(args: argparse.Namespace) -> int:
-    from batch_mcp.sandbox import SandboxConfig, serve
+    from batch_mcp.sandbox import SandboxConfig, api_base_path, serve
 
-    config = SandboxConfig(token=args.token, dialect=args.dialect, failure_rate=args.failure_rate,
-                           requests_per_s=args.requests_per_s)
-    print(f"sandbox: http://{args.host}:{args.port} (dialect {args.dialect}); token from --token", file=sys.stderr)
+    config = SandboxConfig(token=args.token, backend=args.backend, dialect=args.dialect,
+                           failure_rate=args.failure_rate, requests_per_s=args.requests_per_s)
+    shape = f"dialect {args.dialect}" if args.backend == "digitalocean" else "the OpenAI Batch API"
+    print(f"sandbox: {args.backend} at http://{args.host}:{args.port}{api_base_path(config)} ({shape}); "
+          "token from --token", file=sys.stderr)
     serve(config, args.host, args.port)
     return 0
 
@@ -129,7 +131,10 @@ def build_parser() -> argparse.ArgumentParser:
     sandbox.add_argument("--host", default="127.0.0.1")
     sandbox.add_argument("--port", type=int, default=8787)
     sandbox.add_argument("--token", default=os.environ.get("BATCH_MCP_SANDBOX_TOKEN", "sandbox-token"))
-    sandbox.add_argument("--dialect", choices=["openapi", "godo"], default="openapi")
+    sandbox.add_argument("--backend", choices=["digitalocean", "openai", "deepinfra", "groq"],
+                         default="digitalocean", help="which batch API to emulate")
+    sandbox.add_argument("--dialect", choices=["openapi", "godo"], default="openapi",
+                         help="digitalocean only: the spec's shapes or the Go client's")
     sandbox.add_argument("--failure-rate", type=float, default=0.03, help="share of requests that fail")
     sandbox.add_argument("--requests-per-s", type=float, default=500.0, help="processing pace")
     sandbox.set_defaults(run=_sandbox)

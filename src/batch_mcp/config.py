@@ -6,27 +6,18 @@ only where the API client builds its Authorization header.
 
 from __future__ import annotations
 
-import ipaddress
 import os
 from pathlib import Path
 from typing import Annotated
-from urllib.parse import urlsplit
 
 from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from batch_mcp.backends.http import check_base_url
+from batch_mcp.backends.http import is_loopback as is_loopback  # re-exported: server.py checks bind hosts
 from batch_mcp.client import DEFAULT_BASE_URL
 
 TOKEN_VARIABLES = ("MODEL_ACCESS_KEY", "DIGITALOCEAN_TOKEN")
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
 
 
 def default_state_dir() -> Path:
@@ -64,13 +55,7 @@ class Settings(BaseSettings):
     @classmethod
     def _https_beyond_loopback(cls, url: str) -> str:
         """The token travels in every API request: never in clear text beyond this machine."""
-        parts = urlsplit(url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError(f"BATCH_MCP_BASE_URL must be an http(s) URL, not {url!r}")
-        if parts.scheme == "http" and not is_loopback(parts.hostname):
-            raise ValueError(f"BATCH_MCP_BASE_URL {url!r} would send the API token unencrypted; use https:// "
-                             "(plain http is allowed only for loopback addresses such as the sandbox)")
-        return url
+        return check_base_url(url, "BATCH_MCP_BASE_URL")
 
     @field_validator("allowed_dirs", mode="before")
     @classmethod

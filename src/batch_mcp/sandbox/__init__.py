@@ -24,8 +24,7 @@ Test and admin routes, bearer-authenticated and not rate-limited: ``POST /_sandb
 ``GET /_sandbox/stats`` and ``GET /_sandbox/requests``.
 """
 
-from batch_mcp.sandbox.app import create_app
 from batch_mcp.sandbox.config import SandboxConfig
-from batch_mcp.sandbox.server import SandboxServer, serve
+from batch_mcp.sandbox.server import SandboxServer, api_base_path, create_app, serve
 
-__all__ = ["SandboxConfig", "SandboxServer", "create_app", "serve"]
+__all__ = ["SandboxConfig", "SandboxServer", "api_base_path", "create_app", "serve"]

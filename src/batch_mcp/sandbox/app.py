@@ -1,48 +1,42 @@
 """The sandbox's HTTP surface: DigitalOcean's batch API, its presigned storage, and admin routes.
 
-Every route runs through one pipeline (:func:`_operation`): log the request, check the bearer token
-(API and admin only; storage URLs are presigned), spend the rate budget (API only), apply injected
-delays and faults, then answer. Errors always use the API's ``{id, message, request_id}`` body,
+Every route runs through the shared pipeline (:mod:`batch_mcp.sandbox.pipeline`): log the request,
+check the bearer token (API and admin only; storage URLs are presigned), spend the rate budget (API
+only), apply injected delays and faults, then answer. Errors always use the API's ``{id, message, request_id}`` body,
 except storage refusals, which answer like S3 with XML.
 """
 
 from __future__ import annotations
 
-import hmac
 import math
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import asdict
-from typing import Any, Literal, TypeVar
+from typing import Literal
 from xml.sax.saxutils import escape
 
-import anyio
-from pydantic import BaseModel, Field, ValidationError, model_validator
+from pydantic import BaseModel, Field, model_validator
 from starlette.applications import Starlette
-from starlette.datastructures import MutableHeaders
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
-from starlette.requests import ClientDisconnect, Request
+from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Route
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from batch_mcp.sandbox.admin import INVALID, admin_routes
+from batch_mcp.sandbox.anthropic_lines import AnthropicLineFormat
 from batch_mcp.sandbox.config import SandboxConfig
 from batch_mcp.sandbox.dialects import DIALECTS, ResultUrls, rfc3339
-from batch_mcp.sandbox.faults import Fault, FaultKind, Operation, RequestRecord
-from batch_mcp.sandbox.state import ApiError, Sandbox, new_id
-from batch_mcp.sandbox.validation import describe
-from batch_mcp.schemas import TERMINAL_STATUSES, CreateBatchRequest
+from batch_mcp.sandbox.openai.lines import OpenAILineFormat
+from batch_mcp.sandbox.pipeline import Body, Handler, RateLimitHeaders, discard_body, operation_route, parse_json
+from batch_mcp.sandbox.ratelimit import digitalocean_headers
+from batch_mcp.sandbox.results import LineFormat
+from batch_mcp.sandbox.state import TERMINAL_STATUSES, ApiError, Job, Sandbox, new_id
 
 FILE_NAME_PATTERN = r".+\.[Jj][Ss][Oo][Nn][Ll]$"
 DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE = 20, 100
-#: How much of a request body a ``drop`` fault reads before closing the connection.
-DROP_AFTER_BYTES = 64 * 1024
 #: S3's answers for an expired URL, and for a signed URL whose object is gone.
 EXPIRED = ("AccessDenied", "Request has expired.")
 ACCESS_DENIED = ("AccessDenied", "Access Denied")
-#: Where a ``redirect`` fault sends the client: a name that never resolves, so following it fails loudly.
-REDIRECT_HOST = "storage.eu-west-1.sandbox.invalid"
 
 ERROR_IDS = {
     400: "bad_request",
@@ -88,12 +82,16 @@ class FileIntentBody(BaseModel):
     file_name: str = Field(min_length=7, pattern=FILE_NAME_PATTERN)
 
 
-class BatchCreateBody(CreateBatchRequest):
-    """The shared request model held to the contract: every field the spec requires is required, and
+class BatchCreateBody(BaseModel):
+    """``POST /v1/batches`` held to the contract: every field the spec requires is required, and
     ``endpoint`` is present exactly when the provider is openai."""
 
+    file_id: str
+    provider: Literal["openai", "anthropic"]
     completion_window: Literal["24h"]
     request_id: str = Field(min_length=1)
+    endpoint: Literal["/v1/chat/completions", "/v1/responses"] | None = None
+    metadata: dict[str, str] | None = None
 
     @model_validator(mode="after")
     def _endpoint_fits_provider(self) -> BatchCreateBody:
@@ -103,17 +101,10 @@ class BatchCreateBody(CreateBatchRequest):
             raise ValueError("endpoint must be omitted when provider is anthropic")
         return self
 
-
-class FaultBody(BaseModel):
-    operation: Operation
-    kind: FaultKind = "server_error"
-    times: int = Field(default=1, ge=1)
-    retry_after_s: int = Field(default=1, ge=0)
-
-
-class SlowBody(BaseModel):
-    operation: Operation
-    seconds: float = Field(ge=0)
+    def lines(self) -> LineFormat:
+        if self.endpoint is None:
+            return AnthropicLineFormat()
+        return OpenAILineFormat(self.endpoint, failure_style="error", cut_off_lines=False, one_model=False)
 
 
 class ExpireUploadsBody(BaseModel):
@@ -121,21 +112,9 @@ class ExpireUploadsBody(BaseModel):
     ttl_s: float | None = Field(default=None, gt=0)
 
 
-class AdvanceClockBody(BaseModel):
-    seconds: float = Field(ge=0)
-
-
-Body = TypeVar("Body", bound=BaseModel)
-
-
 async def _parse(request: Request, model: type[Body]) -> Body:
     """The JSON body as ``model``: 400 if it is not JSON, 422 if it breaks the schema."""
-    try:
-        return model.model_validate_json(await request.body() or b"{}")
-    except ValidationError as exc:
-        if any(error["type"] == "json_invalid" for error in exc.errors()):
-            raise ApiError(400, "error parsing request body: it is not valid JSON") from exc
-        raise ApiError(422, f"request payload validation failed: {describe(exc)}") from exc
+    return await parse_json(request, model, invalid_status=INVALID)
 
 
 # --- responses -------------------------------------------------------------------------------------
@@ -160,118 +139,12 @@ def _storage_refusal(code: str, message: str) -> Response:
     return Response(xml, status_code=403, media_type="application/xml")
 
 
-def _storage_redirect(request: Request) -> Response:
-    """A 307 as S3 sends it for a bucket in another region: the same path and query on another host."""
-    location = request.url.replace(netloc=REDIRECT_HOST)
-    xml = (
-        '<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>TemporaryRedirect</Code>'
-        f"<Message>Please re-send this request to the specified temporary endpoint.</Message>"
-        f"<Endpoint>{REDIRECT_HOST}</Endpoint><RequestId>{new_id()}</RequestId></Error>"
-    )
-    return Response(xml, status_code=307, media_type="application/xml", headers={"location": str(location)})
-
-
-class ConnectionDropped(Exception):
-    """Raised mid-response so the server closes the connection: the injected ``drop`` fault."""
-
-
-class DroppedConnection(Response):
-    """Promise a body, send a fragment of it, then abort: the client sees a protocol error."""
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 200,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", b"4096")],
-            }
-        )
-        await send({"type": "http.response.body", "body": b'{"', "more_body": True})
-        raise ConnectionDropped
-
-
-async def _read_some(request: Request) -> None:
-    """Consume the start of the body, so a drop during an upload happens mid-transfer."""
-    read = 0
-    async for chunk in request.stream():
-        read += len(chunk)
-        if read >= DROP_AFTER_BYTES:
-            return
-
-
-async def _discard_body(request: Request) -> None:
-    """Drain an unread body so a large upload refused early still gets its answer, not a reset."""
-    async for _ in request.stream():
-        pass
-
-
 def _origin(request: Request, sandbox: Sandbox) -> str:
     return sandbox.config.public_base_url or str(request.base_url)
 
 
-# --- the pipeline ----------------------------------------------------------------------------------
-
-Handler = Callable[[Request, Sandbox], Awaitable[Response]]
-
-
-def _operation(
-    path: str,
-    method: str,
-    operation: str,
-    handler: Handler,
-    *,
-    authenticated: bool = True,
-    metered: bool = True,
-) -> Route:
-    """A route whose handler runs behind logging, auth, the rate budget and fault injection."""
-
-    async def endpoint(request: Request) -> Response:
-        sandbox: Sandbox = request.app.state.sandbox
-        sandbox.requests.append(
-            RequestRecord(
-                operation,
-                request.method,
-                request.url.path,
-                "authorization" in request.headers,
-                request.headers.get("host", ""),
-            )
-        )
-        try:
-            if authenticated:
-                _authenticate(request, sandbox.config.token)
-            if metered and (wait := sandbox.limiter.acquire(sandbox.clock.now())) is not None:
-                raise ApiError(429, retry_after_s=wait)
-            if delay := sandbox.faults.delay(operation):
-                await anyio.sleep(delay)
-            fault = sandbox.faults.take(operation)
-            if fault is not None and fault.kind == "drop":
-                await _read_some(request)
-                return DroppedConnection()
-            if fault is not None and fault.kind == "redirect":
-                await _discard_body(request)
-                return _storage_redirect(request)
-            if fault is not None:
-                raise _injected_error(fault)
-            return await handler(request, sandbox)
-        except ApiError as error:
-            await _discard_body(request)
-            return error_response(error)
-        except ClientDisconnect:  # e.g. an upload aborted by the client: nobody is left to answer
-            return Response(status_code=400)
-
-    return Route(path, endpoint, methods=[method])
-
-
-def _injected_error(fault: Fault) -> ApiError:
-    if fault.kind == "rate_limit":
-        return ApiError(429, retry_after_s=fault.retry_after_s)
-    return ApiError(409 if fault.kind == "conflict" else 500)
-
-
-def _authenticate(request: Request, token: str) -> None:
-    scheme, _, credentials = request.headers.get("authorization", "").partition(" ")
-    if scheme.lower() != "bearer" or not hmac.compare_digest(credentials.strip().encode(), token.encode()):
-        raise ApiError(401)
+def _route(path: str, method: str, operation: str, handler: Handler, **options: bool) -> Route:
+    return operation_route(path, method, operation, handler, error_response, **options)
 
 
 # --- batch API -------------------------------------------------------------------------------------
@@ -287,7 +160,9 @@ def _result_path(file_id: str) -> str:
 
 async def create_file(request: Request, sandbox: Sandbox) -> Response:
     body = await _parse(request, FileIntentBody)
-    record = sandbox.create_file(body.file_name)
+    record = sandbox.create_file(
+        body.file_name, upload_ttl_s=sandbox.faults.upload_url_ttl_s or sandbox.config.upload_url_ttl_s
+    )
     url = sandbox.signer.presign(
         _origin(request, sandbox), "PUT", _upload_path(record.file_id), math.ceil(record.upload_deadline)
     )
@@ -297,8 +172,31 @@ async def create_file(request: Request, sandbox: Sandbox) -> Response:
     )
 
 
+def _start_job(sandbox: Sandbox, body: BatchCreateBody) -> Job:
+    """Create a job, or return the one already created with this idempotency key."""
+    existing = next((job for job in sandbox.jobs.values() if job.request.request_id == body.request_id), None)
+    if existing is not None:
+        if existing.request != body:
+            raise ApiError(
+                409,
+                f"request_id '{body.request_id}' was already used for batch "
+                f"{existing.batch_id} with a different request body.",
+            )
+        return existing
+    record = sandbox.files.get(body.file_id)
+    if record is None:
+        raise ApiError(404, f"Input file '{body.file_id}' was not found.")
+    if record.size is None:
+        raise ApiError(
+            400,
+            f"Input file '{body.file_id}' has not been uploaded: PUT its bytes to the "
+            "upload_url before creating the batch.",
+        )
+    return sandbox.add_job(body, body.file_id, body.lines(), sandbox.config.completion_window_s)
+
+
 async def create_batch(request: Request, sandbox: Sandbox) -> Response:
-    job = sandbox.create_batch(await _parse(request, BatchCreateBody))
+    job = _start_job(sandbox, await _parse(request, BatchCreateBody))
     # An idempotent replay answers 201 too, with the existing job: the spec declares no other success.
     return JSONResponse(
         DIALECTS[sandbox.config.dialect].batch(job, await sandbox.snapshot(job)), status_code=201
@@ -375,7 +273,7 @@ async def upload(request: Request, sandbox: Sandbox) -> Response:
     record = sandbox.files.get(request.path_params["file_id"])
     refusal = _signature_refusal(request, sandbox)
     if refusal is not None or record is None or sandbox.clock.now() >= record.upload_deadline:
-        await _discard_body(request)
+        await discard_body(request)
         return _storage_refusal(*(refusal or EXPIRED))
     await sandbox.store_upload(record, request.stream())
     return Response(status_code=200)
@@ -392,18 +290,6 @@ async def download(request: Request, sandbox: Sandbox) -> Response:
 # --- admin -----------------------------------------------------------------------------------------
 
 
-async def arm_fault(request: Request, sandbox: Sandbox) -> Response:
-    body = await _parse(request, FaultBody)
-    sandbox.faults.fail_next(body.operation, body.kind, body.times, body.retry_after_s)
-    return Response(status_code=204)
-
-
-async def slow_down(request: Request, sandbox: Sandbox) -> Response:
-    body = await _parse(request, SlowBody)
-    sandbox.faults.slow(body.operation, body.seconds)
-    return Response(status_code=204)
-
-
 async def expire_upload_urls(request: Request, sandbox: Sandbox) -> Response:
     body = await _parse(request, ExpireUploadsBody)
     sandbox.expire_upload_urls()
@@ -412,47 +298,7 @@ async def expire_upload_urls(request: Request, sandbox: Sandbox) -> Response:
     return Response(status_code=204)
 
 
-async def advance_clock(request: Request, sandbox: Sandbox) -> Response:
-    sandbox.clock.advance((await _parse(request, AdvanceClockBody)).seconds)
-    return Response(status_code=204)
-
-
-async def reset_faults(request: Request, sandbox: Sandbox) -> Response:
-    sandbox.faults.reset()
-    return Response(status_code=204)
-
-
-async def stats(request: Request, sandbox: Sandbox) -> Response:
-    return JSONResponse(sandbox.stats())
-
-
-async def request_log(request: Request, sandbox: Sandbox) -> Response:
-    return JSONResponse([asdict(record) for record in sandbox.requests])
-
-
 # --- assembly --------------------------------------------------------------------------------------
-
-
-class RateLimitHeaders:
-    """Adds the ``ratelimit-*`` headers to every response, storage and errors included."""
-
-    def __init__(self, app: ASGIApp, sandbox: Sandbox) -> None:
-        self.app = app
-        self.sandbox = sandbox
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-
-        async def send_with_headers(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                headers = MutableHeaders(scope=message)
-                for name, value in self.sandbox.limiter.headers(self.sandbox.clock.now()).items():
-                    headers[name] = value
-            await send(message)
-
-        await self.app(scope, receive, send_with_headers)
 
 
 async def _unrouted(request: Request, exc: Exception) -> Response:
@@ -461,24 +307,17 @@ async def _unrouted(request: Request, exc: Exception) -> Response:
 
 
 def _routes() -> list[Route]:
-    admin: dict[str, Any] = {"authenticated": True, "metered": False}
-    storage: dict[str, Any] = {"authenticated": False, "metered": False}
+    storage = {"authenticated": False, "metered": False}
     return [
-        _operation("/v1/batches/files", "POST", "create_file", create_file),
-        _operation("/v1/batches", "POST", "create_batch", create_batch),
-        _operation("/v1/batches", "GET", "list_batches", list_batches),
-        _operation("/v1/batches/{batch_id}", "GET", "get_batch", get_batch),
-        _operation("/v1/batches/{batch_id}/cancel", "POST", "cancel_batch", cancel_batch),
-        _operation("/v1/batches/{batch_id}/results", "GET", "get_results", get_results),
-        _operation("/storage/uploads/{file_id}.jsonl", "PUT", "upload", upload, **storage),
-        _operation("/storage/results/{file_id}.jsonl", "GET", "download", download, **storage),
-        _operation("/_sandbox/faults", "POST", "admin", arm_fault, **admin),
-        _operation("/_sandbox/slow", "POST", "admin", slow_down, **admin),
-        _operation("/_sandbox/expire-upload-urls", "POST", "admin", expire_upload_urls, **admin),
-        _operation("/_sandbox/advance-clock", "POST", "admin", advance_clock, **admin),
-        _operation("/_sandbox/reset-faults", "POST", "admin", reset_faults, **admin),
-        _operation("/_sandbox/stats", "GET", "admin", stats, **admin),
-        _operation("/_sandbox/requests", "GET", "admin", request_log, **admin),
+        _route("/v1/batches/files", "POST", "create_file", create_file),
+        _route("/v1/batches", "POST", "create_batch", create_batch),
+        _route("/v1/batches", "GET", "list_batches", list_batches),
+        _route("/v1/batches/{batch_id}", "GET", "get_batch", get_batch),
+        _route("/v1/batches/{batch_id}/cancel", "POST", "cancel_batch", cancel_batch),
+        _route("/v1/batches/{batch_id}/results", "GET", "get_results", get_results),
+        _route("/storage/uploads/{file_id}.jsonl", "PUT", "upload", upload, **storage),
+        _route("/storage/results/{file_id}.jsonl", "GET", "download", download, **storage),
+        *admin_routes(error_response, {("POST", "/_sandbox/expire-upload-urls"): expire_upload_urls}),
     ]
 
 
@@ -495,7 +334,7 @@ def create_app(config: SandboxConfig | None = None) -> Starlette:
 
     app = Starlette(
         routes=_routes(),
-        middleware=[Middleware(RateLimitHeaders, sandbox=sandbox)],
+        middleware=[Middleware(RateLimitHeaders, sandbox=sandbox, render=digitalocean_headers)],
         exception_handlers={HTTPException: _unrouted},
         lifespan=lifespan,
     )

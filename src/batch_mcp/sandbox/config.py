@@ -1,4 +1,4 @@
-"""Settings of the sandbox: identity, wire dialect, lifecycle pace, limits and storage."""
+"""Settings of the sandbox: which API it emulates, its wire dialect, lifecycle pace, limits and storage."""
 
 from __future__ import annotations
 
@@ -7,9 +7,11 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
-from batch_mcp.schemas import MAX_FILE_BYTES, MAX_REQUESTS_PER_FILE
-
+Backend = Literal["digitalocean", "openai", "deepinfra", "groq"]
 Dialect = Literal["openapi", "godo"]
+#: DigitalOcean's documented per-file limits.
+DO_MAX_REQUESTS = 50_000
+DO_MAX_BYTES = 200 * 1000 * 1000
 
 
 class SandboxConfig(BaseModel):
@@ -20,7 +22,9 @@ class SandboxConfig(BaseModel):
     """
 
     token: str = "sandbox-token"
-    #: ``openapi`` answers as DigitalOcean's published spec; ``godo`` as the shapes the Go client parses.
+    #: The API emulated: DigitalOcean's, or the OpenAI Batch API as OpenAI, DeepInfra or Groq serve it.
+    backend: Backend = "digitalocean"
+    #: DigitalOcean only: ``openapi`` answers as its published spec; ``godo`` as the Go client parses.
     dialect: Dialect = "openapi"
     validating_s: float = Field(default=0.3, ge=0)
     queued_s: float = Field(default=0.3, ge=0)
@@ -30,11 +34,13 @@ class SandboxConfig(BaseModel):
     failure_rate: float = Field(default=0.03, ge=0, le=1)
     upload_url_ttl_s: float = Field(default=900, gt=0)
     download_url_ttl_s: float = Field(default=3600, gt=0)
+    #: Length of a 24-hour completion window; longer windows (Groq's up to 7d) scale from it.
     completion_window_s: float = Field(default=86400, gt=0)
-    #: Requests allowed per rolling minute on the ``/v1`` API before it answers 429.
+    #: Requests allowed per rolling minute on the API before it answers 429.
     rate_limit_per_minute: int = Field(default=250, ge=1)
-    max_requests: int = Field(default=MAX_REQUESTS_PER_FILE, ge=1)
-    max_bytes: int = Field(default=MAX_FILE_BYTES, ge=1)
+    #: Per-file limits; ``None`` uses the emulated service's own.
+    max_requests: int | None = Field(default=None, ge=1)
+    max_bytes: int | None = Field(default=None, ge=1)
     #: Where uploads and results live; ``None`` means a temporary directory removed on close.
     storage_dir: Path | None = None
     #: Origin used in presigned URLs (``http://host:port``); ``None`` derives it from each request.

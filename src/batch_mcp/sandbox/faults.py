@@ -1,4 +1,8 @@
-"""Test instrumentation: injected failures per operation, and the log of every request received."""
+"""Test instrumentation: injected failures per operation, and the log of every request received.
+
+Operations are the verbs of one emulated API (DigitalOcean's by default); each API's app hands its own
+list to the :class:`FaultPlan` it arms.
+"""
 
 from __future__ import annotations
 
@@ -21,7 +25,9 @@ OPERATIONS: tuple[str, ...] = get_args(Operation)
 #: (as to a create whose idempotency key the API will not accept), ``redirect`` answers 307 to another
 #: host (as S3 does when a bucket lives in another region), ``drop`` starts a response and then closes
 #: the connection mid-body (after reading part of any request body).
-FaultKind = Literal["server_error", "rate_limit", "conflict", "redirect", "drop"]
+#: ``lost_answer`` carries the call out (a create commits) and then drops the connection before the
+#: answer: the client cannot tell whether it happened.
+FaultKind = Literal["server_error", "rate_limit", "conflict", "redirect", "drop", "lost_answer"]
 
 
 @dataclass(frozen=True)
@@ -44,25 +50,25 @@ class RequestRecord:
 class FaultPlan:
     """Faults armed for upcoming calls. Each armed fault fires once, on the next call of its operation."""
 
-    def __init__(self) -> None:
+    def __init__(self, operations: tuple[str, ...] = OPERATIONS) -> None:
+        self.operations = operations
         self._pending: dict[str, deque[Fault]] = {}
         self._delays: dict[str, float] = {}
         #: When set, new upload URLs live this many seconds instead of the configured TTL.
         self.upload_url_ttl_s: float | None = None
 
-    @staticmethod
-    def _known(operation: str) -> str:
-        if operation not in OPERATIONS:
-            raise ValueError(f"unknown operation {operation!r}; expected one of {', '.join(OPERATIONS)}")
+    def _known(self, operation: str) -> str:
+        if operation not in self.operations:
+            raise ValueError(f"unknown operation {operation!r}; expected one of {', '.join(self.operations)}")
         return operation
 
     def fail_next(
-        self, operation: Operation, kind: FaultKind = "server_error", times: int = 1, retry_after_s: int = 1
+        self, operation: str, kind: FaultKind = "server_error", times: int = 1, retry_after_s: int = 1
     ) -> None:
         """Make the next ``times`` calls of ``operation`` fail with ``kind``."""
         self._pending.setdefault(self._known(operation), deque()).extend([Fault(kind, retry_after_s)] * times)
 
-    def slow(self, operation: Operation, seconds: float) -> None:
+    def slow(self, operation: str, seconds: float) -> None:
         """Delay every call of ``operation`` by ``seconds`` (0 removes the delay)."""
         self._delays[self._known(operation)] = seconds
 

@@ -1,11 +1,22 @@
-"""The API's rolling one-minute request budget and the ``ratelimit-*`` headers that report it."""
+"""A rolling one-minute request budget. Each emulated API reports it in its own headers."""
 
 from __future__ import annotations
 
 import math
 from collections import deque
+from dataclasses import dataclass
 
 WINDOW_S = 60.0
+
+
+@dataclass(frozen=True)
+class Budget:
+    """The budget as seen at one instant: what every dialect's rate-limit headers are rendered from."""
+
+    limit: int
+    remaining: int
+    #: Epoch seconds when the oldest counted request leaves the window (a slot frees up).
+    reset_at: float
 
 
 class RateLimiter:
@@ -30,13 +41,16 @@ class RateLimiter:
         self._accepted.append(now)
         return None
 
-    def headers(self, now: float) -> dict[str, str]:
-        """Integer headers as DigitalOcean documents them; the reset is the epoch second the oldest
-        counted request leaves the window."""
+    def budget(self, now: float) -> Budget:
         self._forget_before(now)
         oldest = self._accepted[0] if self._accepted else now
-        return {
-            "ratelimit-limit": str(self.limit),
-            "ratelimit-remaining": str(max(0, self.limit - len(self._accepted))),
-            "ratelimit-reset": str(math.ceil(oldest + WINDOW_S)),
-        }
+        return Budget(self.limit, max(0, self.limit - len(self._accepted)), oldest + WINDOW_S)
+
+
+def digitalocean_headers(budget: Budget, now: float) -> dict[str, str]:
+    """Integer headers as DigitalOcean documents them; the reset is an epoch second."""
+    return {
+        "ratelimit-limit": str(budget.limit),
+        "ratelimit-remaining": str(budget.remaining),
+        "ratelimit-reset": str(math.ceil(budget.reset_at)),
+    }

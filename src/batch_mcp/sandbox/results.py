@@ -1,8 +1,9 @@
-"""Deterministic fake inference: which requests fail, and the provider-native result files.
+"""Deterministic fake inference: which requests fail, what they answer, and the result files.
 
 Everything derives from the input line and the batch id, so the same batch always yields the same
 files, while a request retried in a new batch usually succeeds (its failure draw changes with the
 batch id). A prompt containing ``[[fail]]`` always fails, for tests that need a sure failure.
+The shape of each line belongs to a :class:`LineFormat` (one per provider format).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, Protocol
 
 import msgspec
 
@@ -20,16 +21,31 @@ FAIL_MARKER = b"[[fail]]"
 SUMMARY_WORDS = 12
 GIL_PAUSE_EVERY_S = 0.02
 
-OPENAI_ERRORS = (
-    ("context_length_exceeded", "This model's maximum context length was exceeded by the request."),
-    ("invalid_request_error", "The request body was rejected by the model endpoint."),
-    ("server_error", "The server had an error while processing your request."),
-)
-ANTHROPIC_ERRORS = (
-    ("overloaded_error", "Overloaded"),
-    ("invalid_request_error", "The request parameters were rejected by the model."),
-    ("api_error", "Internal server error"),
-)
+#: What became of one request: it ran (and succeeded or failed), or a cancel or the deadline cut it off.
+Outcome = Literal["succeeded", "failed", "cancelled", "expired"]
+
+
+class LineCheck(Protocol):
+    """Checks the lines of one input file in order; it may remember earlier lines (one model per file)."""
+
+    #: The model the file's requests name, once a line named one.
+    model: str | None
+
+    def problem(self, obj: Any) -> str | None:
+        """Why this decoded line is refused, or ``None``; ``obj["custom_id"]`` is a string when accepted."""
+        ...
+
+
+class LineFormat(Protocol):
+    """A provider's input and result line shapes, as one job of the sandbox uses them."""
+
+    def checker(self) -> LineCheck: ...
+
+    def result_lines(
+        self, request: dict[str, Any], key: str, outcome: Outcome, created: int
+    ) -> tuple[dict | None, dict | None]:
+        """``(output line, error-file line)`` of one request; either may be ``None``."""
+        ...
 
 _POSITIVE = frozenset(
     "good great excellent love loved amazing wonderful best happy fantastic enjoyed perfect nice".split()
@@ -41,19 +57,19 @@ _WORD = re.compile(r"[a-z']+")
 _encoder = msgspec.json.Encoder()
 
 
-def _digest(*parts: str) -> bytes:
+def digest(*parts: str) -> bytes:
     return hashlib.sha256("\x1f".join(parts).encode()).digest()
 
 
-def _short_id(*parts: str) -> str:
-    return _digest(*parts).hex()[:24]
+def short_id(*parts: str) -> str:
+    return digest(*parts).hex()[:24]
 
 
 def will_fail(batch_id: str, custom_id: str, raw_line: bytes, failure_rate: float) -> bool:
     """Whether this request fails in this batch: the marker, or a hash draw under the failure rate."""
     if FAIL_MARKER in raw_line:
         return True
-    draw = int.from_bytes(_digest(batch_id, custom_id)[:8], "big") / 2**64
+    draw = int.from_bytes(digest(batch_id, custom_id)[:8], "big") / 2**64
     return draw < failure_rate
 
 
@@ -95,8 +111,8 @@ def _messages(request: dict[str, Any]) -> tuple[list[Any], str]:
     payload = request.get("params") or request.get("body") or {}
     system = _text(payload.get("system")) + " " + _text(payload.get("instructions"))
     messages = payload.get("messages")
-    if messages is None:  # Responses API: ``input`` is a string or a list of input items
-        raw_input = payload.get("input")
+    if messages is None:  # Responses API: ``input`` is a string or a list of input items (legacy: prompt)
+        raw_input = payload.get("input", payload.get("prompt"))
         messages = [{"role": "user", "content": raw_input}] if isinstance(raw_input, str) else raw_input
     return (messages if isinstance(messages, list) else []), system.strip()
 
@@ -121,120 +137,13 @@ def reply_to(prompt: str) -> str:
     return "Summary: " + " ".join(prompt.split(maxsplit=SUMMARY_WORDS)[:SUMMARY_WORDS])
 
 
-def _tokens(chars: int) -> int:
+def tokens(chars: int) -> int:
     return max(1, chars // 4)
 
 
-# --- provider-native result lines ------------------------------------------------------------------
-
-
-def _openai_body(
-    endpoint: str, key: str, model: str, text: str, usage: tuple[int, int], created: int
-) -> dict:
-    prompt_tokens, output_tokens = usage
-    if endpoint == "/v1/responses":
-        return {
-            "id": f"resp_{key}",
-            "object": "response",
-            "created_at": created,
-            "status": "completed",
-            "model": model,
-            "output": [
-                {
-                    "type": "message",
-                    "id": f"msg_{key}",
-                    "status": "completed",
-                    "role": "assistant",
-                    "content": [{"type": "output_text", "text": text, "annotations": []}],
-                }
-            ],
-            "output_text": text,
-            "usage": {
-                "input_tokens": prompt_tokens,
-                "output_tokens": output_tokens,
-                "total_tokens": prompt_tokens + output_tokens,
-            },
-        }
-    return {
-        "id": f"chatcmpl-{key}",
-        "object": "chat.completion",
-        "created": created,
-        "model": model,
-        "choices": [
-            {
-                "index": 0,
-                "message": {"role": "assistant", "content": text, "refusal": None},
-                "logprobs": None,
-                "finish_reason": "stop",
-            }
-        ],
-        "usage": {
-            "prompt_tokens": prompt_tokens,
-            "completion_tokens": output_tokens,
-            "total_tokens": prompt_tokens + output_tokens,
-        },
-    }
-
-
-def _result_lines(
-    request: dict[str, Any], *, provider: str, endpoint: str | None, batch_id: str, failed: bool, created: int
-) -> tuple[dict | None, dict | None]:
-    """``(output line, error-file line)`` of one request; either may be ``None``."""
-    custom_id = str(request.get("custom_id"))
-    key = _short_id(batch_id, custom_id)
-    choices = ANTHROPIC_ERRORS if provider == "anthropic" else OPENAI_ERRORS
-    code, message = choices[_digest(key)[0] % len(choices)]
-    if provider == "anthropic":
-        if failed:
-            line = {
-                "custom_id": custom_id,
-                "result": {
-                    "type": "errored",
-                    "error": {"type": "error", "error": {"type": code, "message": message}},
-                },
-            }
-            return line, line
-        prompt, prompt_chars = read_prompt(request)
-        text = reply_to(prompt)
-        return {
-            "custom_id": custom_id,
-            "result": {
-                "type": "succeeded",
-                "message": {
-                    "id": f"msg_{key}",
-                    "type": "message",
-                    "role": "assistant",
-                    "model": request.get("params", {}).get("model"),
-                    "content": [{"type": "text", "text": text}],
-                    "stop_reason": "end_turn",
-                    "stop_sequence": None,
-                    "usage": {"input_tokens": _tokens(prompt_chars), "output_tokens": _tokens(len(text))},
-                },
-            },
-        }, None
-    if failed:
-        return None, {
-            "id": f"batch_req_{key}",
-            "custom_id": custom_id,
-            "response": None,
-            "error": {"code": code, "message": message},
-        }
-    prompt, prompt_chars = read_prompt(request)
-    text = reply_to(prompt)
-    body = _openai_body(
-        endpoint or "/v1/chat/completions",
-        key,
-        request.get("body", {}).get("model"),
-        text,
-        (_tokens(prompt_chars), _tokens(len(text))),
-        created,
-    )
-    return {
-        "id": f"batch_req_{key}",
-        "custom_id": custom_id,
-        "response": {"status_code": 200, "request_id": f"req_{_short_id(key)}", "body": body},
-        "error": None,
-    }, None
+def pick(key: str, choices: tuple[tuple[str, str], ...]) -> tuple[str, str]:
+    """A stable choice among ``(code, message)`` failures for the request with this key."""
+    return choices[digest(key)[0] % len(choices)]
 
 
 def write_results(
@@ -242,31 +151,30 @@ def write_results(
     output_path: Path,
     error_path: Path,
     *,
-    provider: str,
-    endpoint: str | None,
+    lines: LineFormat,
     batch_id: str,
     failures: bytes,
     done: int,
+    cut_off_by: Literal["cancelled", "expired"] | None,
     created: int,
 ) -> bool:
-    """Stream the result files of the first ``done`` requests; return whether an error file was written.
+    """Stream the result files; return whether an error file was written.
 
-    ``failures`` holds one flag per request (decided at validation), so the files always agree with
-    the counts the job reported while running.
+    The first ``done`` requests ran; ``failures`` holds one flag per request (decided at validation),
+    so the files always agree with the counts the job reported while running. The rest were cut off
+    by ``cut_off_by``, and the format decides whether they leave a line.
     """
     wrote_errors = False
     with output_path.open("wb") as output, error_path.open("wb") as errors:
         for index, (_, raw) in enumerate(iter_requests(input_path)):
-            if index >= done:
+            if index >= done and cut_off_by is None:
                 break
             request = msgspec.json.decode(raw)
-            line, error_line = _result_lines(
-                request,
-                provider=provider,
-                endpoint=endpoint,
-                batch_id=batch_id,
-                failed=bool(failures[index]),
-                created=created,
+            outcome: Outcome = (
+                cut_off_by if index >= done and cut_off_by else "failed" if failures[index] else "succeeded"
+            )
+            line, error_line = lines.result_lines(
+                request, short_id(batch_id, str(request.get("custom_id"))), outcome, created
             )
             if line is not None:
                 output.write(_encoder.encode(line) + b"\n")

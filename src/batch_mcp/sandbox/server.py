@@ -11,8 +11,11 @@ from types import TracebackType
 import uvicorn
 from starlette.applications import Starlette
 
-from batch_mcp.sandbox.app import ConnectionDropped, create_app
+from batch_mcp.sandbox import app as digitalocean
 from batch_mcp.sandbox.config import SandboxConfig
+from batch_mcp.sandbox.openai import app as openai_family
+from batch_mcp.sandbox.openai.variants import VARIANTS
+from batch_mcp.sandbox.pipeline import ConnectionDropped
 from batch_mcp.sandbox.state import Sandbox
 
 STARTUP_TIMEOUT_S = 10.0
@@ -28,6 +31,19 @@ class _HideDroppedConnections(logging.Filter):
 _hide_dropped_connections = _HideDroppedConnections()
 
 
+def create_app(config: SandboxConfig | None = None) -> Starlette:
+    """A fresh emulator of ``config.backend`` as an ASGI app; its state is ``app.state.sandbox``."""
+    config = config or SandboxConfig()
+    if config.backend == "digitalocean":
+        return digitalocean.create_app(config)
+    return openai_family.create_app(config)
+
+
+def api_base_path(config: SandboxConfig) -> str:
+    """Where the emulated API lives below the origin: what an SDK's base URL adds to ``http://host:port``."""
+    return "" if config.backend == "digitalocean" else VARIANTS[config.backend].base_path
+
+
 def _uvicorn_config(app: Starlette, host: str = "127.0.0.1", port: int = 0) -> uvicorn.Config:
     logging.getLogger("uvicorn.error").addFilter(_hide_dropped_connections)
     return uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False, ws="none")
@@ -36,8 +52,10 @@ def _uvicorn_config(app: Starlette, host: str = "127.0.0.1", port: int = 0) -> u
 class SandboxServer:
     """A sandbox listening on 127.0.0.1 at a free port, served from a background thread.
 
-    ``with SandboxServer(config) as sb:`` gives ``sb.base_url``, ``sb.token`` and ``sb.sandbox`` (the
-    live state, for inspection and fault injection). Presigned URLs point back at ``base_url``.
+    ``with SandboxServer(config) as sb:`` gives ``sb.base_url`` (the API base an SDK takes: the origin
+    for DigitalOcean, ``origin/v1`` for OpenAI, ``/v1/openai`` for DeepInfra, ``/openai/v1`` for Groq),
+    ``sb.origin`` (where ``/_sandbox`` admin routes live), ``sb.token`` and ``sb.sandbox`` (the live
+    state, for inspection and fault injection). Presigned URLs point back at ``origin``.
     """
 
     def __init__(self, config: SandboxConfig | None = None, host: str = "127.0.0.1") -> None:
@@ -46,8 +64,9 @@ class SandboxServer:
         self._socket = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
         self._socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self._socket.bind((host, 0))
-        self.base_url = f"http://{host}:{self._socket.getsockname()[1]}"
-        config = (config or SandboxConfig()).model_copy(update={"public_base_url": self.base_url})
+        self.origin = f"http://{host}:{self._socket.getsockname()[1]}"
+        config = (config or SandboxConfig()).model_copy(update={"public_base_url": self.origin})
+        self.base_url = self.origin + api_base_path(config)
         app = create_app(config)
         self.sandbox: Sandbox = app.state.sandbox
         self._server = uvicorn.Server(_uvicorn_config(app))

@@ -1,6 +1,8 @@
-"""The sandbox's account: input files, batch jobs and their lifecycle, computed from the clock.
+"""The sandbox's account: files, batch jobs and their lifecycle, computed from the clock.
 
-No background task drives a job. Its status, counts and timestamps are a pure function of its
+This engine is shared by every emulated API and knows none of their wire shapes: a job holds the
+API's own request model opaquely, plus the :class:`LineFormat` that checks its input lines and
+writes its result lines. No background task drives a job. Its status, counts and timestamps are a pure function of its
 creation time, the configured pace, a possible cancel time and the current clock, evaluated on
 each access. The two pieces of real work (checking the input file when ``validating`` ends, and
 writing result files once terminal) run lazily in a worker thread, once per job.
@@ -16,26 +18,43 @@ from collections.abc import AsyncIterable
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import anyio
 
-from batch_mcp.sandbox.config import SandboxConfig
-from batch_mcp.sandbox.faults import FaultPlan, RequestRecord
+from batch_mcp.sandbox.config import DO_MAX_BYTES, DO_MAX_REQUESTS, SandboxConfig
+from batch_mcp.sandbox.faults import OPERATIONS, FaultPlan, RequestRecord
 from batch_mcp.sandbox.ratelimit import RateLimiter
-from batch_mcp.sandbox.results import write_results
+from batch_mcp.sandbox.results import LineFormat, write_results
 from batch_mcp.sandbox.signing import UrlSigner
 from batch_mcp.sandbox.validation import InputCheck, check_input
-from batch_mcp.schemas import RESULT_STATUSES, TERMINAL_STATUSES, CreateBatchRequest
+
+TERMINAL_STATUSES = frozenset({"completed", "failed", "expired", "cancelled"})
+#: Terminal statuses whose partial or full results can be downloaded.
+RESULT_STATUSES = frozenset({"completed", "cancelled", "expired"})
 
 
 class ApiError(Exception):
-    """A failure the API reports as ``{id, message, request_id}`` with this HTTP status."""
+    """A failure the API reports with this HTTP status, rendered in each API's own error body.
 
-    def __init__(self, status: int, message: str | None = None, *, retry_after_s: int | None = None) -> None:
+    ``param`` and ``code`` feed the APIs whose error bodies carry them (OpenAI's); others ignore them.
+    """
+
+    def __init__(
+        self,
+        status: int,
+        message: str | None = None,
+        *,
+        retry_after_s: int | None = None,
+        param: str | None = None,
+        code: str | None = None,
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
         self.retry_after_s = retry_after_s
+        self.param = param
+        self.code = code
 
 
 class Clock:
@@ -61,23 +80,33 @@ def new_id() -> str:
 
 
 @dataclass
-class InputFile:
+class StoredFile:
     file_id: str
     file_name: str
     path: Path
     created_at: float
-    #: When its upload URL stops working; a fault may move it earlier.
-    upload_deadline: float
+    #: When its upload URL stops working (presigned uploads only); a fault may move it earlier.
+    upload_deadline: float = math.inf
     #: Size of the completed upload; ``None`` until one completed (the create-time HEAD check).
     size: int | None = None
+    purpose: str = "batch"
+    #: When the service deletes it (OpenAI-family files); ``None``: never.
+    expires_at: float | None = None
 
 
 @dataclass
 class Job:
     batch_id: str
     seq: int  # creation order, for newest-first listing and cursors
-    request: CreateBatchRequest
+    #: The create body in the emulated API's own model, kept for echoing back and idempotent replays.
+    request: Any
+    input_file_id: str
+    #: The input's bytes, which outlive the file's deletion from the account while the job needs them.
+    input_path: Path
+    lines: LineFormat
     created_at: float
+    #: Length of this job's completion window.
+    window_s: float
     output_file_id: str = field(default_factory=new_id)
     error_file_id: str = field(default_factory=new_id)
     cancel_requested_at: float | None = None
@@ -109,13 +138,18 @@ class Snapshot:
     def has_results(self) -> bool:
         return self.status in RESULT_STATUSES
 
+    @property
+    def unfinished(self) -> int:
+        """Requests that will never run: cut off by a cancel or the deadline."""
+        return self.total - self.done if self.status in RESULT_STATUSES else 0
+
 
 def _validated_at(job: Job, pace: SandboxConfig) -> float:
     return job.created_at + pace.validating_s
 
 
-def _deadline(job: Job, pace: SandboxConfig) -> float:
-    return job.created_at + pace.completion_window_s
+def _deadline(job: Job) -> float:
+    return job.created_at + job.window_s
 
 
 def needs_check(job: Job, now: float, pace: SandboxConfig) -> bool:
@@ -123,13 +157,20 @@ def needs_check(job: Job, now: float, pace: SandboxConfig) -> bool:
     return (
         job.check is None
         and now >= _validated_at(job, pace)
-        and _validated_at(job, pace) < _deadline(job, pace)
+        and _validated_at(job, pace) < _deadline(job)
+        and (job.cancel_requested_at is None or job.cancel_requested_at >= _validated_at(job, pace))
     )
 
 
 def snapshot_at(job: Job, now: float, pace: SandboxConfig) -> Snapshot:
     """The job's state at ``now``. Requires ``job.check`` once ``needs_check`` would be true."""
-    created, validated, deadline = job.created_at, _validated_at(job, pace), _deadline(job, pace)
+    created, validated, deadline = job.created_at, _validated_at(job, pace), _deadline(job)
+    cancel = job.cancel_requested_at
+    if cancel is not None and cancel < min(validated, deadline):  # cancelled before it was ever checked
+        ended = cancel + pace.cancelling_s
+        if now >= ended:
+            return Snapshot("cancelled", 0, 0, 0, updated_at=ended, expires_at=deadline, cancelled_at=ended)
+        return Snapshot("cancelling", 0, 0, 0, updated_at=cancel, expires_at=deadline)
     if now < min(validated, deadline):
         return Snapshot("validating", 0, 0, 0, updated_at=created, expires_at=deadline)
     if deadline <= validated:
@@ -186,16 +227,26 @@ def snapshot_at(job: Job, now: float, pace: SandboxConfig) -> Snapshot:
 class Sandbox:
     """All state of one sandbox: the account's files and jobs, plus the test instrumentation."""
 
-    def __init__(self, config: SandboxConfig) -> None:
+    def __init__(
+        self,
+        config: SandboxConfig,
+        operations: tuple[str, ...] = OPERATIONS,
+        limits: tuple[int, int] = (DO_MAX_REQUESTS, DO_MAX_BYTES),
+    ) -> None:
+        """``operations`` are the emulated API's verbs; ``limits`` its own (requests, bytes) per batch
+        file, which the config may override."""
         self.config = config
+        self.max_requests = config.max_requests or limits[0]
+        self.max_bytes = config.max_bytes or limits[1]
         self.clock = Clock()
         self.signer = UrlSigner()
         self.limiter = RateLimiter(config.rate_limit_per_minute)
-        self.faults = FaultPlan()
+        self.faults = FaultPlan(operations)
         self.requests: list[RequestRecord] = []
-        self.files: dict[str, InputFile] = {}
+        self.files: dict[str, StoredFile] = {}
         self.jobs: dict[str, Job] = {}
-        self._by_request_id: dict[str, Job] = {}
+        #: Result files by id, once written.
+        self.result_records: dict[str, StoredFile] = {}
         self._tempdir: tempfile.TemporaryDirectory[str] | None = None
         if config.storage_dir is None:
             self._tempdir = tempfile.TemporaryDirectory(prefix="batch-mcp-sandbox-")
@@ -206,7 +257,6 @@ class Sandbox:
         self.results_dir = root / "results"
         self.uploads_dir.mkdir(parents=True, exist_ok=True)
         self.results_dir.mkdir(parents=True, exist_ok=True)
-        self._result_paths: dict[str, Path] = {}
 
     def close(self) -> None:
         """Remove the storage directory if the sandbox created it."""
@@ -215,11 +265,11 @@ class Sandbox:
 
     # --- files -------------------------------------------------------------------------------------
 
-    def create_file(self, file_name: str) -> InputFile:
-        file_id = new_id()
+    def create_file(self, file_name: str, *, file_id: str | None = None, upload_ttl_s: float = math.inf) -> StoredFile:
+        """Register a file whose bytes are still to come (see :meth:`store_upload`)."""
+        file_id = file_id or new_id()
         now = self.clock.now()
-        ttl = self.faults.upload_url_ttl_s or self.config.upload_url_ttl_s
-        record = InputFile(file_id, file_name, self.uploads_dir / f"{file_id}.jsonl", now, now + ttl)
+        record = StoredFile(file_id, file_name, self.uploads_dir / f"{file_id}.jsonl", now, now + upload_ttl_s)
         self.files[file_id] = record
         return record
 
@@ -229,7 +279,7 @@ class Sandbox:
         for record in self.files.values():
             record.upload_deadline = min(record.upload_deadline, now)
 
-    async def store_upload(self, record: InputFile, chunks: AsyncIterable[bytes]) -> None:
+    async def store_upload(self, record: StoredFile, chunks: AsyncIterable[bytes]) -> None:
         """Write the body to disk as it arrives; the file counts as uploaded only once complete.
 
         Buffered synchronous writes measured as fast as writing from a worker thread here, since the
@@ -250,29 +300,13 @@ class Sandbox:
 
     # --- jobs --------------------------------------------------------------------------------------
 
-    def create_batch(self, request: CreateBatchRequest) -> Job:
-        """Create a job, or return the one already created with this idempotency key."""
-        existing = self._by_request_id.get(request.request_id)
-        if existing is not None:
-            if existing.request != request:
-                raise ApiError(
-                    409,
-                    f"request_id '{request.request_id}' was already used for batch "
-                    f"{existing.batch_id} with a different request body.",
-                )
-            return existing
-        record = self.files.get(request.file_id)
-        if record is None:
-            raise ApiError(404, f"Input file '{request.file_id}' was not found.")
-        if record.size is None:
-            raise ApiError(
-                400,
-                f"Input file '{request.file_id}' has not been uploaded: PUT its bytes to the "
-                "upload_url before creating the batch.",
-            )
-        job = Job(new_id(), len(self.jobs), request, self.clock.now())
+    def add_job(
+        self, request: Any, input_file_id: str, lines: LineFormat, window_s: float, *, batch_id: str | None = None
+    ) -> Job:
+        """Start a job on an uploaded file; the API checked the request and the file beforehand."""
+        path = self.files[input_file_id].path
+        job = Job(batch_id or new_id(), len(self.jobs), request, input_file_id, path, lines, self.clock.now(), window_s)
         self.jobs[job.batch_id] = job
-        self._by_request_id[request.request_id] = job
         return job
 
     def job(self, batch_id: str) -> Job:
@@ -289,13 +323,12 @@ class Sandbox:
                     job.check = await anyio.to_thread.run_sync(
                         partial(
                             check_input,
-                            self.files[job.request.file_id].path,
-                            provider=job.request.provider,
-                            endpoint=job.request.endpoint,
+                            job.input_path,
+                            job.lines.checker(),
                             batch_id=job.batch_id,
                             failure_rate=self.config.failure_rate,
-                            max_requests=self.config.max_requests,
-                            max_bytes=self.config.max_bytes,
+                            max_requests=self.max_requests,
+                            max_bytes=self.max_bytes,
                         )
                     )
         return snapshot_at(job, self.clock.now(), self.config)
@@ -305,11 +338,12 @@ class Sandbox:
         jobs = sorted(self.jobs.values(), key=lambda job: job.seq, reverse=True)
         return [(job, await self.snapshot(job)) for job in jobs]
 
-    async def cancel(self, job: Job) -> Snapshot:
+    async def cancel(self, job: Job, *, while_validating: bool = False) -> Snapshot:
+        """Ask the job to stop; ``while_validating`` says whether this API accepts that before the check."""
         snap = await self.snapshot(job)
         if snap.status in TERMINAL_STATUSES:
             raise ApiError(409, f"Batch '{job.batch_id}' is already {snap.status} and cannot be cancelled.")
-        if snap.status == "validating":
+        if snap.status == "validating" and not while_validating:
             raise ApiError(
                 409,
                 f"Batch '{job.batch_id}' is still validating and has not been submitted to the "
@@ -329,25 +363,28 @@ class Sandbox:
                 has_errors = await anyio.to_thread.run_sync(
                     partial(
                         write_results,
-                        self.files[job.request.file_id].path,
+                        job.input_path,
                         output,
                         errors,
-                        provider=job.request.provider,
-                        endpoint=job.request.endpoint,
+                        lines=job.lines,
                         batch_id=job.batch_id,
                         failures=job.check.failures if job.check else b"",
                         done=snap.done,
+                        cut_off_by=snap.status if snap.unfinished else None,
                         created=int(snap.in_progress_at or job.created_at),
                     )
                 )
-                job.results = {job.output_file_id: output} | (
-                    {job.error_file_id: errors} if has_errors else {}
-                )
-                self._result_paths.update(job.results)
+                job.results = {job.output_file_id: output} | ({job.error_file_id: errors} if has_errors else {})
+                now = self.clock.now()
+                for file_id, path in job.results.items():
+                    self.result_records[file_id] = StoredFile(
+                        file_id, path.name, path, now, size=path.stat().st_size, purpose="batch_output"
+                    )
         return job.results
 
     def result_path(self, file_id: str) -> Path | None:
-        return self._result_paths.get(file_id)
+        record = self.result_records.get(file_id)
+        return record.path if record is not None else None
 
     def stats(self) -> dict[str, int]:
         return {

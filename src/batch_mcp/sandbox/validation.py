@@ -1,9 +1,9 @@
 """Server-side check of an uploaded input file, run at the end of the ``validating`` phase.
 
-It applies the rules the service documents (one JSON object per line in the provider's shape,
-unique ``custom_id``, openai ``url`` equal to the job's endpoint, request and size limits) and reports
-problems the way the Batch object does: ``{code: "invalid_input_file", message: "Line N: ...", line: N}``.
-It also decides, once, which requests will fail, so running counts and result files agree.
+The rules every batch API shares live here (one JSON object per line, unique ``custom_id``, request
+and size limits); what a line must look like is the job's :class:`LineCheck`. Problems are reported
+the way the Batch object carries them: ``{code: "invalid_input_file", message: "Line N: ...", line: N}``.
+The check also decides, once, which requests will fail, so running counts and result files agree.
 """
 
 from __future__ import annotations
@@ -13,14 +13,23 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
-from pydantic import BaseModel, ValidationError
+from pydantic import ValidationError
 
-from batch_mcp.sandbox.results import iter_requests, will_fail
-from batch_mcp.schemas import AnthropicRequestLine, OpenAIRequestLine
+from batch_mcp.sandbox.results import LineCheck, iter_requests, will_fail
 
 #: The Batch object carries at most this many errors; the check stops once it has them.
 MAX_REPORTED_ERRORS = 20
 INVALID_INPUT = "invalid_input_file"
+
+
+def describe(error: ValidationError, within: str | None = None) -> str:
+    """One readable sentence for the first problem pydantic found (``within`` prefixes its field)."""
+    first = error.errors()[0]
+    where = ".".join(str(part) for part in ((within,) if within else ()) + tuple(first["loc"]))
+    if first["type"] == "missing":
+        return f"missing required field '{where}'"
+    message = first["msg"].removeprefix("Value error, ")
+    return f"'{where}': {message}" if where else message
 
 
 @dataclass(frozen=True)
@@ -29,38 +38,14 @@ class InputCheck:
     errors: list[dict[str, Any]] = field(default_factory=list)
     #: One byte per request, in file order: 1 if that request fails.
     failures: bytes = b""
-
-
-def describe(error: ValidationError) -> str:
-    """One readable sentence for the first problem pydantic found."""
-    first = error.errors()[0]
-    where = ".".join(str(part) for part in first["loc"])
-    if first["type"] == "missing":
-        return f"missing required field '{where}'"
-    message = first["msg"].removeprefix("Value error, ")
-    return f"'{where}': {message}" if where else message
-
-
-def _line_problem(obj: Any, provider: str, endpoint: str | None) -> str | None:
-    if not isinstance(obj, dict):
-        return "expected a JSON object"
-    model: type[BaseModel] = AnthropicRequestLine if provider == "anthropic" else OpenAIRequestLine
-    try:
-        line = model.model_validate(obj)
-    except ValidationError as exc:
-        return describe(exc)
-    if isinstance(line, OpenAIRequestLine):
-        if line.url != endpoint:
-            return f"url '{line.url}' does not match the batch endpoint '{endpoint}'"
-        return line.check_body_for(line.url)
-    return None
+    #: The one model the file's requests name, if the format names one.
+    model: str | None = None
 
 
 def check_input(
     path: Path,
+    lines: LineCheck,
     *,
-    provider: str,
-    endpoint: str | None,
     batch_id: str,
     failure_rate: float,
     max_requests: int,
@@ -89,7 +74,7 @@ def check_input(
         except msgspec.DecodeError as exc:
             report(number, f"invalid JSON ({exc})")
             continue
-        problem = _line_problem(obj, provider, endpoint)
+        problem = lines.problem(obj) if isinstance(obj, dict) else "expected a JSON object"
         if problem is None and obj["custom_id"] in seen:
             problem = (
                 f"duplicate custom_id '{obj['custom_id']}' (first used on line {seen[obj['custom_id']]})"
@@ -105,4 +90,4 @@ def check_input(
         return InputCheck(
             0, [{"code": INVALID_INPUT, "message": "The input file holds no requests.", "line": None}]
         )
-    return InputCheck(len(failures), [], bytes(failures))
+    return InputCheck(len(failures), [], bytes(failures), lines.model)

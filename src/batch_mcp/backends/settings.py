@@ -1,0 +1,46 @@
+"""Each backend's key and base URL, read from the provider's own conventional variables.
+
+One settings class per backend, made from its capabilities record so the variable names exist once:
+``settings_for(CAPABILITIES)`` reads ``OPENAI_API_KEY`` / ``OPENAI_BASE_URL`` for OpenAI, and so on.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+
+from pydantic import AliasChoices, Field, SecretStr, ValidationInfo, create_model, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from batch_mcp.backends.base import Capabilities
+from batch_mcp.backends.http import check_base_url
+
+
+class BackendSettings(BaseSettings):
+    """A key (a SecretStr: it prints as stars) and a base URL; an empty variable counts as unset."""
+
+    model_config = SettingsConfigDict(extra="ignore", env_ignore_empty=True, populate_by_name=True)
+
+    api_key: SecretStr | None = None
+    base_url: str
+
+    @field_validator("base_url")
+    @classmethod
+    def _safe_url(cls, url: str, info: ValidationInfo) -> str:
+        alias = cls.model_fields["base_url"].validation_alias
+        return check_base_url(url, str(getattr(alias, "choices", [info.field_name])[0]))
+
+    def api_key_value(self) -> str | None:
+        return self.api_key.get_secret_value() if self.api_key else None
+
+
+@cache
+def settings_for(capabilities: Capabilities) -> type[BackendSettings]:
+    caps = capabilities
+    return create_model(
+        f"{caps.label.replace(' ', '')}Settings",
+        __base__=BackendSettings,
+        __doc__=f"{caps.label}: key from {' or '.join(caps.token_env)}, base URL from {caps.base_url_env}.",
+        api_key=(SecretStr | None, Field(default=None, validation_alias=AliasChoices(*caps.token_env, "api_key"))),
+        base_url=(str, Field(default=caps.default_base_url, validation_alias=AliasChoices(caps.base_url_env,
+                                                                                           "base_url"))),
+    )

@@ -1,0 +1,1 @@
+"""Emulators of the OpenAI Batch API family: OpenAI itself, DeepInfra and Groq (see :mod:`.variants`)."""
