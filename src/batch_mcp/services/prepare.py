@@ -8,15 +8,14 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import string
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 from batch_mcp.schemas import CUSTOM_ID_PATTERN
+from batch_mcp.services.workspace import NewFile
 
 SourceFormat = Literal["csv", "jsonl", "text"]
 TEXT_COLUMN = "text"
@@ -176,9 +175,9 @@ class SourceRows:
         return ((custom_id, record) for _, custom_id, record in self)
 
 
-def prepare(source: Path, output: Path, template: RequestTemplate, *,
+def prepare(source: Path, output: Path, template: RequestTemplate, *, overwrite: bool = False,
             source_format: SourceFormat | None = None) -> PreparedFile:
-    """Render every record of ``source`` into ``output`` (written beside it, then moved into place)."""
+    """Render every record of ``source`` into a new file ``output`` (replacing one only with ``overwrite``)."""
     fmt = source_format or detect_format(source)
     wanted = template.columns()
     if not wanted:
@@ -187,36 +186,29 @@ def prepare(source: Path, output: Path, template: RequestTemplate, *,
     rows = SourceRows(source, fmt, template.id_column)
     seen_ids: set[str] = set()
     prepared: PreparedFile | None = None
-    # a fresh name, created exclusively: never written through a file or link planted beside the output
-    handle, name = tempfile.mkstemp(dir=output.parent, prefix=f".{output.name}.", suffix=".part")
-    partial = Path(name)
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as out:
-            for row, custom_id, record in rows:
-                if prepared is None:
-                    _check_columns(wanted, record, source)
-                if custom_id in seen_ids:
-                    raise PrepareError(f"Row {row}: id {custom_id!r} from column {template.id_column!r} is "
-                                       "used twice; pick a column with unique values, or omit id_column to "
-                                       "number the rows.")
-                seen_ids.add(custom_id)
-                empty = [name for name in wanted if not str(record.get(name, "")).strip()]
-                if empty:
-                    raise PrepareError(f"Row {row} has an empty value for {', '.join(empty)}, which the template "
-                                       "uses; fill it in or remove the row.")
-                line = template.render(custom_id, record)
-                out.write(json.dumps(line, ensure_ascii=False) + "\n")
-                if prepared is None:
-                    prepared = PreparedFile(
-                        path=output, source=source, source_format=fmt, records=0, columns=list(record),
-                        example_prompt=template.prompt.format_map(record), example_line=line,
-                        id_column=template.id_column)
-                prepared.records += 1
+    with NewFile(output, overwrite=overwrite, text=True) as new:
+        for row, custom_id, record in rows:
+            if prepared is None:
+                _check_columns(wanted, record, source)
+            if custom_id in seen_ids:
+                raise PrepareError(f"Row {row}: id {custom_id!r} from column {template.id_column!r} is "
+                                   "used twice; pick a column with unique values, or omit id_column to "
+                                   "number the rows.")
+            seen_ids.add(custom_id)
+            empty = [name for name in wanted if not str(record.get(name, "")).strip()]
+            if empty:
+                raise PrepareError(f"Row {row} has an empty value for {', '.join(empty)}, which the template "
+                                   "uses; fill it in or remove the row.")
+            line = template.render(custom_id, record)
+            new.out.write(json.dumps(line, ensure_ascii=False) + "\n")
+            if prepared is None:
+                prepared = PreparedFile(
+                    path=output, source=source, source_format=fmt, records=0, columns=list(record),
+                    example_prompt=template.prompt.format_map(record), example_line=line,
+                    id_column=template.id_column)
+            prepared.records += 1
         if prepared is None:
             raise PrepareError(f"{source.name} holds no records; nothing to prepare.")
-        partial.replace(output)
-    finally:
-        partial.unlink(missing_ok=True)
     prepared.skipped_blank = rows.skipped_blank
     if rows.skipped_blank:
         prepared.warnings.append(f"{rows.skipped_blank} blank row(s) were skipped.")

@@ -21,6 +21,7 @@ import msgspec
 
 from batch_mcp.schemas import ResultRecord
 from batch_mcp.schemas.jobs import ResultPreview, TokenUsage
+from batch_mcp.services.workspace import NewFile
 
 PREVIEW_CHARS = 200
 #: The table's ``prompt`` column identifies the request; the full text stays in the request file.
@@ -134,14 +135,17 @@ class ResultTable:
 
 
 def build_results_table(index: ResultIndex, requests: Iterator[tuple[str, dict[str, Any]]] | None,
-                        csv_path: Path, jsonl_path: Path, preview_size: int = 5) -> ResultTable:
+                        csv_path: Path, jsonl_path: Path, preview_size: int = 5, *,
+                        overwrite: bool = False) -> ResultTable:
     """Write one row per request (input order), joined with its input columns; results the input lacks last."""
     table = ResultTable(csv_path=csv_path, jsonl_path=jsonl_path)
     rows = _rows(index, requests)
     first = next(rows, None)
     extra = [k for k in (first[1] if first else {}) if k not in TABLE_COLUMNS]
-    with csv_path.open("w", newline="", encoding="utf-8") as csv_out, jsonl_path.open("w", encoding="utf-8") as out:
-        writer = csv.DictWriter(csv_out, fieldnames=TABLE_COLUMNS + extra, extrasaction="ignore")
+    with NewFile(csv_path, overwrite=overwrite, text=True) as csv_file, \
+            NewFile(jsonl_path, overwrite=overwrite, text=True) as jsonl_file:
+        writer = csv.DictWriter(csv_file.out, fieldnames=TABLE_COLUMNS + extra, extrasaction="ignore")
+        out = jsonl_file.out
         writer.writeheader()
         for custom_id, columns in itertools.chain([first] if first else [], rows):
             row = {"custom_id": custom_id, **columns, **table.add(index.get(custom_id), preview_size)}
@@ -163,9 +167,11 @@ def _rows(index: ResultIndex, requests: Iterator[tuple[str, dict[str, Any]]] | N
 
 
 def write_unfinished(source: Path, index: ResultIndex, target: Path) -> tuple[int, int]:
-    """Copy the request lines of ``source`` that have no successful result; return (failed, missing)."""
+    """Copy the request lines of ``source`` that have no successful result into a new file ``target``
+    (created only if there are some); return (failed, missing)."""
     failed = missing = 0
-    with source.open("rb") as lines, target.open("wb") as out:
+    taken = "move it away, then call retry_failed_requests again"
+    with source.open("rb") as lines, NewFile(target, if_taken=taken) as new:
         for raw in lines:
             try:
                 line = _decode(raw.lstrip(b"\xef\xbb\xbf")) if raw.strip() else None
@@ -177,7 +183,9 @@ def write_unfinished(source: Path, index: ResultIndex, target: Path) -> tuple[in
             if result is not None and result.succeeded:
                 continue
             failed, missing = (failed + 1, missing) if result is not None else (failed, missing + 1)
-            out.write(raw if raw.endswith(b"\n") else raw + b"\n")
+            new.out.write(raw if raw.endswith(b"\n") else raw + b"\n")
+        if failed + missing == 0:
+            new.discard()
     index.close()
     return failed, missing
 
