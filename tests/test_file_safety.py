@@ -1,13 +1,14 @@
 """Every file the server writes is new or asked for: never through a link, never over a file unasked, and
-nothing deleted that the server did not make (issue 9, items 5 and 7).
+nothing deleted that the server did not make (issue 9, items 5 to 7).
 
-The retry, prepare, split and download paths are driven through the MCP tools; the one
+The retry, prepare, split, download and sandbox-store paths are driven through the MCP tools; the one
 writer they share, ``NewFile``, is also checked on its own against the races a tool call cannot stage.
 """
 
 from __future__ import annotations
 
 import errno
+import json
 import os
 import subprocess
 import sys
@@ -19,6 +20,7 @@ from typing import Any
 import pytest
 from mcp import Client
 
+from batch_mcp.config import Settings
 from batch_mcp.sandbox import SandboxServer
 from batch_mcp.services.workspace import NewFile, OutputTaken
 
@@ -263,3 +265,28 @@ async def test_partial_files_a_killed_download_left_are_cleaned_up(reliable: San
         await call(client, "download_batch_results", batch_id=batch_id, dest_dir="out")
     assert not killed.exists() and not old.exists() and not dead.exists()
     assert fresh.exists() and users.exists()
+
+
+# --- the sandbox's store (item 6) -------------------------------------------------------------------
+
+async def test_sandbox_mode_removes_only_the_store_folder_it_made(workdir: Path) -> None:
+    """`serve --sandbox --state-dir DIR` once deleted DIR/sandbox and everything in it at start-up."""
+    state = workdir.parent / "state"
+    (state / "sandbox").mkdir(parents=True)
+    (state / "sandbox" / "precious.txt").write_text("not the server's\n")
+    (state / "jobs.sqlite3").write_text("the real store, not the sandbox's\n")
+    abandoned = state / f"sandbox.abcd1234.batch-mcp-{dead_pid()}"  # from a sandbox run that was killed
+    abandoned.mkdir()
+    another_run = state / f"sandbox.efgh5678.batch-mcp-{os.getppid()}"  # a sandbox server still running
+    another_run.mkdir()
+    settings = Settings(sandbox=True, state_dir=state, allowed_dirs=[workdir], poll_interval_s=0.05)
+    async with mcp_session(settings) as (client, _):
+        assert (state / "sandbox" / "precious.txt").is_file()
+        submitted = await call(client, "submit_batch", path="data/tickets.jsonl")
+        jobs = json.loads((await client.read_resource("batch://jobs")).contents[0].text)
+        assert submitted["batch"]["batch_id"] in {job["batch_id"] for job in jobs["jobs"]}
+        [ours] = set(state.glob(f"sandbox.*.batch-mcp-{os.getpid()}"))
+        assert (ours / "jobs.sqlite3").is_file()
+    assert not ours.exists() and not abandoned.exists() and another_run.is_dir()
+    assert (state / "sandbox" / "precious.txt").read_text() == "not the server's\n"
+    assert (state / "jobs.sqlite3").read_text() == "the real store, not the sandbox's\n"

@@ -13,22 +13,23 @@ import filecmp
 import hashlib
 import os
 import re
+import shutil
 import stat
 import tempfile
 import threading
 import time
-from collections.abc import Iterable
-from contextlib import suppress
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from types import TracebackType
 from typing import IO, Any
 
-#: Names of the partial files this server writes end with the writer's pid.
+#: Names of what this server creates for a while (partial files, scratch folders) end with the creator's pid.
 _OWNER_TAG = ".batch-mcp-"
 _PARTIAL_NAME = re.compile(r"\..+" + re.escape(_OWNER_TAG) + r"(\d+)\.part")
 #: A partial file nobody wrote to for this long belongs to no running write, even if its pid runs again.
 STALE_PARTIAL_S = 24 * 3600
-#: Names of the partial files this process is writing right now; the lock makes creating
+#: Names of the partial files and scratch folders this process is using right now; the lock makes creating
 #: and registering one a single step, so that a sweep in another thread never sees it unregistered.
 _IN_USE: set[str] = set()
 _REGISTRY = threading.Lock()
@@ -203,6 +204,30 @@ def remove_stale_partials(folder: Path) -> None:
             if stat.S_ISREG(info.st_mode) and (_left_behind(int(owner[1])) or now - info.st_mtime > STALE_PARTIAL_S):
                 with suppress(FileNotFoundError):
                     os.unlink(entry.path)
+
+
+@contextmanager
+def scratch_folder(parent: Path, prefix: str) -> Iterator[Path]:
+    """A fresh folder of our own under ``parent``, removed with its content on exit.
+
+    Folders with the same prefix that a killed process of ours left are removed first; nothing else
+    under ``parent`` is touched.
+    """
+    parent.mkdir(parents=True, exist_ok=True)
+    left = re.compile(re.escape(prefix) + r"\.\w+" + re.escape(_OWNER_TAG) + r"(\d+)")
+    with _REGISTRY:
+        for entry in parent.iterdir():
+            owner = left.fullmatch(entry.name)
+            if owner and entry.name not in _IN_USE and entry.is_dir() and not entry.is_symlink() \
+                    and _left_behind(int(owner[1])):
+                shutil.rmtree(entry, ignore_errors=True)
+        folder = Path(tempfile.mkdtemp(dir=parent, prefix=f"{prefix}.", suffix=f"{_OWNER_TAG}{os.getpid()}"))
+        _IN_USE.add(folder.name)
+    try:
+        yield folder
+    finally:
+        _IN_USE.discard(folder.name)
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def _left_behind(pid: int) -> bool:
