@@ -9,7 +9,8 @@ and running 50,000 requests through it would measure the sandbox, not the client
 
 In a child process of its own, so that the peak RSS is the client's alone, each run times
 
-    download  DigitalOceanBatchClient.download() of both files, against curl fetching the same URLs
+    download  DigitalOceanBatchClient.download() of both files (through NewFile, as the server does),
+              against curl fetching the same URLs
     summary   ResultIndex + build_results_table joined with the 50,000-line request file: the CSV and
               JSONL tables and counts that download_batch_results produces after downloading
 
@@ -37,6 +38,7 @@ from bench_validate import MODELS, sentences
 
 from batch_mcp.client import DigitalOceanBatchClient
 from batch_mcp.services.results import ResultIndex, build_results_table, request_prompts
+from batch_mcp.services.workspace import NewFile
 
 from _common import (
     BENCH_DIR,
@@ -116,8 +118,9 @@ def download_and_summarise(output_url: str, errors_url: str, requests: str, work
     async def download() -> float:
         async with DigitalOceanBatchClient(token="unused-by-storage") as client:
             start = time.perf_counter()
-            await client.download(output_url, output)
-            await client.download(errors_url, errors)
+            for url, target in ((output_url, output), (errors_url, errors)):
+                with NewFile(target) as new:  # as the server writes them: a partial file, then moved into place
+                    await client.download(url, new.out)
             return time.perf_counter() - start
 
     download_s = anyio.run(download)

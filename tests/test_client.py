@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import uuid
 from collections.abc import Iterator
@@ -107,7 +108,8 @@ async def test_upload_create_poll_results_download(dialect_sandbox: SandboxServe
         for name, url in (("out", links.output_file_url), ("err", links.error_file_url)):
             if url:
                 target = tmp_path / f"{name}.jsonl"
-                await client.download(url, target)
+                with target.open("wb") as out:
+                    await client.download(url, out)
                 for line in target.read_text().splitlines():
                     record = ResultRecord.from_line(json.loads(line))
                     if record.succeeded or record.custom_id not in records:
@@ -152,7 +154,7 @@ async def test_token_goes_only_to_the_api(dialect_sandbox: SandboxServer, tmp_pa
         batch = await client.create_batch(create_request(intent.file_id))
         await finish(client, batch.batch_id)
         links = await client.get_results(batch.batch_id)
-        await client.download(links.output_file_url, tmp_path / "out.jsonl")
+        await client.download(links.output_file_url, io.BytesIO())
     seen = log[start:]
     storage = [r for r in seen if r.operation in ("upload", "download")]
     api = [r for r in seen if r.operation not in ("upload", "download")]
@@ -205,8 +207,9 @@ async def test_transient_faults_are_survived_without_duplicates(dialect_sandbox:
         await client.list_batches(limit=5)
         assert await finish(client, batch.batch_id) == "completed"
         links = await client.get_results(batch.batch_id)
-        size = await client.download(links.output_file_url, tmp_path / "out.jsonl")
-        assert size > 0 and not (tmp_path / "out.jsonl.part").exists()
+        with (tmp_path / "out.jsonl").open("wb") as out:  # each retry starts the file again
+            size = await client.download(links.output_file_url, out)
+        assert size == (tmp_path / "out.jsonl").stat().st_size > 0
         stored = dialect_sandbox.sandbox.files[intent.file_id].path
         assert stored.read_bytes() == path.read_bytes()
 
@@ -269,6 +272,7 @@ async def test_storage_errors_on_download_are_typed(dialect_sandbox: SandboxServ
         await finish(client, batch.batch_id)
         links = await client.get_results(batch.batch_id)
         dialect_sandbox.sandbox.faults.fail_next("download", "server_error", times=10)
+        sink = io.BytesIO()
         with pytest.raises(ServerError) as failed:
-            await client.download(links.output_file_url, tmp_path / "out.jsonl")
-    assert failed.value.status_code == 500 and not (tmp_path / "out.jsonl").exists()
+            await client.download(links.output_file_url, sink)
+    assert failed.value.status_code == 500 and sink.getvalue() == b""

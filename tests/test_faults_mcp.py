@@ -21,6 +21,7 @@ from batch_mcp.client.digitalocean import CHUNK_BYTES
 from batch_mcp.config import Settings
 from batch_mcp.sandbox import SandboxServer
 from batch_mcp.sandbox.faults import OPERATIONS, FaultPlan
+from batch_mcp.services.workspace import NewFile
 
 from conftest import fast_config, mcp_session, settings_for
 from test_stdio import server_env
@@ -244,6 +245,7 @@ async def test_a_download_dropped_midway_leaves_no_fragment(tmp_path: Path) -> N
     async with DigitalOceanBatchClient(token="t", retry=RetryPolicy(base_delay_s=0.01)) as client:
         await client.aclose()  # swap its pooled HTTP client for one that plays the storage service
         client._http = httpx2.AsyncClient(transport=httpx2.MockTransport(storage))
-        await client.download("https://storage.example/out.jsonl?signature=x", tmp_path / "out.jsonl")
+        with NewFile(tmp_path / "out.jsonl") as new:
+            await client.download("https://storage.example/out.jsonl?signature=x", new.out)
     assert attempts == 2 and (tmp_path / "out.jsonl").read_bytes() == body
     assert [p.name for p in tmp_path.iterdir()] == ["out.jsonl"]

@@ -193,7 +193,7 @@ async def test_downloads_never_overwrite_unless_asked(secret_sandbox: SandboxSer
 async def test_downloads_never_write_through_planted_links(secret_sandbox: SandboxServer, workdir: Path,
                                                            tmp_path: Path, target_exists: bool) -> None:
     """Links planted in the folder, where result files (or their partial files) will go, point outside:
-    they count as existing files, and overwriting replaces the links, never what they point to."""
+    the download is refused, even with overwrite=true, and neither the links nor their targets change."""
     outside = tmp_path / "outside"
     outside.mkdir()
     async with mcp_session(settings_for(secret_sandbox, workdir)) as (client, _):
@@ -205,12 +205,11 @@ async def test_downloads_never_write_through_planted_links(secret_sandbox: Sandb
         trap.mkdir()
         checks = [plant_link(trap / name, outside / name, target_exists)
                   for name in names + [f"{name}.part" for name in names]]
-        refused = await client.call_tool("download_batch_results", {"batch_id": batch_id, "dest_dir": "trap"})
-        assert refused.is_error and "overwrite=true" in text_of(refused)
-        replaced = await client.call_tool("download_batch_results", {"batch_id": batch_id, "dest_dir": "trap",
-                                                                     "overwrite": True})
-    assert not replaced.is_error, text_of(replaced)
-    assert all((trap / name).is_file() and not (trap / name).is_symlink() for name in names)
+        for overwrite in (False, True):
+            refused = await client.call_tool("download_batch_results", {"batch_id": batch_id, "dest_dir": "trap",
+                                                                        "overwrite": overwrite})
+            assert refused.is_error and "is a symbolic link" in text_of(refused), text_of(refused)
+    assert all((trap / name).is_symlink() for name in names)
     for untouched in checks:
         untouched()
 
@@ -243,7 +242,7 @@ async def test_prepared_files_are_written_only_inside(secret_sandbox: SandboxSer
         result = await client.call_tool("prepare_batch_file", {"source": "data/reviews.csv", "model": "gpt-4o-mini",
                                                                "prompt": "Summarise: {review}", "overwrite": True})
     if planted == "output":
-        assert result.is_error and "outside the allowed folders" in text_of(result), text_of(result)
+        assert result.is_error and "is a symbolic link" in text_of(result), text_of(result)
     else:
         assert not result.is_error and output.is_file() and not output.is_symlink(), text_of(result)
     untouched()
@@ -259,7 +258,7 @@ async def test_retry_files_are_written_only_inside(secret_sandbox: SandboxServer
         untouched = plant_link(workdir / "data" / f"tickets.retry-{batch_id}.jsonl", tmp_path / "victim.jsonl",
                                target_exists)
         result = await client.call_tool("retry_failed_requests", {"batch_id": batch_id})
-    assert result.is_error and "outside the allowed folders" in text_of(result), text_of(result)
+    assert result.is_error and "is a symbolic link" in text_of(result), text_of(result)
     untouched()
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hmac
 import logging
-import shutil
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any, Literal
@@ -27,7 +26,7 @@ from batch_mcp.client import DigitalOceanBatchClient, RetryPolicy, timeouts
 from batch_mcp.config import Settings, is_loopback
 from batch_mcp.services.batches import BatchService
 from batch_mcp.services.preflight import Limits
-from batch_mcp.services.workspace import Workspace
+from batch_mcp.services.workspace import Workspace, scratch_folder
 from batch_mcp.store import JobStore, StoreUnavailable
 from batch_mcp.tools import register_all
 from batch_mcp.tools.context import AppState
@@ -53,8 +52,8 @@ async def open_app_state(settings: Settings) -> AsyncIterator[AppState]:
 
             sandbox = stack.enter_context(SandboxServer(SandboxConfig()))
             base_url, token = sandbox.base_url, sandbox.token
-            state_dir = settings.state_dir / "sandbox"  # the sandbox forgets its jobs on exit; so does this store
-            shutil.rmtree(state_dir, ignore_errors=True)
+            # the sandbox forgets its jobs on exit, so its store lives in a folder of this run's own
+            state_dir = stack.enter_context(scratch_folder(settings.state_dir, "sandbox"))
             log.info("sandbox mode: API emulated at %s", base_url)
         client = None
         if token:

@@ -7,12 +7,10 @@ Everything DigitalOcean-specific (paths, wire shapes, the presigned-upload dance
 from __future__ import annotations
 
 import logging
-import os
 import re
-import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 from urllib.parse import quote, urlsplit
 
 import anyio
@@ -202,42 +200,37 @@ class DigitalOceanBatchClient:
         _raise_for_status(response, "upload")
         return size
 
-    async def download(self, url: str, dest: Path, *, on_progress: Progress | None = None) -> int:
-        """Stream a presigned result file to ``dest`` (written beside it, then renamed into place).
+    async def download(self, url: str, out: BinaryIO, *, on_progress: Progress | None = None) -> int:
+        """Stream a presigned result file into ``out`` (from its start again on each retry); return its size.
 
-        The partial file gets a fresh name, created exclusively: a file or symlink planted in the
-        folder is never written through, and concurrent downloads never share one.
+        Where the bytes land is the caller's concern: the services write them through a partial file
+        that is moved into place only once complete.
         """
-        handle, name = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
-        partial = Path(name)
-        try:
-            with os.fdopen(handle, "wb") as out:
+        written = 0
 
-                async def fetch() -> httpx2.Response:
-                    async with self._http.stream("GET", url) as response:
-                        if response.status_code == 200:
-                            out.seek(0)
-                            out.truncate()
-                            total = int(response.headers.get("content-length") or 0)
-                            written = 0
-                            async for chunk in response.aiter_bytes(CHUNK_BYTES):
-                                out.write(chunk)
-                                written += len(chunk)
-                                if on_progress:
-                                    await on_progress(written, total)
-                        else:
-                            await response.aread()  # an error body, read so it can be explained
-                        return response
+        async def fetch() -> httpx2.Response:
+            nonlocal written
+            async with self._http.stream("GET", url) as response:
+                if response.status_code == 200:
+                    out.seek(0)
+                    out.truncate()
+                    total = int(response.headers.get("content-length") or 0)
+                    written = 0
+                    async for chunk in response.aiter_bytes(CHUNK_BYTES):
+                        out.write(chunk)
+                        written += len(chunk)
+                        if on_progress:
+                            await on_progress(written, total)
+                else:
+                    await response.aread()  # an error body, read so it can be explained
+                return response
 
-                response = await self._with_retries("download", url, fetch)
-            if response.status_code == 403:
-                raise DownloadURLExpiredError("Storage refused the download URL: it expired",
-                                              status_code=403, code="download_url_rejected")
-            _raise_for_status(response, "download")
-            os.replace(partial, dest)
-            return dest.stat().st_size
-        finally:
-            partial.unlink(missing_ok=True)
+        response = await self._with_retries("download", url, fetch)
+        if response.status_code == 403:
+            raise DownloadURLExpiredError("Storage refused the download URL: it expired",
+                                          status_code=403, code="download_url_rejected")
+        _raise_for_status(response, "download")
+        return written
 
     # -- the retry loop ----------------------------------------------------------------------------
 

@@ -53,9 +53,9 @@ from batch_mcp.services.results import (
     ResultIndex,
     write_unfinished,
 )
-from batch_mcp.services.split import check_splittable, split_requests
+from batch_mcp.services.split import check_splittable, parts_folder, split_requests
 from batch_mcp.services.waiting import wait_for
-from batch_mcp.services.workspace import Workspace, sha256_of
+from batch_mcp.services.workspace import NewFile, Workspace, refuse_link, sha256_of
 from batch_mcp.store import (
     Claim,
     JobRecord,
@@ -286,7 +286,8 @@ class BatchService:
             if group is not None and (await self._group_view(group.group_id)).status in _RESUBMITTABLE:
                 group = None
             # beside the input, and checked like any output: a planted link must not send the parts elsewhere
-            folder = Workspace([path.parent]).output_dir(f"{path.stem}.parts", default=path.parent)
+            parts_name = parts_folder(path, report.sha256, self.limits.max_requests, self.limits.max_bytes)
+            folder = Workspace([path.parent]).output_dir(parts_name, default=path.parent)
             parts = await anyio.to_thread.run_sync(
                 lambda: split_requests(path, folder, self.limits.max_requests, self.limits.max_bytes))
             reused = group is not None
@@ -575,18 +576,19 @@ class BatchService:
         targets = {member: {"output": folder / f"{_file_stem(member)}.output.jsonl",
                             "errors": folder / f"{_file_stem(member)}.errors.jsonl"} for member in members}
         wanted = [*table_paths, *(p for t in targets.values() for p in t.values())]
-        present = [p for p in wanted if p.is_symlink() or p.exists()]  # a dangling link is there too
+        for path in wanted:
+            refuse_link(path)  # before any is written: a link is never written through nor replaced
+        present = [p for p in wanted if p.exists()]
         if present and not overwrite:
             raise ResultsExist(f"{', '.join(map(str, present))} already exist(s); pass overwrite=true to replace, "
                                "or another dest_dir.")
-        for link in filter(Path.is_symlink, present):
-            link.unlink()  # replace the link itself: never write through it to a file outside the folder
         saved: dict[str, dict[str, Path]] = {}
         for member in members:
-            saved[member] = await self._download_files(member, targets[member], on_progress)
+            saved[member] = await self._download_files(member, targets[member], overwrite, on_progress)
             self.store.record_download(member, saved[member].get("output"), saved[member].get("errors"))
         warnings: list[str] = []
-        table = await anyio.to_thread.run_sync(lambda: self.lineage.results_table(batch_id, *table_paths, warnings))
+        table = await anyio.to_thread.run_sync(
+            lambda: self.lineage.results_table(batch_id, *table_paths, warnings, overwrite=overwrite))
         usage = {model: list(counts) for model, counts in table.usage_by_model.items()}
         for member in members:
             self.store.record_download(member, saved[member].get("output"), saved[member].get("errors"),
@@ -628,13 +630,11 @@ class BatchService:
         if source is None:
             raise JobStillRunning(f"{problem} Its failed requests cannot be rebuilt safely; restore the file, or "
                                   "submit a corrected file instead.")
-        target = Workspace([source.parent]).resolve(  # resolved: a planted link cannot lead outside
+        target = Workspace([source.parent]).output_file(
             source.with_name(f"{source.stem}.retry-{_file_stem(batch_id)[:40]}.jsonl"))
         index = ResultIndex(self.lineage.result_files(batch_id))
-        counts = await anyio.to_thread.run_sync(lambda: write_unfinished(source, index, target))
-        failed, missing = counts
+        failed, missing = await anyio.to_thread.run_sync(lambda: write_unfinished(source, index, target))
         if failed + missing == 0:
-            target.unlink(missing_ok=True)
             return RetryResult(retried=0, failed=0, missing=0,
                                next_step="Nothing to retry: every request has a successful result.")
         record = self.store.get_job((view.parts or [batch_id])[0])
@@ -657,13 +657,11 @@ class BatchService:
         """Render records into a request file beside the source (or at ``output``), then validate it."""
         workspace = workspace or self.workspace
         src = workspace.input_file(source)
-        # resolved: a planted link cannot lead outside
-        target = workspace.resolve(output or src.with_name(f"{src.stem}.batch.jsonl"))
+        target = workspace.output_file(output or src.with_name(f"{src.stem}.batch.jsonl"))
         if target == src:
             raise PrepareError("The output would replace the source file; pass another output path.")
-        if target.exists() and not overwrite:
-            raise ResultsExist(f"{target} already exists; pass overwrite=true to replace it, or another output.")
-        prepared = await anyio.to_thread.run_sync(lambda: prepare_requests(src, target, template))
+        prepared = await anyio.to_thread.run_sync(lambda: prepare_requests(src, target, template,
+                                                                           overwrite=overwrite))
         source_sha = await anyio.to_thread.run_sync(lambda: sha256_of(src))
         self.store.record_prepared(target, src, prepared.source_format, template.id_column, source_sha)
         endpoint = template.endpoint if template.provider == "openai" else None
@@ -688,7 +686,7 @@ class BatchService:
         usage = {model: (u.requests, u.input_tokens, u.max_output_tokens) for model, u in report.model_usage.items()}
         return self.prices.report(usage, estimated=True)
 
-    async def _download_files(self, batch_id: str, targets: dict[str, Path],
+    async def _download_files(self, batch_id: str, targets: dict[str, Path], overwrite: bool,
                               on_progress: Progress | None) -> dict[str, Path]:
         for attempt in (1, 2):  # presigned links are short-lived: one refresh if storage refuses them
             links = await self.client.get_results(batch_id)
@@ -697,7 +695,8 @@ class BatchService:
             try:
                 for kind, url in urls.items():
                     if url:
-                        await self.client.download(url, targets[kind], on_progress=on_progress)
+                        with NewFile(targets[kind], overwrite=overwrite) as new:
+                            await self.client.download(url, new.out, on_progress=on_progress)
                         saved[kind] = targets[kind]
             except DownloadURLExpiredError:
                 if attempt == 2:

@@ -25,14 +25,15 @@ class Lineage:
     def __init__(self, store: JobStore) -> None:
         self.store = store
 
-    def results_table(self, job_id: str, csv_path: Path, jsonl_path: Path, warnings: list[str]) -> ResultTable:
+    def results_table(self, job_id: str, csv_path: Path, jsonl_path: Path, warnings: list[str], *,
+                      overwrite: bool = False) -> ResultTable:
         """Join every result line behind ``job_id`` (its parts, the jobs it retries) with the original input."""
         index = ResultIndex(self.result_files(job_id))
         source, problem = self.unchanged_root_input(job_id)
         if problem:
             warnings.append(problem + " The table lists the results without their input.")
         rows = self.input_rows(source, warnings) if source else None
-        return build_results_table(index, rows, csv_path, jsonl_path)
+        return build_results_table(index, rows, csv_path, jsonl_path, overwrite=overwrite)
 
     def result_files(self, job_id: str) -> list[Path]:
         """Downloaded result files of a job, its group parts and the jobs it retries, oldest first."""

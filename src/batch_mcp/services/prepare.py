@@ -8,18 +8,24 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import string
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal
 
 from batch_mcp.schemas import CUSTOM_ID_PATTERN
+from batch_mcp.services.workspace import NewFile
 
 SourceFormat = Literal["csv", "jsonl", "text"]
 TEXT_COLUMN = "text"
+#: A prompt (with its system text) longer than this fits no model's context; refused, not written.
+MAX_PROMPT_CHARS = 4_000_000
+#: Texts echoed in a tool answer (the example prompt and line) are cut to this many characters.
+EXAMPLE_CHARS = 2_000
+#: Literal text, then the column whose value follows it (None after the last placeholder).
+Piece = tuple[str, str | None]
 
 
 class PrepareError(Exception):
@@ -39,26 +45,25 @@ class RequestTemplate:
     temperature: float | None = None
     id_column: str | None = None
 
+    @cached_property
+    def _pieces(self) -> tuple[list[Piece], list[Piece]]:
+        return _parse(self.prompt, "prompt"), _parse(self.system or "", "system")
+
     def columns(self) -> list[str]:
         """The placeholders the prompt and system texts name, in order of first use."""
-        names: list[str] = []
-        for text in (self.prompt, self.system or ""):
-            try:
-                parsed = list(string.Formatter().parse(text))
-            except ValueError as exc:
-                raise PrepareError(f"The template is malformed ({exc}); write placeholders as {{column}} and "
-                                   "literal braces as {{ and }}.") from None
-            for _, name, _, _ in parsed:
-                if name is None:
-                    continue
-                if not name or "." in name or "[" in name:
-                    raise PrepareError(f"Placeholder {{{name}}} is not a column name; use {{column}} only.")
-                names.append(name)
-        return list(dict.fromkeys(names))
+        return list(dict.fromkeys(name for pieces in self._pieces for _, name in pieces if name is not None))
+
+    def rendered_chars(self, record: dict[str, str]) -> int:
+        """The length of the prompt and system texts for ``record``, counted before they are built."""
+        return sum(len(text) + (len(record[name]) if name is not None else 0)
+                   for pieces in self._pieces for text, name in pieces)
+
+    def render_prompt(self, record: dict[str, str]) -> str:
+        return _fill(self._pieces[0], record)
 
     def render(self, custom_id: str, record: dict[str, str]) -> dict[str, Any]:
-        prompt = self.prompt.format_map(record)
-        system = self.system.format_map(record) if self.system else None
+        prompt = self.render_prompt(record)
+        system = _fill(self._pieces[1], record) if self.system else None
         sampling = {} if self.temperature is None else {"temperature": self.temperature}
         if self.provider == "anthropic":
             params: dict[str, Any] = {"model": self.model, "max_tokens": self.max_tokens or 1024,
@@ -79,6 +84,46 @@ class RequestTemplate:
             if self.max_tokens:
                 body["max_tokens"] = self.max_tokens
         return {"custom_id": custom_id, "method": "POST", "url": self.endpoint, "body": body}
+
+
+def _parse(text: str, where: str) -> list[Piece]:
+    """``text`` as (literal text, column name or None) pieces; placeholders may only name a column."""
+    try:
+        parsed = list(string.Formatter().parse(text))
+    except ValueError as exc:
+        raise PrepareError(f"The {where} template is malformed ({exc}); write placeholders as {{column}} and "
+                           "literal braces as {{ and }}.") from None
+    pieces: list[Piece] = []
+    for literal, name, spec, conversion in parsed:
+        if name is not None and (spec or conversion or not name.strip() or "." in name or "[" in name):
+            shown = "{" + name + (f"!{conversion}" if conversion else "") + (f":{spec}" if spec else "") + "}"
+            raise PrepareError(f"Placeholder {_cut(shown, 80)} in the {where} template is not a column name: a "
+                               "placeholder is a name only, like {review}, with no format spec (:...), conversion "
+                               "(!r) or .attribute/[index]; write literal braces as {{ and }}.")
+        pieces.append((literal, name))
+    return pieces
+
+
+def _fill(pieces: list[Piece], record: dict[str, str]) -> str:
+    return "".join(text + record[name] if name is not None else text for text, name in pieces)
+
+
+def _cut(text: str, limit: int = EXAMPLE_CHARS) -> str:
+    """``text``, cut to ``limit`` characters with a note saying how much is left out."""
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}… [cut: {len(text) - limit:,} more characters]"
+
+
+def _cut_texts(value: Any) -> Any:
+    """A JSON value with every text in it cut for display."""
+    if isinstance(value, str):
+        return _cut(value)
+    if isinstance(value, dict):
+        return {key: _cut_texts(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_cut_texts(item) for item in value]
+    return value
 
 
 @dataclass
@@ -176,9 +221,12 @@ class SourceRows:
         return ((custom_id, record) for _, custom_id, record in self)
 
 
-def prepare(source: Path, output: Path, template: RequestTemplate, *,
+def prepare(source: Path, output: Path, template: RequestTemplate, *, overwrite: bool = False,
             source_format: SourceFormat | None = None) -> PreparedFile:
-    """Render every record of ``source`` into ``output`` (written beside it, then moved into place)."""
+    """Render every record of ``source`` into a new file ``output`` (replacing one only with ``overwrite``).
+
+    The example echoed back is cut to a readable size; the file holds every text in full.
+    """
     fmt = source_format or detect_format(source)
     wanted = template.columns()
     if not wanted:
@@ -187,36 +235,32 @@ def prepare(source: Path, output: Path, template: RequestTemplate, *,
     rows = SourceRows(source, fmt, template.id_column)
     seen_ids: set[str] = set()
     prepared: PreparedFile | None = None
-    # a fresh name, created exclusively: never written through a file or link planted beside the output
-    handle, name = tempfile.mkstemp(dir=output.parent, prefix=f".{output.name}.", suffix=".part")
-    partial = Path(name)
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as out:
-            for row, custom_id, record in rows:
-                if prepared is None:
-                    _check_columns(wanted, record, source)
-                if custom_id in seen_ids:
-                    raise PrepareError(f"Row {row}: id {custom_id!r} from column {template.id_column!r} is "
-                                       "used twice; pick a column with unique values, or omit id_column to "
-                                       "number the rows.")
-                seen_ids.add(custom_id)
-                empty = [name for name in wanted if not str(record.get(name, "")).strip()]
-                if empty:
-                    raise PrepareError(f"Row {row} has an empty value for {', '.join(empty)}, which the template "
-                                       "uses; fill it in or remove the row.")
-                line = template.render(custom_id, record)
-                out.write(json.dumps(line, ensure_ascii=False) + "\n")
-                if prepared is None:
-                    prepared = PreparedFile(
-                        path=output, source=source, source_format=fmt, records=0, columns=list(record),
-                        example_prompt=template.prompt.format_map(record), example_line=line,
-                        id_column=template.id_column)
-                prepared.records += 1
+    with NewFile(output, overwrite=overwrite, text=True) as new:
+        for row, custom_id, record in rows:
+            if prepared is None:
+                _check_columns(wanted, record, source)
+            if custom_id in seen_ids:
+                raise PrepareError(f"Row {row}: id {custom_id!r} from column {template.id_column!r} is "
+                                   "used twice; pick a column with unique values, or omit id_column to "
+                                   "number the rows.")
+            seen_ids.add(custom_id)
+            empty = [name for name in wanted if not str(record.get(name, "")).strip()]
+            if empty:
+                raise PrepareError(f"Row {row} has an empty value for {', '.join(empty)}, which the template "
+                                   "uses; fill it in or remove the row.")
+            if (chars := template.rendered_chars(record)) > MAX_PROMPT_CHARS:
+                raise PrepareError(f"Row {row} makes a prompt of {chars:,} characters, over the {MAX_PROMPT_CHARS:,} "
+                                   "(about a million tokens) no model takes; shorten that row or the template.")
+            line = template.render(custom_id, record)
+            new.out.write(json.dumps(line, ensure_ascii=False) + "\n")
+            if prepared is None:
+                prepared = PreparedFile(
+                    path=output, source=source, source_format=fmt, records=0, columns=list(record),
+                    example_prompt=_cut(template.render_prompt(record)), example_line=_cut_texts(line),
+                    id_column=template.id_column)
+            prepared.records += 1
         if prepared is None:
             raise PrepareError(f"{source.name} holds no records; nothing to prepare.")
-        partial.replace(output)
-    finally:
-        partial.unlink(missing_ok=True)
     prepared.skipped_blank = rows.skipped_blank
     if rows.skipped_blank:
         prepared.warnings.append(f"{rows.skipped_blank} blank row(s) were skipped.")

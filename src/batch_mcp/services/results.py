@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import itertools
 import json
+import re
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -21,6 +22,7 @@ import msgspec
 
 from batch_mcp.schemas import ResultRecord
 from batch_mcp.schemas.jobs import ResultPreview, TokenUsage
+from batch_mcp.services.workspace import NewFile
 
 PREVIEW_CHARS = 200
 #: The table's ``prompt`` column identifies the request; the full text stays in the request file.
@@ -28,6 +30,9 @@ PROMPT_CHARS = 1000
 TABLE_COLUMNS = ["custom_id", "status", "output_text", "error_code", "error_message", "model", "input_tokens",
                  "output_tokens"]
 _decode = msgspec.json.Decoder().decode
+#: What makes a spreadsheet cell a formula (or, after a tab or carriage return, lets one through).
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+_PLAIN_NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
 
 
 @dataclass(frozen=True)
@@ -134,21 +139,37 @@ class ResultTable:
 
 
 def build_results_table(index: ResultIndex, requests: Iterator[tuple[str, dict[str, Any]]] | None,
-                        csv_path: Path, jsonl_path: Path, preview_size: int = 5) -> ResultTable:
-    """Write one row per request (input order), joined with its input columns; results the input lacks last."""
+                        csv_path: Path, jsonl_path: Path, preview_size: int = 5, *,
+                        overwrite: bool = False) -> ResultTable:
+    """Write one row per request (input order), joined with its input columns; results the input lacks last.
+
+    The JSONL table keeps every text as it is; in the CSV, which spreadsheets open, text that would
+    run as a formula is made inert.
+    """
     table = ResultTable(csv_path=csv_path, jsonl_path=jsonl_path)
     rows = _rows(index, requests)
     first = next(rows, None)
-    extra = [k for k in (first[1] if first else {}) if k not in TABLE_COLUMNS]
-    with csv_path.open("w", newline="", encoding="utf-8") as csv_out, jsonl_path.open("w", encoding="utf-8") as out:
-        writer = csv.DictWriter(csv_out, fieldnames=TABLE_COLUMNS + extra, extrasaction="ignore")
-        writer.writeheader()
+    fields = TABLE_COLUMNS + [k for k in (first[1] if first else {}) if k not in TABLE_COLUMNS]
+    with NewFile(csv_path, overwrite=overwrite, text=True) as csv_file, \
+            NewFile(jsonl_path, overwrite=overwrite, text=True) as jsonl_file:
+        writer, out = csv.writer(csv_file.out), jsonl_file.out
+        writer.writerow(map(_spreadsheet_safe, fields))
         for custom_id, columns in itertools.chain([first] if first else [], rows):
             row = {"custom_id": custom_id, **columns, **table.add(index.get(custom_id), preview_size)}
-            writer.writerow(row)
+            writer.writerow(map(_spreadsheet_safe, map(row.get, fields)))
             out.write(json.dumps(row, ensure_ascii=False) + "\n")
     index.close()
     return table
+
+
+def _spreadsheet_safe(value: Any) -> Any:
+    """``value``, with a quote before text a spreadsheet would run as a formula (OWASP's CSV injection list).
+
+    Plain numbers such as ``-3.5`` stay as they are: a spreadsheet reads them as numbers, not formulas.
+    """
+    if value.__class__ is str and value.startswith(_FORMULA_START) and not _PLAIN_NUMBER.fullmatch(value):
+        return "'" + value
+    return value
 
 
 def _rows(index: ResultIndex, requests: Iterator[tuple[str, dict[str, Any]]] | None
@@ -163,9 +184,11 @@ def _rows(index: ResultIndex, requests: Iterator[tuple[str, dict[str, Any]]] | N
 
 
 def write_unfinished(source: Path, index: ResultIndex, target: Path) -> tuple[int, int]:
-    """Copy the request lines of ``source`` that have no successful result; return (failed, missing)."""
+    """Copy the request lines of ``source`` that have no successful result into a new file ``target``
+    (created only if there are some); return (failed, missing)."""
     failed = missing = 0
-    with source.open("rb") as lines, target.open("wb") as out:
+    taken = "move it away, then call retry_failed_requests again"
+    with source.open("rb") as lines, NewFile(target, if_taken=taken) as new:
         for raw in lines:
             try:
                 line = _decode(raw.lstrip(b"\xef\xbb\xbf")) if raw.strip() else None
@@ -177,7 +200,9 @@ def write_unfinished(source: Path, index: ResultIndex, target: Path) -> tuple[in
             if result is not None and result.succeeded:
                 continue
             failed, missing = (failed + 1, missing) if result is not None else (failed, missing + 1)
-            out.write(raw if raw.endswith(b"\n") else raw + b"\n")
+            new.out.write(raw if raw.endswith(b"\n") else raw + b"\n")
+        if failed + missing == 0:
+            new.discard()
     index.close()
     return failed, missing
 

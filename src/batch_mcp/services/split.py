@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterator
+from contextlib import ExitStack
 from pathlib import Path
-from typing import IO
+
+from batch_mcp.services.workspace import NewFile
 
 BOM = b"\xef\xbb\xbf"
 _CHUNK = 4 * 1024 * 1024
@@ -37,31 +40,35 @@ def check_splittable(source: Path, max_bytes: int) -> None:
                 "the file cannot be split into batches; check that the file is JSONL with one request per line.")
 
 
+def parts_folder(source: Path, sha256: str, max_requests: int, max_bytes: int) -> str:
+    """``<stem>.parts/<key>``, relative to the folder of ``source``: one folder per content and limits.
+
+    The same input always gives the same parts, so an interrupted group submission resumes with the
+    files it made; a changed input gets parts of its own beside those its earlier jobs were sent from.
+    """
+    key = hashlib.sha256(f"{sha256}:{max_requests}:{max_bytes}".encode()).hexdigest()[:12]
+    return f"{source.stem}.parts/{key}"
+
+
 def split_requests(source: Path, folder: Path, max_requests: int, max_bytes: int) -> list[Path]:
     """Write ``folder/part-001.jsonl``, ... each within both limits; blank lines and a BOM are dropped.
 
-    The same input always gives the same parts, so an interrupted group submission can resume.
+    A part already there with the same content (from an interrupted run) is kept; a different file
+    under a part's name is never replaced.
     """
-    folder.mkdir(parents=True, exist_ok=True)
-    for stale in folder.glob("part-*.jsonl"):
-        stale.unlink()
     parts: list[Path] = []
-    out: IO[bytes] | None = None
+    part: NewFile | None = None
     count = size = 0
-    try:
+    with ExitStack() as open_part:
         for line in _request_lines(source):
-            if out is None or count >= max_requests or size + len(line) > max_bytes:
-                if out is not None:
-                    out.close()
+            if part is None or count >= max_requests or size + len(line) > max_bytes:
+                open_part.close()
                 parts.append(folder / f"part-{len(parts) + 1:03d}.jsonl")
-                out = parts[-1].open("wb")
+                part = open_part.enter_context(NewFile(parts[-1], if_taken="move it away, then submit again"))
                 count = size = 0
-            out.write(line)
+            part.out.write(line)
             count += 1
             size += len(line)
-    finally:
-        if out is not None:
-            out.close()
     return parts
 
 

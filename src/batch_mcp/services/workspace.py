@@ -1,16 +1,40 @@
-"""Confinement of file access to the folders the user allowed.
+"""Confinement of file access to the folders the user allowed, and the one way the server writes a file.
 
 An agent may have been talked into asking for ``~/.ssh/id_rsa`` or ``/dev/zero``; paths are resolved
-(``~``, ``..``, symlinks) before the check, and only regular files are read.
+(``~``, ``..``, symlinks) before the check, and only regular files are read. Every file the server
+writes goes through :class:`NewFile`, so none is ever written through a link someone planted, nor
+replaces a file unasked.
 """
 
 from __future__ import annotations
 
+import errno
+import filecmp
 import hashlib
 import os
+import re
+import shutil
 import stat
-from collections.abc import Iterable
+import tempfile
+import threading
+import time
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager, suppress
 from pathlib import Path
+from types import TracebackType
+from typing import IO, Any
+
+#: Names of what this server creates for a while (partial files, scratch folders) end with the creator's pid.
+_OWNER_TAG = ".batch-mcp-"
+_PARTIAL_NAME = re.compile(r"\..+" + re.escape(_OWNER_TAG) + r"(\d+)\.part")
+#: A partial file nobody wrote to for this long belongs to no running write, even if its pid runs again.
+STALE_PARTIAL_S = 24 * 3600
+#: Names of the partial files and scratch folders this process is using right now; the lock makes creating
+#: and registering one a single step, so that a sweep in another thread never sees it unregistered.
+_IN_USE: set[str] = set()
+_REGISTRY = threading.Lock()
+#: What os.link answers on a file system without hard links.
+_NO_HARD_LINKS = frozenset({errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP})
 
 
 def sha256_of(path: Path) -> str:
@@ -24,6 +48,10 @@ def sha256_of(path: Path) -> str:
 
 class PathNotAllowed(Exception):
     """The path is outside the allowed folders, or is not the kind of file the tool needs."""
+
+
+class OutputTaken(PathNotAllowed):
+    """The output path holds a link, something other than a file, or a file that may not be replaced."""
 
 
 class Workspace:
@@ -65,6 +93,17 @@ class Workspace:
             raise PathNotAllowed(f"'{raw}' is not a regular file (device, FIFO or socket); pass a .jsonl file.")
         return real
 
+    def output_file(self, raw: str | os.PathLike[str]) -> Path:
+        """Where to write ``raw``: its folder resolved and allowed, its name kept as given, so that a link
+        under that name is noticed rather than followed."""
+        path = Path(raw).expanduser()
+        if path.name in ("", ".", ".."):
+            raise PathNotAllowed(f"'{raw}' is not a file name; pass the path of the file to write.")
+        folder = self.resolve(path.parent)
+        if not folder.is_dir():
+            raise PathNotAllowed(f"The folder of '{raw}' ({folder}) does not exist; create it or pick another path.")
+        return folder / path.name
+
     def output_dir(self, raw: str | os.PathLike[str] | None, default: Path) -> Path:
         """An allowed folder to write into, created if missing."""
         real = self.resolve(raw) if raw else self.resolve(default)
@@ -72,3 +111,135 @@ class Workspace:
             raise PathNotAllowed(f"'{raw}' exists and is not a folder; pass a folder to write results into.")
         real.mkdir(parents=True, exist_ok=True)
         return real
+
+
+def refuse_link(path: Path) -> None:
+    """Raise unless ``path`` is absent or a regular file: a link is never written through nor replaced."""
+    try:
+        mode = os.lstat(path).st_mode
+    except FileNotFoundError:
+        return
+    if stat.S_ISLNK(mode):
+        raise OutputTaken(f"{path} is a symbolic link; the server never writes through or replaces a link. "
+                          "Remove the link, or choose another output.")
+    if not stat.S_ISREG(mode):
+        raise OutputTaken(f"{path} exists and is not a regular file; choose another output.")
+
+
+class NewFile:
+    """Write ``target`` through a hidden partial file beside it, moved into place only once complete.
+
+    The partial file is created exclusively (never through a planted file or link) and named after
+    this process, so one a killed process left behind is recognised and removed by the next write
+    into its folder. The target is never a link followed or replaced; an existing file is replaced
+    only with ``overwrite``, and one already holding exactly the same bytes is left as it is. Leaving
+    the block with an exception, or after :meth:`discard`, leaves the folder as it was.
+    """
+
+    def __init__(self, target: Path, *, overwrite: bool = False, text: bool = False,
+                 if_taken: str = "pass overwrite=true to replace it, or choose another output") -> None:
+        self.target, self.overwrite, self.text, self.if_taken = target, overwrite, text, if_taken
+        self.keep = True
+
+    def __enter__(self) -> NewFile:
+        refuse_link(self.target)
+        remove_stale_partials(self.target.parent)
+        with _REGISTRY:
+            handle, name = tempfile.mkstemp(dir=self.target.parent, prefix=f".{self.target.name}.",
+                                            suffix=f"{_OWNER_TAG}{os.getpid()}.part")
+            self.partial = Path(name)
+            _IN_USE.add(self.partial.name)
+        self.out: IO[Any] = (os.fdopen(handle, "w", encoding="utf-8", newline="") if self.text
+                             else os.fdopen(handle, "wb"))
+        return self
+
+    def discard(self) -> None:
+        """Put nothing in place when the block ends."""
+        self.keep = False
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
+                 trace: TracebackType | None) -> None:
+        try:
+            self.out.close()
+            if kind is None and self.keep:
+                self._put_in_place()
+        finally:
+            self.partial.unlink(missing_ok=True)
+            _IN_USE.discard(self.partial.name)
+
+    def _put_in_place(self) -> None:
+        refuse_link(self.target)  # again: one may have been planted while the file was written
+        if self.overwrite:
+            os.replace(self.partial, self.target)  # renames over a file; a link planted since is replaced, not followed
+            return
+        try:
+            _link_exclusively(self.partial, self.target)
+        except FileExistsError:
+            refuse_link(self.target)
+            if not filecmp.cmp(self.partial, self.target, shallow=False):
+                raise OutputTaken(f"{self.target} already exists; {self.if_taken}.") from None
+
+
+def _link_exclusively(partial: Path, target: Path) -> None:
+    """Give ``partial`` the name ``target`` unless something (even a dangling link) holds it already."""
+    try:
+        os.link(partial, target)
+    except OSError as exc:
+        if exc.errno not in _NO_HARD_LINKS:
+            raise
+        # no hard links here: claim the name exclusively, then rename over the claim
+        os.close(os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)))
+        os.replace(partial, target)
+
+
+def remove_stale_partials(folder: Path) -> None:
+    """Delete the partial files a killed or crashed write of ours left in ``folder``."""
+    now = time.time()
+    with _REGISTRY, os.scandir(folder) as entries:
+        for entry in entries:
+            owner = _PARTIAL_NAME.fullmatch(entry.name)
+            if owner is None or entry.name in _IN_USE:
+                continue
+            info = entry.stat(follow_symlinks=False)
+            if stat.S_ISREG(info.st_mode) and (_left_behind(int(owner[1])) or now - info.st_mtime > STALE_PARTIAL_S):
+                with suppress(FileNotFoundError):
+                    os.unlink(entry.path)
+
+
+@contextmanager
+def scratch_folder(parent: Path, prefix: str) -> Iterator[Path]:
+    """A fresh folder of our own under ``parent``, removed with its content on exit.
+
+    Folders with the same prefix that a killed process of ours left are removed first; nothing else
+    under ``parent`` is touched.
+    """
+    parent.mkdir(parents=True, exist_ok=True)
+    left = re.compile(re.escape(prefix) + r"\.\w+" + re.escape(_OWNER_TAG) + r"(\d+)")
+    with _REGISTRY:
+        for entry in parent.iterdir():
+            owner = left.fullmatch(entry.name)
+            if owner and entry.name not in _IN_USE and entry.is_dir() and not entry.is_symlink() \
+                    and _left_behind(int(owner[1])):
+                shutil.rmtree(entry, ignore_errors=True)
+        folder = Path(tempfile.mkdtemp(dir=parent, prefix=f"{prefix}.", suffix=f"{_OWNER_TAG}{os.getpid()}"))
+        _IN_USE.add(folder.name)
+    try:
+        yield folder
+    finally:
+        _IN_USE.discard(folder.name)
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _left_behind(pid: int) -> bool:
+    """Whether something named after process ``pid`` (and not in use here) can no longer be in use."""
+    if pid == os.getpid():
+        return True  # not in use by this process, so left by an earlier one that had the same pid
+    if os.name == "nt":
+        return False  # os.kill would end the process there, not probe it
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except OSError:
+        return False  # runs, as another user
+    return False
