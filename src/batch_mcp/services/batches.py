@@ -9,10 +9,8 @@ from __future__ import annotations
 
 import logging
 import re
-import sys
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -43,7 +41,7 @@ from batch_mcp.schemas.jobs import (
     UploadResult,
     WaitResult,
 )
-from batch_mcp.schemas.preflight import PreflightReport, ProblemCode
+from batch_mcp.schemas.preflight import PreflightReport
 from batch_mcp.services.cost import PriceTable
 from batch_mcp.services.lineage import Lineage, is_group_id
 from batch_mcp.services.preflight import Limits, preflight
@@ -53,7 +51,7 @@ from batch_mcp.services.results import (
     ResultIndex,
     write_unfinished,
 )
-from batch_mcp.services.split import check_splittable, split_requests
+from batch_mcp.services.split import split_requests
 from batch_mcp.services.workspace import Workspace, sha256_of
 from batch_mcp.store import JobRecord, JobStore, Submission, UploadRecord, submission_fingerprint
 
@@ -95,6 +93,10 @@ class InvalidBatchFile(Exception):
             + (f" (and {more} more)" if more > 0 else "")
             + ". Fix the file (validate_batch_file lists the problems) and try again."
         )
+
+
+class OverBatchLimits(Exception):
+    """A single-batch tool was given a file that only a job group can hold; nothing was sent."""
 
 
 class FileChanged(Exception):
@@ -176,6 +178,12 @@ class BatchService:
     async def upload(self, path: str, provider: str | None = None, endpoint: str | None = None, *,
                      on_progress: Progress | None = None, workspace: Workspace | None = None) -> UploadResult:
         report = await self._checked(path, provider, endpoint, workspace)
+        if report.batches > 1:
+            raise OverBatchLimits(
+                f"{report.path} holds {report.requests:,} requests in {report.bytes:,} bytes, over one batch's "
+                f"limits ({self.limits.max_requests:,} requests, {self.limits.max_bytes:,} bytes); nothing was "
+                f"uploaded. Call submit_batch with this path instead: it runs the file as {report.batches} "
+                "batches in one job group.")
         return await self._upload_checked(report, on_progress)
 
     async def _upload_checked(self, report: PreflightReport, on_progress: Progress | None) -> UploadResult:
@@ -187,11 +195,7 @@ class BatchService:
             return UploadResult(file_id=reusable.file_id, upload_expires_at=reusable.intent_expires_at, reused=True,
                                 **common)
         intent = await self.client.upload_file(Path(report.path), on_progress=on_progress)
-        now = Path(report.path).stat()
-        if report.mtime_ns is not None and (now.st_mtime_ns, now.st_size) != (report.mtime_ns, report.bytes):
-            raise FileChanged(f"{report.path} changed after it was checked, so what was uploaded may not be what "
-                              "was validated; nothing was submitted. Call the tool again to check and send its "
-                              "current content.")
+        _unchanged_since_check(report)
         self.store.record_upload(UploadRecord(
             file_id=intent.file_id, path=Path(report.path), sha256=report.sha256, size_bytes=report.bytes,
             line_count=report.requests, intent_expires_at=intent.expires_at, completed_at=datetime.now(UTC),
@@ -206,12 +210,10 @@ class BatchService:
 
         A file over the per-batch limits (but otherwise valid) becomes a job group of parts that fit.
         """
-        report = await self.validate(path, provider, endpoint, workspace)
-        if not report.valid:
-            if _only_over_limits(report):
-                return await self._submit_group(Path(report.path), provider, endpoint, metadata, new=new,
-                                                on_progress=on_progress, parent_batch_id=parent_batch_id)
-            raise InvalidBatchFile(report)
+        report = await self._checked(path, provider, endpoint, workspace)
+        if report.batches > 1:
+            return await self._submit_group(report, metadata, new=new, on_progress=on_progress,
+                                            parent_batch_id=parent_batch_id)
         # a retry is the same job only as a retry of the same parent: an identical rerun of a later round is new
         content = report.sha256 if parent_batch_id is None else f"{report.sha256}:retry-of:{parent_batch_id}"
         key = Fingerprint(content, report.provider, report.endpoint, metadata)
@@ -231,15 +233,10 @@ class BatchService:
                                             parent_batch_id=parent_batch_id)
         return result.model_copy(update={"requests": report.requests, "warnings": upload.warnings})
 
-    async def _submit_group(self, path: Path, provider: str | None, endpoint: str | None,
-                            metadata: dict[str, str] | None, *, new: bool, on_progress: Progress | None,
-                            parent_batch_id: str | None = None) -> SubmitResult:
-        """Split an oversized file into parts within the limits and submit each, as one job group."""
-        await anyio.to_thread.run_sync(lambda: check_splittable(path, self.limits.max_bytes))
-        unlimited = replace(self.limits, max_requests=sys.maxsize, max_bytes=sys.maxsize)
-        report = await anyio.to_thread.run_sync(lambda: preflight(path, provider, endpoint, unlimited))
-        if not report.valid:
-            raise InvalidBatchFile(report)
+    async def _submit_group(self, report: PreflightReport, metadata: dict[str, str] | None, *, new: bool,
+                            on_progress: Progress | None, parent_batch_id: str | None = None) -> SubmitResult:
+        """Split a valid file over one batch's limits into parts that fit and submit each, as one job group."""
+        path = Path(report.path)
         content = report.sha256 if parent_batch_id is None else f"{report.sha256}:retry-of:{parent_batch_id}"
         key = Fingerprint(content, report.provider, report.endpoint, metadata)
         fingerprint = submission_fingerprint(*key)
@@ -251,6 +248,7 @@ class BatchService:
             folder = Workspace([path.parent]).output_dir(f"{path.stem}.parts", default=path.parent)
             parts = await anyio.to_thread.run_sync(
                 lambda: split_requests(path, folder, self.limits.max_requests, self.limits.max_bytes))
+            _unchanged_since_check(report)
             reused = group is not None
             group = group or self.store.create_group(path, report.sha256, fingerprint, len(parts), parent_batch_id)
             done = {s.path: s for s in self.store.group_submissions(group.group_id)}
@@ -275,6 +273,11 @@ class BatchService:
                      metadata: dict[str, str] | None = None, *, new: bool = False) -> SubmitResult:
         """Create a job from an uploaded file; the same call again returns the same job."""
         upload = self.store.get_upload(file_id)  # known when this server uploaded it: same file, same job
+        if upload and (upload.line_count > self.limits.max_requests or upload.size_bytes > self.limits.max_bytes):
+            raise OverBatchLimits(
+                f"{file_id} ({upload.path}) holds {upload.line_count:,} requests in {upload.size_bytes:,} bytes, "
+                f"over one batch's limits ({self.limits.max_requests:,} requests, {self.limits.max_bytes:,} "
+                "bytes); no job was created. Call submit_batch with that path: it runs the file as a job group.")
         content = upload.sha256 if upload else f"file_id:{file_id}"
         key = Fingerprint(content, provider, endpoint, metadata)
         async with self._one_at_a_time(key):
@@ -638,7 +641,14 @@ class BatchService:
     def estimate(self, report: PreflightReport) -> CostReport:
         """Before submission: estimated input tokens, and max output tokens as the ceiling, per model."""
         usage = {model: (u.requests, u.input_tokens, u.max_output_tokens) for model, u in report.model_usage.items()}
-        return self.prices.report(usage, estimated=True)
+        cost = self.prices.report(usage, estimated=True)
+        caveats = [cost.note]
+        if not report.valid:
+            caveats.append(f"The file has {report.error_count:,} error(s), and requests that could not be read are "
+                           "not counted: fix them (validate_batch_file lists them) for a full estimate.")
+        if report.batches > 1:
+            caveats.append(f"It covers all {report.batches} batches the file runs as (one job group).")
+        return cost.model_copy(update={"note": " ".join(caveats)})
 
     async def _download_files(self, batch_id: str, targets: dict[str, Path],
                               on_progress: Progress | None) -> dict[str, Path]:
@@ -658,11 +668,13 @@ class BatchService:
         raise AssertionError("unreachable")
 
 
-def _only_over_limits(report: PreflightReport) -> bool:
-    """Invalid only because the file is too big for one batch: a case for splitting, not for fixing."""
-    listed = [p for p in report.problems if p.severity == "error"]
-    return bool(listed) and len(listed) == report.error_count and all(
-        p.code in (ProblemCode.TOO_MANY_REQUESTS, ProblemCode.FILE_TOO_LARGE) for p in listed)
+def _unchanged_since_check(report: PreflightReport) -> None:
+    """What was uploaded (or split into parts) is the file as checked, not a later edit of it."""
+    now = Path(report.path).stat()
+    if report.mtime_ns is not None and (now.st_mtime_ns, now.st_size) != (report.mtime_ns, report.bytes):
+        raise FileChanged(f"{report.path} changed after it was checked, so what was sent may not be what was "
+                          "validated; nothing was submitted. Call the tool again to check and send its "
+                          "current content.")
 
 
 def _file_stem(job_id: str) -> str:

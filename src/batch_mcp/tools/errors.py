@@ -17,11 +17,11 @@ from batch_mcp.services.batches import (
     JobHasNoResults,
     JobStillRunning,
     NotConfigured,
+    OverBatchLimits,
     ResultsExist,
 )
 from batch_mcp.services.preflight import UnusableInput
 from batch_mcp.services.prepare import PrepareError
-from batch_mcp.services.split import UnsplittableFile
 from batch_mcp.services.workspace import PathNotAllowed
 
 log = logging.getLogger(__name__)
@@ -29,8 +29,8 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 #: Failures whose message already says what to do.
-_SELF_EXPLAINING = (FileChanged, InvalidBatchFile, JobHasNoResults, JobStillRunning, NotConfigured, PrepareError,
-                    ResultsExist, UnusableInput, UnsplittableFile, PathNotAllowed)
+_SELF_EXPLAINING = (FileChanged, InvalidBatchFile, JobHasNoResults, JobStillRunning, NotConfigured, OverBatchLimits,
+                    PrepareError, ResultsExist, UnusableInput, PathNotAllowed)
 
 
 def explain(exc: BaseException) -> str:
