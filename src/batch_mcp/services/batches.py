@@ -34,6 +34,7 @@ from batch_mcp.schemas.jobs import (
     BatchView,
     CostReport,
     DownloadSummary,
+    JobsPage,
     PrepareResult,
     ResultLinksView,
     RetryResult,
@@ -44,6 +45,7 @@ from batch_mcp.schemas.jobs import (
 from batch_mcp.schemas.preflight import PreflightReport
 from batch_mcp.services.cost import PriceTable
 from batch_mcp.services.lineage import Lineage, is_group_id
+from batch_mcp.services.listing import JOBS_PAGE_SIZE, decode_cursor, job_summary, recorded_jobs
 from batch_mcp.services.preflight import Limits, preflight
 from batch_mcp.services.prepare import PrepareError, RequestTemplate
 from batch_mcp.services.prepare import prepare as prepare_requests
@@ -432,11 +434,13 @@ class BatchService:
 
     async def list(self, status: str | None = None, limit: int = 20, cursor: str | None = None) -> BatchList:
         page = await self.client.list_batches(status=status, limit=limit, after=cursor)
+        summaries = []
         for batch in page.data:
-            if self.store.get_job(batch.batch_id) is not None:
-                self.store.upsert_batch(batch)
-        return BatchList(batches=[BatchView.from_batch(b) for b in page.data], next_cursor=page.next_cursor,
-                         has_more=page.has_more)
+            record = self.store.get_job(batch.batch_id)
+            if record is not None:
+                await self._seen(batch)
+            summaries.append(job_summary(BatchView.from_batch(batch), record))
+        return BatchList(batches=summaries, next_cursor=page.next_cursor, has_more=page.has_more)
 
     async def cancel(self, batch_id: str) -> BatchView:
         """Cancel a job, or every running part of a job group (a part that cannot be cancelled is skipped)."""
@@ -454,27 +458,20 @@ class BatchService:
             raise refusals[0]
         return await self._group_view(batch_id)
 
-    async def jobs_overview(self, limit: int = 100) -> dict[str, Any]:
-        """The jobs this server recorded, merged with the API's newest; the API's view of a job wins."""
-        jobs: dict[str, dict[str, Any]] = {}
-        for record in self.store.list_jobs(limit=limit):
-            view = BatchView.from_batch(record.last_seen).model_dump(mode="json")
-            jobs[record.batch_id] = {**view, **_local_fields(record)}
-        note = None
-        try:
-            page = await self.client.list_batches(limit=min(limit, 100))
-            for batch in page.data:
-                live = BatchView.from_batch(batch).model_dump(mode="json")
-                jobs[batch.batch_id] = {**jobs.get(batch.batch_id, {"tracked_locally": False}), **live}
-        except (NotConfigured, BatchAPIError) as exc:
-            note = f"Live status unavailable, showing the last recorded status: {exc}"
-        for group in self.store.list_groups(limit=limit):
-            parts = [record.last_seen for s in self.store.group_submissions(group.group_id)
-                     if s.batch_id and (record := self.store.get_job(s.batch_id))]
-            jobs[group.group_id] = {**BatchView.from_group(group.group_id, parts, group.parts).model_dump(mode="json"),
-                                    "tracked_locally": True, "input_path": str(group.path)}
-        ordered = sorted(jobs.values(), key=lambda j: j.get("created_at") or "", reverse=True)
-        return {"jobs": ordered, "count": len(ordered), "note": note}
+    async def jobs_page(self, cursor: str | None = None, limit: int = JOBS_PAGE_SIZE) -> JobsPage:
+        """A page of the jobs (and job groups) this server recorded, newest first; older ones follow ``next``.
+
+        The first page's statuses are refreshed from the API's newest jobs; later pages show the last status
+        recorded (``get_batch`` has the live one).
+        """
+        before = decode_cursor(cursor) if cursor else None
+        note = "Statuses on this page are as last recorded; get_batch gives a job's live status." if before else None
+        if before is None:
+            try:
+                await self.list(limit=limit)  # records the live status of the tracked jobs among the newest
+            except (NotConfigured, BatchAPIError) as exc:
+                note = f"Live status unavailable, showing the last recorded status: {exc}"
+        return recorded_jobs(self.store, before, limit).model_copy(update={"note": note})
 
     async def job_detail(self, batch_id: str) -> dict[str, Any]:
         """One job: live status when the API answers, plus what the store recorded."""

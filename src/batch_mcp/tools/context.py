@@ -15,11 +15,11 @@ from mcp.types import ListRootsResult
 
 from batch_mcp.client import Progress
 from batch_mcp.schemas import Batch
+from batch_mcp.schemas.jobs import JOBS_URI
 from batch_mcp.services.batches import BatchService
 from batch_mcp.services.workspace import Workspace
 
 MODERN_PROTOCOL = "2026-07-28"
-JOBS_URI = "batch://jobs"
 
 #: The tool call in progress, so a status change seen while serving it can reach a 2025-era session.
 current_call: ContextVar[Context[Any, Any] | None] = ContextVar("current_call", default=None)

@@ -12,22 +12,37 @@ from mcp.types import INVALID_PARAMS
 from pydantic import Field
 
 from batch_mcp.client import BatchAPIError, NotFoundError
-from batch_mcp.services.batches import NotConfigured
-from batch_mcp.tools.context import JOBS_URI, AppState, state_of
+from batch_mcp.schemas.jobs import JOBS_URI
+from batch_mcp.services.batches import BatchService, NotConfigured
+from batch_mcp.services.listing import JOBS_PAGE_SIZE, InvalidCursor
+from batch_mcp.tools.context import AppState, state_of
 from batch_mcp.tools.errors import explain
 
 
 def register_resources(mcp: MCPServer, app_state: AppState) -> None:
     """``app_state`` serves the static resource, which (unlike templates) gets no Context."""
 
-    @mcp.resource(JOBS_URI, name="jobs", title="Batch jobs", mime_type="application/json",
-                  description="Every batch job this server created (from its local job store, so jobs survive "
-                              "restarts), merged with the newest jobs the API lists, newest first.")
-    async def jobs() -> dict[str, Any]:
+    async def page(service: BatchService, cursor: str | None) -> str:
         try:
-            return await app_state.service.jobs_overview()
-        except (BatchAPIError, NotConfigured) as exc:
-            raise ResourceError(explain(exc)) from None
+            listed = await service.jobs_page(cursor)
+        except InvalidCursor as exc:
+            raise ResourceNotFoundError(str(exc)) from None
+        return listed.model_dump_json(exclude_none=True)  # compact: no indentation, no empty fields
+
+    @mcp.resource(JOBS_URI, name="jobs", title="Batch jobs", mime_type="application/json",
+                  description=f"Every batch job and job group this server created (kept in its local job store, "
+                              f"so they survive restarts), newest first, {JOBS_PAGE_SIZE} to a page, each in "
+                              "brief (batch://jobs/{batch_id} has the full view); `next` is the URI of the next "
+                              "page. The first page's statuses are refreshed from the API. Jobs made elsewhere "
+                              "on the account: list_batches.")
+    async def jobs() -> str:
+        return await page(app_state.service, None)
+
+    @mcp.resource(f"{JOBS_URI}{{?cursor}}", name="jobs_page", title="Batch jobs, a later page",
+                  mime_type="application/json",
+                  description="A later page of batch://jobs: follow the `next` URI of the page before.")
+    async def jobs_after(ctx: Context[AppState, Any], cursor: str = "") -> str:
+        return await page(state_of(ctx).service, cursor or None)
 
     @mcp.resource(f"{JOBS_URI}/{{batch_id}}", name="job", title="One batch job", mime_type="application/json",
                   description="One batch job: its live status from the API, and what this server recorded "
