@@ -275,6 +275,7 @@ async def test_prompts(sandbox: SandboxServer, workdir: Path) -> None:
         assert "download_batch_results" in summary.messages[0].content.text
 
 
+@pytest.mark.filterwarnings("ignore:resources/subscribe is removed")  # and exactly what 2025-era clients send
 async def test_status_changes_notify_legacy_sessions(sandbox: SandboxServer, workdir: Path) -> None:
     seen: list[str] = []
 
@@ -285,6 +286,7 @@ async def test_status_changes_notify_legacy_sessions(sandbox: SandboxServer, wor
     async with mcp_session(settings_for(sandbox, workdir), mode="legacy", message_handler=on_message) as (client, _):
         batch_id = (await client.call_tool("submit_batch", {"path": "data/tickets.jsonl", "new": True})
                     ).structured_content["batch"]["batch_id"]
+        await client.subscribe_resource(f"batch://jobs/{batch_id}")  # only subscribers hear (test_subscriptions.py)
         await client.call_tool("wait_for_batch", {"batch_id": batch_id, "timeout_s": 60, "poll_interval_s": 0.05})
     assert f"batch://jobs/{batch_id}" in seen
 

@@ -1,4 +1,4 @@
-"""Resources (the jobs, as JSON) and prompts (the common workflows)."""
+"""Resources (the jobs, as JSON), subscriptions to their changes, and prompts (the common workflows)."""
 
 from __future__ import annotations
 
@@ -6,16 +6,17 @@ from typing import Any
 
 from mcp import MCPError
 from mcp.server import MCPServer
+from mcp.server.context import ServerRequestContext
 from mcp.server.mcpserver import Context
 from mcp.server.mcpserver.exceptions import ResourceError, ResourceNotFoundError
-from mcp.types import INVALID_PARAMS
+from mcp.types import INVALID_PARAMS, EmptyResult, SubscribeRequestParams, UnsubscribeRequestParams
 from pydantic import Field
 
 from batch_mcp.client import BatchAPIError, NotFoundError
 from batch_mcp.schemas.jobs import JOBS_URI
 from batch_mcp.services.batches import BatchService, NotConfigured
 from batch_mcp.services.listing import JOBS_PAGE_SIZE, InvalidCursor
-from batch_mcp.tools.context import AppState, state_of
+from batch_mcp.tools.context import AppState, TooManySubscriptions, connection_of, state_of
 from batch_mcp.tools.errors import explain
 
 
@@ -54,6 +55,36 @@ def register_resources(mcp: MCPServer, app_state: AppState) -> None:
             raise ResourceNotFoundError(f"No batch job {batch_id!r}. Read batch://jobs for the known ids.") from None
         except (BatchAPIError, NotConfigured) as exc:
             raise ResourceError(explain(exc)) from None
+
+
+def register_subscriptions(mcp: MCPServer, app_state: AppState) -> None:
+    """Serve 2025-era ``resources/subscribe``: only the URIs a session subscribed to send it updates, and the
+    server says it supports them. (2026-07-28 clients use ``subscriptions/listen``, which the SDK serves.)"""
+
+    async def subscribe(ctx: ServerRequestContext[Any, Any], params: SubscribeRequestParams) -> EmptyResult:
+        uri = str(params.uri)
+        if not _changes(uri):
+            raise MCPError(code=INVALID_PARAMS, message=f"{uri[:200]!r} never changes here: subscribe to "
+                                                        f"{JOBS_URI} or {JOBS_URI}/{{batch_id}}.")
+        try:
+            app_state.subscribe(connection_of(ctx.session), uri)
+        except TooManySubscriptions as exc:
+            raise MCPError(code=INVALID_PARAMS, message=str(exc)) from None
+        return EmptyResult()
+
+    async def unsubscribe(ctx: ServerRequestContext[Any, Any], params: UnsubscribeRequestParams) -> EmptyResult:
+        app_state.unsubscribe(connection_of(ctx.session), str(params.uri))
+        return EmptyResult()
+
+    lowlevel = mcp._lowlevel_server  # MCPServer has no public hook for these two 2025-era methods
+    lowlevel.add_request_handler("resources/subscribe", SubscribeRequestParams, subscribe)
+    lowlevel.add_request_handler("resources/unsubscribe", UnsubscribeRequestParams, unsubscribe)
+
+
+def _changes(uri: str) -> bool:
+    """The resources whose content changes: the job list, and one job (batch://jobs/{batch_id})."""
+    batch_id = uri.removeprefix(f"{JOBS_URI}/")
+    return uri == JOBS_URI or (batch_id != uri and bool(batch_id) and not any(c in batch_id for c in "/?#"))
 
 
 def register_prompts(mcp: MCPServer) -> None:
