@@ -113,3 +113,20 @@ async def test_subscribing_to_what_never_changes_is_refused(sandbox: SandboxServ
             await client.subscribe_resource(uri)
         assert f"subscribe to {JOBS} or {JOBS}/{{batch_id}}" in refused.value.message
         assert not state.subscriptions
+
+
+async def test_subscriptions_per_connection_are_bounded(sandbox: SandboxServer, workdir: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    from batch_mcp.tools import context
+
+    monkeypatch.setattr(context, "MAX_SUBSCRIPTIONS", 3)
+    async with open_app_state(settings_for(sandbox, workdir)) as state, \
+            Client(build_server(state), mode="legacy") as client:
+        for n in range(3):
+            await client.subscribe_resource(f"{JOBS}/b-{n}")
+        await client.subscribe_resource(f"{JOBS}/b-0")  # again: no new one
+        with pytest.raises(MCPError) as refused:
+            await client.subscribe_resource(f"{JOBS}/b-3")
+        assert "unsubscribe from finished jobs first" in refused.value.message
+        await client.unsubscribe_resource(f"{JOBS}/b-0")
+        await client.subscribe_resource(f"{JOBS}/b-3")
