@@ -93,12 +93,6 @@ async def test_corpus_warnings_are_reported_with_their_line(sandbox: SandboxServ
 
 # --- Files built at test time ------------------------------------------------------------------------
 
-def _many_lines(folder: Path) -> str:
-    line = '{"custom_id": "r%d", "params": {"model": "m", "max_tokens": 1, "messages": [{}]}}\n'
-    (folder / "many.jsonl").write_text("".join(line % i for i in range(50_001)))
-    return "many.jsonl"
-
-
 def _huge_sparse(folder: Path) -> str:
     with (folder / "huge.jsonl").open("wb") as sparse:
         sparse.truncate(201_000_000)
@@ -129,13 +123,10 @@ def _directory(folder: Path) -> str:
 
 BOTH = ("validate_batch_file", "submit_batch")
 #: name -> (builds the input in an allowed folder and returns its path, what each tool's answer must say).
-#: A valid file over the per-batch limits is no error for submit_batch, which splits it into a job group;
-#: the sparse one is a single 201 MB line, refused before anything parses (and buffers) it.
+#: A valid file over the per-batch limits is no error at all (submit_batch splits it into a job group, see
+#: test_over_limits.py); the sparse one is a single 201 MB line, refused before anything parses (and buffers) it.
 SPECIAL: dict[str, tuple[Callable[[Path], str], dict[str, str]]] = {
-    "50,001 requests": (_many_lines, {"validate_batch_file": '"line": 50001, "severity": "error", '
-                                                             '"code": "too_many_requests"'}),
-    "over 200 MB (sparse)": (_huge_sparse, {"validate_batch_file": '"code": "file_too_large"',
-                                            "submit_batch": "line 1 alone is over 200,000,000 bytes"}),
+    "over 200 MB (sparse)": (_huge_sparse, dict.fromkeys(BOTH, "over the 200,000,000-byte limit of one batch")),
     "a directory": (_directory, dict.fromkeys(BOTH, "is a directory")),
     "a symlink leaving the allowed folder": (_escaping_symlink, dict.fromkeys(BOTH, "outside the allowed folders")),
     "a dangling symlink": (_dangling_symlink, dict.fromkeys(BOTH, "does not exist")),

@@ -41,9 +41,9 @@ def text(result: Any) -> str:
 
 
 async def tracked_jobs(client: Client) -> dict[str, dict[str, Any]]:
-    """The jobs this server recorded, from the batch://jobs resource."""
+    """The jobs this server recorded, from the batch://jobs resource (its first page)."""
     listing = json.loads((await client.read_resource("batch://jobs")).contents[0].text)
-    return {job["batch_id"]: job for job in listing["jobs"] if job.get("tracked_locally")}
+    return {job["batch_id"]: job for job in listing["jobs"]}
 
 
 async def submit_wait_download(client: Client) -> str:

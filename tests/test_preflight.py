@@ -154,30 +154,66 @@ def test_custom_id_with_a_trailing_newline_is_not_safe(tmp_path: Path) -> None:
 
 
 # --- Limits --------------------------------------------------------------------------------------------
-def test_request_limit_names_the_first_excess_line(tmp_path: Path) -> None:
+def test_request_limit_names_the_first_excess_line_and_stays_valid(tmp_path: Path) -> None:
     path = tmp_path / "big.jsonl"
     line = '{"custom_id": "r%d", "params": {"model": "m", "max_tokens": 1, "messages": [{}]}}\n'
     path.write_text("".join(line % i for i in range(50_001)))
     report = preflight(path)
-    assert report.requests == 50_001 and report.models == {"m": 50_001}
-    assert codes(report) == [(50_001, "error", "too_many_requests")]
-    assert "50,000" in report.problems[0].message
+    assert report.valid and report.requests == 50_001 and report.models == {"m": 50_001}
+    assert codes(report) == [(50_001, "warning", "too_many_requests")] and report.batches == 2
+    assert "50,000" in report.problems[0].message and "2 batches in one job group" in report.problems[0].message
 
 
-def test_oversized_sparse_file_is_reported_without_reading_it(tmp_path: Path) -> None:
+@pytest.mark.parametrize("limits", [Limits(max_requests=7), Limits(max_bytes=900),
+                                    Limits(max_requests=5, max_bytes=700)], ids=["requests", "bytes", "both"])
+def test_a_file_over_one_batch_counts_the_batches_the_split_makes(tmp_path: Path, limits: Limits) -> None:
+    from batch_mcp.services.split import split_requests
+
+    lines = [chat_line(i, custom_id=f"r-{i}" + "x" * (i % 13)) for i in range(40)]
+    path = write_jsonl(tmp_path / "many.jsonl", lines, prefix=b"\xef\xbb\xbf")
+    with path.open("ab") as tail:
+        tail.write(b"\n  \n" + json.dumps(chat_line(99)).encode())  # blank lines and no final newline
+    report = preflight(path, limits=limits)
+    (tmp_path / "parts").mkdir()  # the service makes (and checks) the folder; the split only fills it
+    parts = split_requests(path, tmp_path / "parts", limits.max_requests, limits.max_bytes)
+    assert report.valid and report.batches == len(parts) > 1, codes(report)
+    assert report.sha256 == hashlib.sha256(path.read_bytes()).hexdigest() and report.requests == 41
+    over = {code for _, severity, code in codes(report) if severity == "warning"} - {"utf8_bom", "blank_line"}
+    expected = {"too_many_requests"} if limits.max_requests < 41 else set()
+    assert over == expected | ({"file_too_large"} if report.bytes > limits.max_bytes else set())
+    assert f"{len(parts)} batches" in report.summary()
+
+
+def test_the_limit_warnings_are_listed_even_after_many_other_warnings(tmp_path: Path) -> None:
+    path = write_jsonl(tmp_path / "ids.jsonl", [chat_line(i, custom_id=f"id.{i}") for i in range(30)])
+    report = preflight(path, limits=Limits(max_requests=10))
+    assert report.valid and report.truncated and report.batches == 3
+    assert (11, "warning", "too_many_requests") in codes(report)
+
+
+def test_oversized_sparse_file_is_one_overlong_line_found_without_parsing(tmp_path: Path) -> None:
     path = tmp_path / "huge.jsonl"
     with path.open("wb") as f:
         f.truncate(201_000_000)
     report = preflight(path)
-    assert not report.valid and codes(report) == [(None, "error", "file_too_large")]
-    assert report.bytes == 201_000_000 and report.sha256 == "" and report.lines == 0
-    assert "at least 2 files" in report.problems[0].message
+    assert not report.valid and codes(report) == [(1, "error", "line_too_large")]
+    assert report.bytes == 201_000_000 and report.sha256 == "" and report.lines == 0 and report.batches == 0
+    assert "over the 200,000,000-byte limit of one batch" in report.problems[0].message
+
+
+@pytest.mark.parametrize("chunk", [7, 1 << 22])
+def test_a_line_longer_than_a_batch_is_an_error_wherever_it_is(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                              chunk: int) -> None:
+    monkeypatch.setattr(preflight_module, "_CHUNK", chunk)
+    lines = [chat_line(1), chat_line(2) | {"note": "y" * 600}, chat_line(3)]
+    report = preflight(write_jsonl(tmp_path / "long.jsonl", lines), limits=Limits(max_bytes=500))
+    assert not report.valid and codes(report) == [(2, "error", "line_too_large")] and report.batches == 0
 
 
 @pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="needs procfs")
-def test_size_limit_also_holds_when_stat_reports_less_than_is_read() -> None:
+def test_line_limit_also_holds_when_stat_reports_less_than_is_read() -> None:
     report = preflight(Path("/proc/self/status"), limits=Limits(max_bytes=10, require_jsonl_suffix=False))
-    assert codes(report) == [(None, "error", "file_too_large")] and report.sha256 == ""
+    assert codes(report) == [(1, "error", "line_too_large")] and report.sha256 == ""
 
 
 def test_deeply_nested_json_is_invalid_not_a_crash(tmp_path: Path) -> None:

@@ -139,7 +139,8 @@ def build_parser() -> argparse.ArgumentParser:
     sandbox.add_argument("--requests-per-s", type=float, default=500.0, help="processing pace")
     sandbox.set_defaults(run=_sandbox)
 
-    validate = sub.add_parser("validate", help="check a JSONL batch file (exit 0 valid, 1 invalid, 2 unusable)")
+    validate = sub.add_parser("validate", help="check a JSONL batch file (exit 0 valid, warnings "
+                              "allowed; 1 invalid; 2 unusable)")
     validate.add_argument("path")
     validate.add_argument("--provider", choices=["openai", "anthropic"])
     validate.add_argument("--endpoint", choices=["/v1/chat/completions", "/v1/responses"])

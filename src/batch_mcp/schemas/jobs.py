@@ -9,10 +9,12 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, SerializerFunctionWrapHandler, model_serializer
 
 from batch_mcp.schemas.api import RESULT_STATUSES, TERMINAL_STATUSES, Batch, BatchErrorItem
 
+#: The resource listing this server's jobs; one job is ``{JOBS_URI}/{batch_id}``, a later page ``?cursor=...``.
+JOBS_URI = "batch://jobs"
 _NEXT_STEP = {
     "completed": "Done: call download_batch_results to fetch and summarise the results.",
     "cancelled": "Cancelled: results of requests finished before the cancel are kept; "
@@ -187,12 +189,52 @@ class WaitResult(BaseModel):
     next_step: str
 
 
+class JobSummary(BaseModel):
+    """A job as one entry of a list: enough to pick it out. get_batch (or batch://jobs/{batch_id}) has the rest.
+
+    Fields without a value are left out rather than sent as null: a page holds many entries.
+    """
+
+    batch_id: str
+    status: str
+    total: int = Field(default=0, description="Requests in the job.")
+    completed: int = Field(default=0, description="Requests that succeeded so far.")
+    failed: int = Field(default=0, description="Requests that failed so far.")
+    results_ready: bool = Field(description="True when download_batch_results can fetch results now.")
+    created_at: datetime | None = None
+    provider: str | None = None
+    input_path: str | None = Field(default=None, description="The file this server submitted for it.")
+    group_id: str | None = Field(default=None, description="For a part of a job group: the group, the id to use.")
+    parts: int | None = Field(default=None, description="For a job group: how many batches it runs as.")
+    parent_batch_id: str | None = Field(default=None, description="For a retry: the job whose failures it reruns.")
+
+    @model_serializer(mode="wrap")
+    def _without_nulls(self, serialize: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        return {key: value for key, value in serialize(self).items() if value is not None}
+
+    @classmethod
+    def of(cls, view: BatchView, *, input_path: str | None = None, group_id: str | None = None) -> JobSummary:
+        return cls(batch_id=view.batch_id, status=view.status, total=view.total, completed=view.completed,
+                   failed=view.failed, results_ready=view.results_ready, created_at=view.created_at,
+                   provider=view.provider, input_path=input_path, group_id=group_id,
+                   parts=None if view.parts is None else len(view.parts), parent_batch_id=view.parent_batch_id)
+
+
 class BatchList(BaseModel):
     """One page of jobs, newest first."""
 
-    batches: list[BatchView]
+    batches: list[JobSummary]
     next_cursor: str | None = Field(default=None, description="Pass as `cursor` to get the next page.")
     has_more: bool
+
+
+class JobsPage(BaseModel):
+    """One page of the jobs this server recorded, newest first."""
+
+    jobs: list[JobSummary]
+    count: int = Field(description="Jobs on this page.")
+    next: str | None = Field(default=None, description="URI of the next (older) page; absent on the last page.")
+    note: str | None = None
 
 
 class ResultLinksView(BaseModel):

@@ -23,14 +23,15 @@ class ProblemCode(StrEnum):
     when it is present with a wrong type or value.
     """
 
-    # Whole file.
+    # Whole file. The two limits are warnings: such a file runs as a job group of several batches.
     EMPTY_FILE = "empty_file"
     FILE_TOO_LARGE = "file_too_large"
     TOO_MANY_REQUESTS = "too_many_requests"
     WRONG_EXTENSION = "wrong_extension"
     UTF8_BOM = "utf8_bom"
     BLANK_LINE = "blank_line"
-    # One line's encoding and syntax.
+    # One line's size, encoding and syntax.
+    LINE_TOO_LARGE = "line_too_large"
     INVALID_UTF8 = "invalid_utf8"
     INVALID_JSON = "invalid_json"
     NOT_AN_OBJECT = "not_an_object"
@@ -102,12 +103,18 @@ class PreflightReport(BaseModel):
         "supported url. Null for anthropic files."
     )
     requests: int = Field(description="Non-blank lines, i.e. requests the service would count.")
+    batches: int = Field(
+        default=1,
+        description="Batches submit_batch makes of the file: 1 when it fits one batch's limits; more when it is "
+        "over them (they run as one job group, which every batch tool accepts); 0 when it holds no request or "
+        "could not be read to the end.",
+    )
     lines: int = Field(description="Physical lines read, blank lines included.")
     blank_lines: int = Field(description="Lines holding only whitespace; they are skipped.")
     bytes: int = Field(description="File size in bytes.")
     sha256: str = Field(
         description="Hex SHA-256 of the file's bytes; empty when the file was not read to the end "
-        "(it is over the size limit)."
+        "(a line in it is longer than a whole batch may be)."
     )
     has_bom: bool = Field(description="The file starts with a UTF-8 byte order mark.")
     mtime_ns: int | None = Field(default=None, description="Modification time of the file as checked (ns); an "
@@ -140,6 +147,7 @@ class PreflightReport(BaseModel):
             f"on {self.lines:,} lines, {self.bytes:,} bytes"
             + (f"; models {models}" if models else "")
             + f"; about {self.estimated_input_tokens:,} input tokens (estimate)"
+            + (f"; runs as {self.batches:,} batches in one job group (submit_batch)" if self.batches > 1 else "")
             + f"; {self.error_count:,} error(s), {self.warning_count:,} warning(s)."
         )
         listed = [p for p in self.problems if p.severity == "error"] or self.problems

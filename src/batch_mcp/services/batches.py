@@ -9,10 +9,8 @@ from __future__ import annotations
 
 import logging
 import re
-import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -36,6 +34,7 @@ from batch_mcp.schemas.jobs import (
     BatchView,
     CostReport,
     DownloadSummary,
+    JobsPage,
     PrepareResult,
     ResultLinksView,
     RetryResult,
@@ -43,9 +42,10 @@ from batch_mcp.schemas.jobs import (
     UploadResult,
     WaitResult,
 )
-from batch_mcp.schemas.preflight import PreflightReport, ProblemCode
+from batch_mcp.schemas.preflight import PreflightReport
 from batch_mcp.services.cost import PriceTable
 from batch_mcp.services.lineage import Lineage, is_group_id
+from batch_mcp.services.listing import JOBS_PAGE_SIZE, decode_cursor, job_summary, recorded_jobs
 from batch_mcp.services.preflight import Limits, preflight
 from batch_mcp.services.prepare import PrepareError, RequestTemplate
 from batch_mcp.services.prepare import prepare as prepare_requests
@@ -53,7 +53,7 @@ from batch_mcp.services.results import (
     ResultIndex,
     write_unfinished,
 )
-from batch_mcp.services.split import check_splittable, parts_folder, split_requests
+from batch_mcp.services.split import parts_folder, split_requests
 from batch_mcp.services.waiting import wait_for
 from batch_mcp.services.workspace import NewFile, Workspace, refuse_link, sha256_of
 from batch_mcp.store import (
@@ -107,6 +107,10 @@ class InvalidBatchFile(Exception):
             + (f" (and {more} more)" if more > 0 else "")
             + ". Fix the file (validate_batch_file lists the problems) and try again."
         )
+
+
+class OverBatchLimits(Exception):
+    """A single-batch tool was given a file that only a job group can hold; nothing was sent."""
 
 
 class FileChanged(Exception):
@@ -214,6 +218,12 @@ class BatchService:
     async def upload(self, path: str, provider: str | None = None, endpoint: str | None = None, *,
                      on_progress: Progress | None = None, workspace: Workspace | None = None) -> UploadResult:
         report = await self._checked(path, provider, endpoint, workspace)
+        if report.batches > 1:
+            raise OverBatchLimits(
+                f"{report.path} holds {report.requests:,} requests in {report.bytes:,} bytes, over one batch's "
+                f"limits ({self.limits.max_requests:,} requests, {self.limits.max_bytes:,} bytes); nothing was "
+                f"uploaded. Call submit_batch with this path instead: it runs the file as {report.batches} "
+                "batches in one job group.")
         return await self._upload_checked(report, on_progress)
 
     async def _upload_checked(self, report: PreflightReport, on_progress: Progress | None) -> UploadResult:
@@ -225,11 +235,7 @@ class BatchService:
             return UploadResult(file_id=reusable.file_id, upload_expires_at=reusable.intent_expires_at, reused=True,
                                 **common)
         intent = await self.client.upload_file(Path(report.path), on_progress=on_progress)
-        now = Path(report.path).stat()
-        if report.mtime_ns is not None and (now.st_mtime_ns, now.st_size) != (report.mtime_ns, report.bytes):
-            raise FileChanged(f"{report.path} changed after it was checked, so what was uploaded may not be what "
-                              "was validated; nothing was submitted. Call the tool again to check and send its "
-                              "current content.")
+        _unchanged_since_check(report)
         self.store.record_upload(UploadRecord(
             file_id=intent.file_id, path=Path(report.path), sha256=report.sha256, size_bytes=report.bytes,
             line_count=report.requests, intent_expires_at=intent.expires_at, completed_at=datetime.now(UTC),
@@ -244,12 +250,10 @@ class BatchService:
 
         A file over the per-batch limits (but otherwise valid) becomes a job group of parts that fit.
         """
-        report = await self.validate(path, provider, endpoint, workspace)
-        if not report.valid:
-            if _only_over_limits(report):
-                return await self._submit_group(Path(report.path), provider, endpoint, metadata, new=new,
-                                                on_progress=on_progress, parent_batch_id=parent_batch_id)
-            raise InvalidBatchFile(report)
+        report = await self._checked(path, provider, endpoint, workspace)
+        if report.batches > 1:
+            return await self._submit_group(report, metadata, new=new, on_progress=on_progress,
+                                            parent_batch_id=parent_batch_id)
         # a retry is the same job only as a retry of the same parent: an identical rerun of a later round is new
         content = report.sha256 if parent_batch_id is None else f"{report.sha256}:retry-of:{parent_batch_id}"
         key = Fingerprint(content, report.provider, report.endpoint, metadata)
@@ -269,15 +273,10 @@ class BatchService:
                                             parent_batch_id=parent_batch_id, claim=claim)
         return result.model_copy(update={"requests": report.requests, "warnings": upload.warnings})
 
-    async def _submit_group(self, path: Path, provider: str | None, endpoint: str | None,
-                            metadata: dict[str, str] | None, *, new: bool, on_progress: Progress | None,
-                            parent_batch_id: str | None = None) -> SubmitResult:
-        """Split an oversized file into parts within the limits and submit each, as one job group."""
-        await anyio.to_thread.run_sync(lambda: check_splittable(path, self.limits.max_bytes))
-        unlimited = replace(self.limits, max_requests=sys.maxsize, max_bytes=sys.maxsize)
-        report = await anyio.to_thread.run_sync(lambda: preflight(path, provider, endpoint, unlimited))
-        if not report.valid:
-            raise InvalidBatchFile(report)
+    async def _submit_group(self, report: PreflightReport, metadata: dict[str, str] | None, *, new: bool,
+                            on_progress: Progress | None, parent_batch_id: str | None = None) -> SubmitResult:
+        """Split a valid file over one batch's limits into parts that fit and submit each, as one job group."""
+        path = Path(report.path)
         content = report.sha256 if parent_batch_id is None else f"{report.sha256}:retry-of:{parent_batch_id}"
         key = Fingerprint(content, report.provider, report.endpoint, metadata)
         fingerprint = submission_fingerprint(*key)
@@ -290,6 +289,7 @@ class BatchService:
             folder = Workspace([path.parent]).output_dir(parts_name, default=path.parent)
             parts = await anyio.to_thread.run_sync(
                 lambda: split_requests(path, folder, self.limits.max_requests, self.limits.max_bytes))
+            _unchanged_since_check(report)
             reused = group is not None
             group = group or self.store.create_group(path, report.sha256, fingerprint, len(parts), parent_batch_id,
                                                      claim)
@@ -315,6 +315,11 @@ class BatchService:
                      metadata: dict[str, str] | None = None, *, new: bool = False) -> SubmitResult:
         """Create a job from an uploaded file; the same call again returns the same job."""
         upload = self.store.get_upload(file_id)  # known when this server uploaded it: same file, same job
+        if upload and (upload.line_count > self.limits.max_requests or upload.size_bytes > self.limits.max_bytes):
+            raise OverBatchLimits(
+                f"{file_id} ({upload.path}) holds {upload.line_count:,} requests in {upload.size_bytes:,} bytes, "
+                f"over one batch's limits ({self.limits.max_requests:,} requests, {self.limits.max_bytes:,} "
+                "bytes); no job was created. Call submit_batch with that path: it runs the file as a job group.")
         content = upload.sha256 if upload else f"file_id:{file_id}"
         key = Fingerprint(content, provider, endpoint, metadata)
         async with self._claimed(key) as claim:
@@ -479,11 +484,13 @@ class BatchService:
 
     async def list(self, status: str | None = None, limit: int = 20, cursor: str | None = None) -> BatchList:
         page = await self.client.list_batches(status=status, limit=limit, after=cursor)
+        summaries = []
         for batch in page.data:
-            if self.store.get_job(batch.batch_id) is not None:
-                self.store.upsert_batch(batch)
-        return BatchList(batches=[BatchView.from_batch(b) for b in page.data], next_cursor=page.next_cursor,
-                         has_more=page.has_more)
+            record = self.store.get_job(batch.batch_id)
+            if record is not None:
+                await self._seen(batch)
+            summaries.append(job_summary(BatchView.from_batch(batch), record))
+        return BatchList(batches=summaries, next_cursor=page.next_cursor, has_more=page.has_more)
 
     async def cancel(self, batch_id: str) -> BatchView:
         """Cancel a job, or every running part of a job group (a part that cannot be cancelled is skipped)."""
@@ -501,26 +508,20 @@ class BatchService:
             raise refusals[0]
         return await self._group_view(batch_id)
 
-    async def jobs_overview(self, limit: int = 100) -> dict[str, Any]:
-        """The jobs this server recorded, merged with the API's newest; the API's view of a job wins."""
-        jobs: dict[str, dict[str, Any]] = {}
-        for record in self.store.list_jobs(limit=limit):
-            view = BatchView.from_batch(record.last_seen).model_dump(mode="json")
-            jobs[record.batch_id] = {**view, **_local_fields(record)}
-        note = None
-        try:
-            page = await self.client.list_batches(limit=min(limit, 100))
-            for batch in page.data:
-                live = BatchView.from_batch(batch).model_dump(mode="json")
-                jobs[batch.batch_id] = {**jobs.get(batch.batch_id, {"tracked_locally": False}), **live}
-        except (NotConfigured, BatchAPIError) as exc:
-            note = f"Live status unavailable, showing the last recorded status: {exc}"
-        for group in self.store.list_groups(limit=limit):
-            parts = self._recorded_parts(group.group_id)
-            jobs[group.group_id] = {**BatchView.from_group(group.group_id, parts, group.parts).model_dump(mode="json"),
-                                    "tracked_locally": True, "input_path": str(group.path)}
-        ordered = sorted(jobs.values(), key=lambda j: j.get("created_at") or "", reverse=True)
-        return {"jobs": ordered, "count": len(ordered), "note": note}
+    async def jobs_page(self, cursor: str | None = None, limit: int = JOBS_PAGE_SIZE) -> JobsPage:
+        """A page of the jobs (and job groups) this server recorded, newest first; older ones follow ``next``.
+
+        The first page's statuses are refreshed from the API's newest jobs; later pages show the last status
+        recorded (``get_batch`` has the live one).
+        """
+        before = decode_cursor(cursor) if cursor else None
+        note = "Statuses on this page are as last recorded; get_batch gives a job's live status." if before else None
+        if before is None:
+            try:
+                await self.list(limit=limit)  # records the live status of the tracked jobs among the newest
+            except (NotConfigured, BatchAPIError) as exc:
+                note = f"Live status unavailable, showing the last recorded status: {exc}"
+        return recorded_jobs(self.store, before, limit).model_copy(update={"note": note})
 
     async def job_detail(self, batch_id: str) -> dict[str, Any]:
         """One job: live status when the API answers, plus what the store recorded."""
@@ -684,7 +685,14 @@ class BatchService:
     def estimate(self, report: PreflightReport) -> CostReport:
         """Before submission: estimated input tokens, and max output tokens as the ceiling, per model."""
         usage = {model: (u.requests, u.input_tokens, u.max_output_tokens) for model, u in report.model_usage.items()}
-        return self.prices.report(usage, estimated=True)
+        cost = self.prices.report(usage, estimated=True)
+        caveats = [cost.note]
+        if not report.valid:
+            caveats.append(f"The file has {report.error_count:,} error(s), and requests that could not be read are "
+                           "not counted: fix them (validate_batch_file lists them) for a full estimate.")
+        if report.batches > 1:
+            caveats.append(f"It covers all {report.batches} batches the file runs as (one job group).")
+        return cost.model_copy(update={"note": " ".join(caveats)})
 
     async def _download_files(self, batch_id: str, targets: dict[str, Path], overwrite: bool,
                               on_progress: Progress | None) -> dict[str, Path]:
@@ -727,11 +735,13 @@ def _conflicted(request_id: str, conflicts: int) -> CreateConflicted:
                             status_code=409, code="conflict")
 
 
-def _only_over_limits(report: PreflightReport) -> bool:
-    """Invalid only because the file is too big for one batch: a case for splitting, not for fixing."""
-    listed = [p for p in report.problems if p.severity == "error"]
-    return bool(listed) and len(listed) == report.error_count and all(
-        p.code in (ProblemCode.TOO_MANY_REQUESTS, ProblemCode.FILE_TOO_LARGE) for p in listed)
+def _unchanged_since_check(report: PreflightReport) -> None:
+    """What was uploaded (or split into parts) is the file as checked, not a later edit of it."""
+    now = Path(report.path).stat()
+    if report.mtime_ns is not None and (now.st_mtime_ns, now.st_size) != (report.mtime_ns, report.bytes):
+        raise FileChanged(f"{report.path} changed after it was checked, so what was sent may not be what was "
+                          "validated; nothing was submitted. Call the tool again to check and send its "
+                          "current content.")
 
 
 def _file_stem(job_id: str) -> str:

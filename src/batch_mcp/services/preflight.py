@@ -16,8 +16,10 @@ Decisions worth knowing (the report's messages repeat them to the agent):
 * Blank (whitespace-only) lines are skipped with **one warning** at the first of them (the report counts
   them all): the service's behaviour on blank lines is not documented and it may reject the file.
 * CRLF line endings are accepted silently and only counted: CR is JSON whitespace.
-* A file over the size limit (by ``stat``) is reported at once without being read: it must be split
-  anyway, and reading hundreds of megabytes to describe a file that cannot be sent is wasted time.
+* A file over one batch's limits (requests or bytes) is **valid with a warning**: submit_batch runs it as a
+  job group of parts that fit, and the report says how many (``batches``, counted in a second pass by the
+  split's own packing, only for such files). Only a line too long for any part is an error; for a file
+  over the size limit that is looked for first, in a pass that never holds a line in memory.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ from msgspec import UNSET, Raw, UnsetType
 from batch_mcp.schemas.api import OPENAI_ENDPOINTS, OpenAIEndpoint, Provider
 from batch_mcp.schemas.lines import CUSTOM_ID_PATTERN, MAX_FILE_BYTES, MAX_REQUESTS_PER_FILE
 from batch_mcp.schemas.preflight import ModelUsage, PreflightReport, Problem, ProblemCode, Severity
+from batch_mcp.services.split import count_batches, overlong_line
 
 __all__ = ["Limits", "UnusableInput", "preflight"]
 
@@ -197,6 +200,8 @@ class _Scan:
         self.sha256 = ""
         self.lines = self.requests = self.blank_lines = self.crlf_lines = 0
         self.first_excess_request = limits.max_requests + 1
+        self.excess_line = 0  # line of the first request over one batch's count
+        self.batches = 0
         self.has_bom = False
         self.errors: list[Problem] = []
         self.warnings: list[Problem] = []
@@ -232,35 +237,54 @@ class _Scan:
                      f"the file name {_quote(name)} does not end in .jsonl, which the upload API requires; "
                      f"rename the file, e.g. to {name.rsplit('.', 1)[0] or 'requests'}.jsonl")
 
-    def too_large(self, size: int) -> None:
-        self.size = size
-        parts = -(-size // self.limits.max_bytes)
-        self.add(None, "error", ProblemCode.FILE_TOO_LARGE,
-                 f"the file is {size:,} bytes, over the {self.limits.max_bytes:,}-byte limit, so its lines "
-                 f"were not checked; split it into at least {parts} files of at most "
-                 f"{self.limits.max_bytes:,} bytes and {self.limits.max_requests:,} requests each, then "
-                 "check each part")
+    def line_too_large(self, number: int) -> None:
+        self.add(number, "error", ProblemCode.LINE_TOO_LARGE,
+                 f"this line alone is over the {self.limits.max_bytes:,}-byte limit of one batch, so no split "
+                 "can make the file fit (the lines after it were not checked); make sure the file is JSONL with "
+                 "one request per line, and shorten this request")
 
     def read(self, file: IO[bytes]) -> None:
-        """Hash, count and check every line. Stops if the file grows past the size limit while read."""
+        """Hash, count and check every line. Stops at a line longer than a whole batch may be."""
         hasher = hashlib.sha256()
         size, max_bytes = 0, self.limits.max_bytes
         check_line = self.check_line
         number = 0
-        for number, line in enumerate(_hashed_lines(file, hasher), 1):
+        for number, line in enumerate(_hashed_lines(file, hasher, max_bytes), 1):
             size += len(line)
-            if size > max_bytes:
-                self.lines = number
-                self.too_large(max(size, os.fstat(file.fileno()).st_size))
+            if len(line) > max_bytes:
+                self.lines, self.size = number, max(size, os.fstat(file.fileno()).st_size)
+                self.line_too_large(number)
                 return
             check_line(number, line)
         self.lines = number
         self.size = size
         self.sha256 = hasher.hexdigest()
+        self.batches = 1 if self.requests else 0
         if not self.requests:
             what = "is empty" if not size else f"holds only {self.blank_lines} blank line(s)"
             self.add(None, "error", ProblemCode.EMPTY_FILE,
                      f"the file {what}; write one JSON request object per line")
+
+    def over_limits(self) -> bool:
+        return self.requests > self.limits.max_requests or self.size > self.limits.max_bytes
+
+    def runs_as(self, batches: int) -> None:
+        """Over one batch's limits, but fine as a job group: warnings listed first, so never cut off."""
+        self.batches = batches
+        limits = self.limits
+        how = (f"submit_batch runs it as {batches} batches in one job group (upload_batch_file and create_batch "
+               "take a single batch only)")
+        notes = []
+        if self.size > limits.max_bytes:
+            notes.append(Problem(line=None, severity="warning", code=ProblemCode.FILE_TOO_LARGE,
+                                 message=f"the file is {self.size:,} bytes, over one batch's limit of "
+                                         f"{limits.max_bytes:,}; {how}"))
+        if self.excess_line:
+            notes.append(Problem(line=self.excess_line, severity="warning", code=ProblemCode.TOO_MANY_REQUESTS,
+                                 message=f"this is request {limits.max_requests + 1:,}, over one batch's limit "
+                                         f"of {limits.max_requests:,} requests; {how}"))
+        self.warnings[:0] = notes
+        self.warning_count += len(notes)
 
     # One line ------------------------------------------------------------------------------------------
     def check_line(self, number: int, line: bytes) -> None:
@@ -281,10 +305,7 @@ class _Scan:
             return
         self.requests += 1
         if self.requests == self.first_excess_request:
-            self.add(number, "error", ProblemCode.TOO_MANY_REQUESTS,
-                     f"this is request {self.requests:,}, over the limit of {self.limits.max_requests:,} "
-                     "requests per file; split the file so that each part holds at most "
-                     f"{self.limits.max_requests:,} requests")
+            self.excess_line = number
         if not line.isascii():
             try:
                 line.decode()
@@ -442,6 +463,7 @@ class _Scan:
             provider=self.provider,
             endpoint=self.endpoint if self.provider == "openai" else None,
             requests=self.requests,
+            batches=self.batches,
             lines=self.lines,
             blank_lines=self.blank_lines,
             bytes=self.size,
@@ -459,15 +481,17 @@ class _Scan:
         )
 
 
-def _hashed_lines(file: IO[bytes], hasher: hashlib._Hash) -> Iterator[bytes]:
+def _hashed_lines(file: IO[bytes], hasher: hashlib._Hash, max_line: int) -> Iterator[bytes]:
     """The file's lines, newline kept, while a helper thread feeds the same chunks to ``hasher``.
 
     hashlib releases the GIL while it hashes a large buffer, so hashing one chunk overlaps with checking
     the lines of that chunk, and the SHA-256 costs almost no wall time on a machine with two cores.
+    A line growing past ``max_line`` bytes is handed over as read so far, and the pass ends there.
     """
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="preflight-sha256") as hashing:
         hashed: Future[None] | None = None
         pending: list[bytes] = []  # pieces of a line that spans chunks
+        held = 0
         while chunk := file.read(_CHUNK):
             if hashed is not None:
                 hashed.result()  # at most two chunks in memory
@@ -475,9 +499,14 @@ def _hashed_lines(file: IO[bytes], hasher: hashlib._Hash) -> Iterator[bytes]:
             for piece in io.BytesIO(chunk):
                 if not piece.endswith(b"\n"):  # only a chunk's last line can lack it
                     pending.append(piece)
+                    held += len(piece)
+                    if held > max_line:
+                        yield b"".join(pending)
+                        return
                 elif pending:
                     yield b"".join([*pending, piece])
                     pending.clear()
+                    held = 0
                 else:
                     yield piece
         if pending:
@@ -573,11 +602,17 @@ def preflight(path: Path, provider: str | None = None, endpoint: str | None = No
     scan = _Scan(path, provider, endpoint, limits)
     scan.check_name()
     with file:
-        if size > limits.max_bytes:
-            scan.too_large(size)
-        else:
-            try:
-                scan.read(file)
-            except OSError as exc:
-                raise UnusableInput(f"reading {path} failed: {exc.strerror or exc}; check the file") from None
+        try:
+            if size > limits.max_bytes:
+                if (overlong := overlong_line(file, limits.max_bytes)) is not None:
+                    scan.size = size
+                    scan.line_too_large(overlong)
+                    return scan.report()
+                file.seek(0)
+            scan.read(file)
+            if scan.sha256 and scan.over_limits():
+                file.seek(0)
+                scan.runs_as(count_batches(io.BufferedReader(file, _CHUNK), limits.max_requests, limits.max_bytes))
+        except OSError as exc:
+            raise UnusableInput(f"reading {path} failed: {exc.strerror or exc}; check the file") from None
     return scan.report()

@@ -144,6 +144,15 @@ _JOB_QUERY = """
 """
 
 
+def _older(created_at: str, key: str) -> str:
+    """Rows after a page's last one in (created_at DESC, key DESC) order; every row when there is none."""
+    return f"(:before_at IS NULL OR {created_at} < :before_at OR ({created_at} = :before_at AND {key} < :before_id))"
+
+
+def _older_than(before: tuple[datetime, str] | None) -> dict[str, str | None]:
+    return {"before_at": _time_to_text(before[0]) if before else None, "before_id": before[1] if before else None}
+
+
 class JobStore:
     """The server's memory of uploads, submissions and batches.
 
@@ -462,12 +471,13 @@ class JobStore:
         rows = self._query(f"{_JOB_QUERY} WHERE b.batch_id = ?", (batch_id,))
         return _job_from_row(rows[0]) if rows else None
 
-    def list_jobs(self, status: str | None = None, limit: int = 100) -> list[JobRecord]:
-        """Newest first, optionally only those in one status."""
+    def list_jobs(self, status: str | None = None, limit: int = 100,
+                  before: tuple[datetime, str] | None = None) -> list[JobRecord]:
+        """Newest first, optionally only those in one status, or older than ``before`` (created_at, batch_id)."""
         rows = self._query(
-            f"{_JOB_QUERY} WHERE :status IS NULL OR b.status = :status"
-            " ORDER BY b.created_at DESC, b.rowid DESC LIMIT :limit",
-            {"status": status, "limit": limit},
+            f"{_JOB_QUERY} WHERE (:status IS NULL OR b.status = :status) AND {_older('b.created_at', 'b.batch_id')}"
+            " ORDER BY b.created_at DESC, b.batch_id DESC LIMIT :limit",
+            {"status": status, "limit": limit, **_older_than(before)},
         )
         return [_job_from_row(row) for row in rows]
 
@@ -510,8 +520,11 @@ class JobStore:
                            (fingerprint,))
         return JobGroup.model_validate(dict(rows[0])) if rows else None
 
-    def list_groups(self, limit: int = 100) -> list[JobGroup]:
-        rows = self._query("SELECT * FROM job_groups ORDER BY created_at DESC LIMIT ?", (limit,))
+    def list_groups(self, limit: int = 100, before: tuple[datetime, str] | None = None) -> list[JobGroup]:
+        """Newest first, or older than ``before`` (created_at, group_id)."""
+        rows = self._query(f"SELECT * FROM job_groups WHERE {_older('created_at', 'group_id')}"
+                           " ORDER BY created_at DESC, group_id DESC LIMIT :limit",
+                           {"limit": limit, **_older_than(before)})
         return [JobGroup.model_validate(dict(row)) for row in rows]
 
     def group_submissions(self, group_id: str) -> list[Submission]:

@@ -74,9 +74,11 @@ def register_batch_tools(mcp: MCPServer) -> None:
         title="Validate a batch file",
         annotations=READ_ONLY_LOCAL,
         description="Check a JSONL batch file locally before anything is uploaded: JSON on every line, unique "
-                    "custom_id, the provider's line shape, limits (50,000 requests, 200 MB). Returns counts, the "
-                    "detected provider and endpoint, models, an input-token estimate and problems with line "
-                    "numbers. Nothing leaves the machine. Next: fix any errors, then submit_batch.",
+                    "custom_id, the provider's line shape. Returns counts, the detected provider and endpoint, "
+                    "models, an input-token estimate and problems with line numbers. A file over one batch's "
+                    "limits (50,000 requests, 200 MB) is still valid: `batches` says how many batches "
+                    "submit_batch runs it as, in one job group. Nothing leaves the machine. Next: fix any errors "
+                    "(warnings do not block), then submit_batch.",
     )
     @agent_errors
     async def validate_batch_file(path: Path_, ctx: Context[AppState, Any], roots: Roots,
@@ -88,7 +90,8 @@ def register_batch_tools(mcp: MCPServer) -> None:
         title="Upload a batch file",
         annotations=CREATES_REMOTE,
         description="Validate a JSONL file, then upload it for a batch (an identical earlier upload is reused). "
-                    "Returns the file_id for create_batch. Prefer submit_batch, which also creates the job.",
+                    "Returns the file_id for create_batch. Prefer submit_batch, which also creates the job and is "
+                    "the only way to send a file over one batch's limits (it runs as a job group).",
     )
     @agent_errors
     async def upload_batch_file(path: Path_, ctx: Context[AppState, Any], roots: Roots,

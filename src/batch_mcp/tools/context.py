@@ -2,43 +2,76 @@
 
 from __future__ import annotations
 
-from contextvars import ContextVar
-from dataclasses import dataclass
+import logging
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 from urllib.request import url2pathname
 
+import anyio
+from mcp.server.connection import Connection
 from mcp.server.mcpserver import Context, ListRoots
-from mcp.server.subscriptions import ResourcesListChanged, ResourceUpdated, SubscriptionBus
+from mcp.server.session import ServerSession
+from mcp.server.subscriptions import ResourceUpdated, SubscriptionBus
 from mcp.types import ListRootsResult
 
 from batch_mcp.client import Progress
 from batch_mcp.schemas import Batch
+from batch_mcp.schemas.jobs import JOBS_URI
 from batch_mcp.services.batches import BatchService
 from batch_mcp.services.workspace import Workspace
 
-MODERN_PROTOCOL = "2026-07-28"
-JOBS_URI = "batch://jobs"
+log = logging.getLogger(__name__)
+MAX_SUBSCRIPTIONS = 1_000  # per connection: enough for every running job, and a bound on what a client can pin
+_NOTIFY_TIMEOUT_S = 1.0  # a client that stopped reading must not hold up the call that saw the change
 
-#: The tool call in progress, so a status change seen while serving it can reach a 2025-era session.
-current_call: ContextVar[Context[Any, Any] | None] = ContextVar("current_call", default=None)
+
+class TooManySubscriptions(Exception):
+    """A connection asked for more subscriptions than :data:`MAX_SUBSCRIPTIONS`."""
 
 
 @dataclass
 class AppState:
     service: BatchService
     bus: SubscriptionBus
+    #: 2025-era ``resources/subscribe``: the URIs each connection asked for. (2026-07-28 clients listen on the bus.)
+    subscriptions: dict[Connection, set[str]] = field(default_factory=dict)
+
+    def subscribe(self, connection: Connection, uri: str) -> None:
+        uris = self.subscriptions.get(connection)
+        if uris is None:
+            uris = self.subscriptions[connection] = set()
+            connection.exit_stack.callback(self.subscriptions.pop, connection, None)  # forgotten once it closes
+        if uri not in uris and len(uris) >= MAX_SUBSCRIPTIONS:
+            raise TooManySubscriptions(f"This connection already has {MAX_SUBSCRIPTIONS:,} subscriptions; "
+                                       "unsubscribe from finished jobs first.")
+        uris.add(uri)
+
+    def unsubscribe(self, connection: Connection, uri: str) -> None:
+        self.subscriptions.get(connection, set()).discard(uri)
 
     async def announce(self, batch: Batch) -> None:
-        """A job changed status: notify 2026-07-28 listeners on the bus, and the calling 2025-era session."""
-        uri = job_uri(batch.batch_id)
-        await self.bus.publish(ResourceUpdated(uri=uri))
-        await self.bus.publish(ResourcesListChanged())
-        ctx = current_call.get()
-        if ctx is not None and ctx.protocol_version != MODERN_PROTOCOL:
-            await ctx.session.send_resource_updated(uri)
-            await ctx.session.send_resource_updated(JOBS_URI)
+        """A job changed status, and so did the job list: tell whoever subscribed to either, in both eras."""
+        for uri in (job_uri(batch.batch_id), JOBS_URI):
+            await self.bus.publish(ResourceUpdated(uri=uri))
+            for connection, uris in list(self.subscriptions.items()):
+                if uri in uris:
+                    await self._send_updated(connection, uri)
+
+    async def _send_updated(self, connection: Connection, uri: str) -> None:
+        with anyio.move_on_after(_NOTIFY_TIMEOUT_S):
+            try:
+                await connection.send_resource_updated(uri)
+            except Exception as exc:  # whatever a vanished transport raises: forget it, serve on
+                log.debug("dropping the subscriptions of a connection that cannot be notified: %s", exc)
+                self.subscriptions.pop(connection, None)
+
+
+def connection_of(session: ServerSession) -> Connection:
+    """The connection a request came on, whose lifetime a subscription shares. mcp 2.3 hands handlers only a
+    per-request proxy, with no public way to it (private attribute, like ``MCPServer._lowlevel_server``)."""
+    return session._connection
 
 
 def client_roots(ctx: Context[Any, Any]) -> ListRoots | ListRootsResult:
@@ -59,7 +92,6 @@ def job_uri(batch_id: str) -> str:
 
 
 def state_of(ctx: Context[Any, Any]) -> AppState:
-    current_call.set(ctx)
     return ctx.request_context.lifespan_context
 
 

@@ -18,11 +18,11 @@ from batch_mcp.services.batches import (
     JobHasNoResults,
     JobStillRunning,
     NotConfigured,
+    OverBatchLimits,
     ResultsExist,
 )
 from batch_mcp.services.preflight import UnusableInput
 from batch_mcp.services.prepare import PrepareError
-from batch_mcp.services.split import UnsplittableFile
 from batch_mcp.services.workspace import PathNotAllowed
 from batch_mcp.store import ClaimLost, StoreUnavailable
 
@@ -32,7 +32,7 @@ R = TypeVar("R")
 
 #: Failures whose message already says what to do.
 _SELF_EXPLAINING = (FileChanged, IncompleteDownload, InvalidBatchFile, JobHasNoResults, JobStillRunning, NotConfigured,
-                    PrepareError, ResultsExist, UnusableInput, UnsplittableFile, PathNotAllowed, ClaimLost,
+                    OverBatchLimits, PrepareError, ResultsExist, UnusableInput, PathNotAllowed, ClaimLost,
                     StoreUnavailable)
 
 

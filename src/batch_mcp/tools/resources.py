@@ -1,4 +1,4 @@
-"""Resources (the jobs, as JSON) and prompts (the common workflows)."""
+"""Resources (the jobs, as JSON), subscriptions to their changes, and prompts (the common workflows)."""
 
 from __future__ import annotations
 
@@ -6,29 +6,47 @@ from typing import Any
 
 from mcp import MCPError
 from mcp.server import MCPServer
+from mcp.server.context import ServerRequestContext
 from mcp.server.mcpserver import Context
 from mcp.server.mcpserver.exceptions import ResourceError, ResourceNotFoundError
-from mcp.types import INVALID_PARAMS
+from mcp.types import INVALID_PARAMS, EmptyResult, SubscribeRequestParams, UnsubscribeRequestParams
 from pydantic import Field
 
 from batch_mcp.client import BatchAPIError, NotFoundError
-from batch_mcp.services.batches import NotConfigured
+from batch_mcp.schemas.jobs import JOBS_URI
+from batch_mcp.services.batches import BatchService, NotConfigured
+from batch_mcp.services.listing import JOBS_PAGE_SIZE, InvalidCursor
 from batch_mcp.store import StoreUnavailable
-from batch_mcp.tools.context import JOBS_URI, AppState, state_of
+from batch_mcp.tools.context import AppState, TooManySubscriptions, connection_of, state_of
 from batch_mcp.tools.errors import explain
 
 
 def register_resources(mcp: MCPServer, app_state: AppState) -> None:
     """``app_state`` serves the static resource, which (unlike templates) gets no Context."""
 
-    @mcp.resource(JOBS_URI, name="jobs", title="Batch jobs", mime_type="application/json",
-                  description="Every batch job this server created (from its local job store, so jobs survive "
-                              "restarts), merged with the newest jobs the API lists, newest first.")
-    async def jobs() -> dict[str, Any]:
+    async def page(service: BatchService, cursor: str | None) -> str:
         try:
-            return await app_state.service.jobs_overview()
-        except (BatchAPIError, NotConfigured, StoreUnavailable) as exc:
+            listed = await service.jobs_page(cursor)
+        except InvalidCursor as exc:
+            raise ResourceNotFoundError(str(exc)) from None
+        except StoreUnavailable as exc:
             raise ResourceError(explain(exc)) from None
+        return listed.model_dump_json(exclude_none=True)  # compact: no indentation, no empty fields
+
+    @mcp.resource(JOBS_URI, name="jobs", title="Batch jobs", mime_type="application/json",
+                  description=f"Every batch job and job group this server created (kept in its local job store, "
+                              f"so they survive restarts), newest first, {JOBS_PAGE_SIZE} to a page, each in "
+                              "brief (batch://jobs/{batch_id} has the full view); `next` is the URI of the next "
+                              "page. The first page's statuses are refreshed from the API. Jobs made elsewhere "
+                              "on the account: list_batches.")
+    async def jobs() -> str:
+        return await page(app_state.service, None)
+
+    @mcp.resource(f"{JOBS_URI}{{?cursor}}", name="jobs_page", title="Batch jobs, a later page",
+                  mime_type="application/json",
+                  description="A later page of batch://jobs: follow the `next` URI of the page before.")
+    async def jobs_after(ctx: Context[AppState, Any], cursor: str = "") -> str:
+        return await page(state_of(ctx).service, cursor or None)
 
     @mcp.resource(f"{JOBS_URI}/{{batch_id}}", name="job", title="One batch job", mime_type="application/json",
                   description="One batch job: its live status from the API, and what this server recorded "
@@ -40,6 +58,36 @@ def register_resources(mcp: MCPServer, app_state: AppState) -> None:
             raise ResourceNotFoundError(f"No batch job {batch_id!r}. Read batch://jobs for the known ids.") from None
         except (BatchAPIError, NotConfigured, StoreUnavailable) as exc:
             raise ResourceError(explain(exc)) from None
+
+
+def register_subscriptions(mcp: MCPServer, app_state: AppState) -> None:
+    """Serve 2025-era ``resources/subscribe``: only the URIs a session subscribed to send it updates, and the
+    server says it supports them. (2026-07-28 clients use ``subscriptions/listen``, which the SDK serves.)"""
+
+    async def subscribe(ctx: ServerRequestContext[Any, Any], params: SubscribeRequestParams) -> EmptyResult:
+        uri = str(params.uri)
+        if not _changes(uri):
+            raise MCPError(code=INVALID_PARAMS, message=f"{uri[:200]!r} never changes here: subscribe to "
+                                                        f"{JOBS_URI} or {JOBS_URI}/{{batch_id}}.")
+        try:
+            app_state.subscribe(connection_of(ctx.session), uri)
+        except TooManySubscriptions as exc:
+            raise MCPError(code=INVALID_PARAMS, message=str(exc)) from None
+        return EmptyResult()
+
+    async def unsubscribe(ctx: ServerRequestContext[Any, Any], params: UnsubscribeRequestParams) -> EmptyResult:
+        app_state.unsubscribe(connection_of(ctx.session), str(params.uri))
+        return EmptyResult()
+
+    lowlevel = mcp._lowlevel_server  # MCPServer has no public hook for these two 2025-era methods
+    lowlevel.add_request_handler("resources/subscribe", SubscribeRequestParams, subscribe)
+    lowlevel.add_request_handler("resources/unsubscribe", UnsubscribeRequestParams, unsubscribe)
+
+
+def _changes(uri: str) -> bool:
+    """The resources whose content changes: the job list, and one job (batch://jobs/{batch_id})."""
+    batch_id = uri.removeprefix(f"{JOBS_URI}/")
+    return uri == JOBS_URI or (batch_id != uri and bool(batch_id) and not any(c in batch_id for c in "/?#"))
 
 
 def register_prompts(mcp: MCPServer) -> None:
@@ -55,9 +103,11 @@ def register_prompts(mcp: MCPServer) -> None:
         return (
             f"Run the requests in {path} as a batch job.{purpose}\n"
             "1. Call validate_batch_file on it. If it reports errors, explain them with their line numbers and "
-            "stop; do not submit a file with errors.\n"
-            "2. Call submit_batch, then wait_for_batch with the batch_id until it is terminal (call it again "
-            "whenever it returns timed_out=true).\n"
+            "stop; do not submit a file with errors. Warnings do not block: a file over one batch's limits "
+            "(batches > 1) is fine, submit_batch runs it as one job group.\n"
+            "2. Call submit_batch, then wait_for_batch with the batch_id it returns (a group-... id for a job "
+            "group; every tool takes it) until it is terminal (call it again whenever it returns "
+            "timed_out=true).\n"
             "3. Call download_batch_results, then summarise: how many requests succeeded and failed, the most "
             "common error codes, token usage, and a few representative outputs from the preview.\n"
             "4. Say where the result files were saved, and what to do about failed or missing requests."
