@@ -1,4 +1,4 @@
-"""The real server process: `batch-mcp serve` over stdio, the client config as shipped, and the MCP Inspector CLI."""
+"""The real server process: `batch-mcp serve` over stdio and the MCP Inspector CLI (mcp.json: test_packaging)."""
 
 from __future__ import annotations
 
@@ -15,8 +15,6 @@ import pytest
 from mcp import Client, StdioServerParameters
 
 from batch_mcp.sandbox import SandboxServer
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def server_env(sandbox: SandboxServer, workdir: Path) -> dict[str, str]:
@@ -72,21 +70,6 @@ async def test_job_survives_server_restart(sandbox: SandboxServer, workdir: Path
         assert waited.structured_content["batch"]["status"] == "completed"
         summary = await client.call_tool("download_batch_results", {"batch_id": batch_id})
         assert not summary.is_error and Path(summary.structured_content["output_path"]).is_file()
-
-
-async def test_shipped_mcp_json_sandbox_entry_works(workdir: Path) -> None:
-    """What a newcomer pastes: the `batch-sandbox` entry of mcp.json, placeholders filled in."""
-    entry = json.loads((ROOT / "mcp.json").read_text())["mcpServers"]["batch-sandbox"]
-    command = shutil.which(entry["command"]) or shutil.which(entry["command"], path=str(Path(sys.executable).parent))
-    assert command, "the batch-mcp console script is not installed"
-    env = {**{k: str(workdir) for k in entry["env"]}, "PATH": os.environ.get("PATH", ""),
-           "BATCH_MCP_STATE_DIR": str(workdir.parent / "state"), "BATCH_MCP_LOG_LEVEL": "WARNING"}
-    async with Client(StdioServerParameters(command=command, args=entry["args"], env=env, cwd=str(workdir))) as c:
-        submitted = await c.call_tool("submit_batch", {"path": str(workdir / "data" / "tickets.jsonl")})
-        assert not submitted.is_error, submitted.content[0].text
-        waited = await c.call_tool("wait_for_batch", {"batch_id": submitted.structured_content["batch"]["batch_id"],
-                                                      "timeout_s": 60, "poll_interval_s": 0.2})
-        assert waited.structured_content["batch"]["status"] == "completed"
 
 
 def _inspector() -> str | None:

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Annotated
 
 from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from batch_mcp.backends.http import check_base_url
@@ -74,3 +75,21 @@ class Settings(BaseSettings):
 
     def token_value(self) -> str | None:
         return self.token.get_secret_value() if self.token else None
+
+
+def environment_variables() -> dict[str, FieldInfo]:
+    """Every environment variable ``Settings`` reads, with the field it sets.
+
+    server.json and the MCPB manifest are checked against this, so a new setting cannot be left out of them.
+    A field's own name among its aliases only lets code pass it by name: it is not an environment variable.
+    """
+    prefix = Settings.model_config.get("env_prefix", "")
+    variables: dict[str, FieldInfo] = {}
+    for name, field in Settings.model_fields.items():
+        alias = field.validation_alias
+        if isinstance(alias, AliasChoices):
+            names = [choice for choice in alias.choices if isinstance(choice, str) and choice != name]
+        else:
+            names = [alias if isinstance(alias, str) else f"{prefix}{name}".upper()]
+        variables.update(dict.fromkeys(names, field))
+    return variables
