@@ -255,18 +255,23 @@ class SandboxProcess:
 
 
 @contextmanager
-def sandbox_process() -> Iterator[SandboxProcess]:
+def sandbox_process(backend: str = "digitalocean") -> Iterator[SandboxProcess]:
     """The sandbox in a process of its own, so its CPU and memory never count against the measured client.
 
-    Its rate limit is lifted (a benchmark makes many calls); its storage is ``.bench/sandbox-storage``.
+    It emulates ``backend``'s API, and ``base_url`` is that API's base (what an SDK takes). Its rate
+    limit is lifted (a benchmark makes many calls); its storage is ``.bench/sandbox-storage``.
     """
+    from batch_mcp.sandbox import SandboxConfig
+    from batch_mcp.sandbox.server import api_base_path
+
     storage = BENCH_DIR / "sandbox-storage"
     shutil.rmtree(storage, ignore_errors=True)
-    config = {"token": BENCH_TOKEN, "rate_limit_per_minute": 1_000_000, "storage_dir": str(storage)}
+    config = SandboxConfig(backend=backend, token=BENCH_TOKEN, rate_limit_per_minute=1_000_000, storage_dir=storage)
     port = free_port()
-    command = [sys.executable, "-c", _SANDBOX_MAIN, json.dumps(config), str(port)]
+    command = [sys.executable, "-c", _SANDBOX_MAIN, config.model_dump_json(), str(port)]
     with background("sandbox", command, port) as process:
-        yield SandboxProcess(f"http://127.0.0.1:{port}", BENCH_TOKEN, process.pid, storage)
+        base_url = f"http://127.0.0.1:{port}{api_base_path(config)}"
+        yield SandboxProcess(base_url, BENCH_TOKEN, process.pid, storage)
     shutil.rmtree(storage, ignore_errors=True)
 
 
