@@ -1,7 +1,7 @@
 """Settings, read from the environment (and overridden by CLI flags).
 
-The token is a ``SecretStr``: it prints as ``**********`` in reprs, logs and errors, and is revealed
-only where the API client builds its Authorization header.
+The tokens are ``SecretStr``: they print as ``**********`` in reprs, logs and errors (validation errors
+never echo their input), and are revealed only where a request header is built.
 """
 
 from __future__ import annotations
@@ -9,15 +9,29 @@ from __future__ import annotations
 import ipaddress
 import os
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 from urllib.parse import urlsplit
 
-from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
+from pydantic_core import ErrorDetails
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from batch_mcp.client import DEFAULT_BASE_URL
 
 TOKEN_VARIABLES = ("MODEL_ACCESS_KEY", "DIGITALOCEAN_TOKEN")
+#: How each setting is set, for error messages: the environment variable, and the serve flag if there is one.
+SOURCES = {
+    "allowed_dirs": "BATCH_MCP_ALLOWED_DIRS (or --allow-dir)",
+    "state_dir": "BATCH_MCP_STATE_DIR (or --state-dir)",
+    "auth_token": "BATCH_MCP_AUTH_TOKEN (or --auth-token)",
+}
+#: Shortest bearer token accepted for a server other machines can reach.
+MIN_PUBLIC_AUTH_TOKEN = 32
+SECRETS = ("token", "auth_token")
+
+
+class ConfigurationError(ValueError):
+    """A setting with an unusable value; the message names its variable and what it must be."""
 
 
 def is_loopback(host: str) -> bool:
@@ -29,6 +43,26 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+def setting_source(field: str) -> str:
+    if field in ("token", *TOKEN_VARIABLES):  # the variable the token was read from
+        return next((name for name in TOKEN_VARIABLES if name in os.environ), " (or ".join(TOKEN_VARIABLES) + ")")
+    return SOURCES.get(field, f"BATCH_MCP_{field.upper()}")
+
+
+def _checked_secret(value: SecretStr | None) -> str | None:
+    """A token as typed, minus surrounding whitespace (a pasted newline); refused if anything else in it
+    could not go into an HTTP header. Never quotes the token."""
+    if value is None:
+        return None
+    token = value.get_secret_value().strip()
+    for position, char in enumerate(token, start=1):
+        if not (char.isascii() and char.isprintable()):
+            kind = "a non-ASCII" if not char.isascii() else "a control"
+            raise ValueError(f"contains {kind} character (at position {position}), which cannot be sent in an "
+                             "HTTP header; copy the token again without stray characters")
+    return token
+
+
 def default_state_dir() -> Path:
     from platformdirs import user_data_dir
 
@@ -38,7 +72,8 @@ def default_state_dir() -> Path:
 class Settings(BaseSettings):
     """Everything the server needs to know about its environment."""
 
-    model_config = SettingsConfigDict(env_prefix="BATCH_MCP_", extra="ignore", populate_by_name=True)
+    model_config = SettingsConfigDict(env_prefix="BATCH_MCP_", extra="ignore", populate_by_name=True,
+                                      hide_input_in_errors=True)
 
     token: SecretStr | None = Field(
         default=None,
@@ -60,15 +95,33 @@ class Settings(BaseSettings):
     retry_base_delay_s: float = Field(default=0.5, ge=0, description="First backoff between attempts (doubles).")
     timeout_s: float = Field(default=60.0, gt=0, description="Seconds to wait for an API answer before retrying.")
 
+    @field_validator("token")
+    @classmethod
+    def _clean_token(cls, value: SecretStr | None) -> SecretStr | None:
+        """An empty API token is no token: the tools then say how to set one."""
+        token = _checked_secret(value)
+        return SecretStr(token) if token else None
+
+    @field_validator("auth_token")
+    @classmethod
+    def _clean_auth_token(cls, value: SecretStr | None) -> SecretStr | None:
+        """An empty bearer token must not pass for "no authentication wanted"."""
+        token = _checked_secret(value)
+        if token == "":
+            raise ValueError("is empty, which would leave the HTTP server unauthenticated; set it to a random "
+                             f"string of at least {MIN_PUBLIC_AUTH_TOKEN} characters "
+                             "(python3 -c 'import secrets; print(secrets.token_urlsafe(32))'), or unset it")
+        return None if token is None else SecretStr(token)
+
     @field_validator("base_url")
     @classmethod
     def _https_beyond_loopback(cls, url: str) -> str:
         """The token travels in every API request: never in clear text beyond this machine."""
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError(f"BATCH_MCP_BASE_URL must be an http(s) URL, not {url!r}")
+            raise ValueError(f"must be an http(s) URL, not {url!r}")
         if parts.scheme == "http" and not is_loopback(parts.hostname):
-            raise ValueError(f"BATCH_MCP_BASE_URL {url!r} would send the API token unencrypted; use https:// "
+            raise ValueError(f"{url!r} would send the API token unencrypted; use https:// "
                              "(plain http is allowed only for loopback addresses such as the sandbox)")
         return url
 
@@ -89,3 +142,35 @@ class Settings(BaseSettings):
 
     def token_value(self) -> str | None:
         return self.token.get_secret_value() if self.token else None
+
+
+def _problem(error: ErrorDetails) -> str:
+    """One validation error as "VARIABLE must be ...", showing the value given unless it is a secret."""
+    field = str(error["loc"][0]) if error["loc"] else "settings"
+    context = error.get("ctx") or {}
+    match error["type"]:
+        case "value_error":
+            rule = str(context["error"])
+        case "greater_than_equal":
+            rule = f"must be ≥ {context['ge']}"
+        case "greater_than":
+            rule = f"must be > {context['gt']}"
+        case "int_parsing" | "int_from_float":
+            rule = "must be a whole number"
+        case "float_parsing":
+            rule = "must be a number"
+        case "bool_parsing":
+            rule = "must be true or false"
+        case _:
+            rule = f"is invalid: {error['msg']}"
+    hidden = field in SECRETS or error["type"] == "value_error"  # a secret, or a message that quotes what matters
+    return f"{setting_source(field)} {rule}" + ("" if hidden else f" (got {str(error['input'])[:80]!r})")
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """The settings from the environment and ``overrides``, or a :class:`ConfigurationError` naming each
+    bad variable."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        raise ConfigurationError("; ".join(_problem(error) for error in exc.errors(include_url=False))) from None

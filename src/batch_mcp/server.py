@@ -24,7 +24,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from batch_mcp import __version__
 from batch_mcp.client import DigitalOceanBatchClient, RetryPolicy, timeouts
-from batch_mcp.config import Settings, is_loopback
+from batch_mcp.config import MIN_PUBLIC_AUTH_TOKEN, Settings, is_loopback
 from batch_mcp.services.batches import BatchService
 from batch_mcp.services.preflight import Limits
 from batch_mcp.services.workspace import Workspace
@@ -134,11 +134,19 @@ class UnsafeBinding(Exception):
 
 
 def check_binding(host: str, auth_token: str | None) -> None:
-    """Refuse an unauthenticated server that other machines could reach."""
-    if not is_loopback(host) and not auth_token:
+    """Refuse a server that other machines could reach without a token too long to guess."""
+    if is_loopback(host):
+        return
+    if not auth_token:
         raise UnsafeBinding(
             f"Refusing to serve on {host} without authentication: anyone who can reach it could run batch jobs "
             "on your account and read your files. Pass --auth-token (or BATCH_MCP_AUTH_TOKEN), or bind 127.0.0.1."
+        )
+    if len(auth_token) < MIN_PUBLIC_AUTH_TOKEN:
+        raise UnsafeBinding(
+            f"Refusing to serve on {host} with a {len(auth_token)}-character auth token: off loopback it must be "
+            f"at least {MIN_PUBLIC_AUTH_TOKEN} random characters. Set --auth-token (or BATCH_MCP_AUTH_TOKEN) to "
+            "the output of: python3 -c 'import secrets; print(secrets.token_urlsafe(32))'"
         )
 
 
