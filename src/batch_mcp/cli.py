@@ -118,7 +118,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, default=8000)
     serve.add_argument("--sandbox", action="store_true", help="use the embedded sandbox: no account needed")
     serve.add_argument("--allow-dir", action="append", type=Path, metavar="DIR",
-                       help="a folder the tools may read and write (repeatable; default: working directory)")
+                       help="a folder the tools may read and write (repeatable; default: the working directory, "
+                            "unless it is /, the home folder or a system folder)")
     serve.add_argument("--state-dir", type=Path, help="where the job store lives")
     serve.add_argument("--auth-token", help="require this bearer token on HTTP transports (or "
                                             "BATCH_MCP_AUTH_TOKEN; at least 32 characters off loopback)")

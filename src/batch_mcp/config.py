@@ -25,6 +25,11 @@ SOURCES = {
     "state_dir": "BATCH_MCP_STATE_DIR (or --state-dir)",
     "auth_token": "BATCH_MCP_AUTH_TOKEN (or --auth-token)",
 }
+#: Folders that are never allowed just because the server was started in them: an MCP host that launches
+#: the server from / or the home folder did not mean to hand the agent everything below it.
+SYSTEM_FOLDERS = ("/bin", "/boot", "/dev", "/etc", "/home", "/lib", "/lib64", "/mnt", "/opt", "/private", "/proc",
+                  "/root", "/run", "/sbin", "/srv", "/sys", "/tmp", "/usr", "/var", "/Library", "/System", "/Users",
+                  "/Volumes")
 #: Shortest bearer token accepted for a server other machines can reach.
 MIN_PUBLIC_AUTH_TOKEN = 32
 SECRETS = ("token", "auth_token")
@@ -41,6 +46,16 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host.strip("[]")).is_loopback
     except ValueError:
         return False
+
+
+def too_broad_to_allow_implicitly(folder: Path) -> bool:
+    """The file system root, the home folder or one above it, or a top-level system folder."""
+    try:
+        home = Path.home().resolve()
+    except RuntimeError:  # no home folder can be determined
+        home = None
+    return (folder == Path(folder.anchor) or (home is not None and home.is_relative_to(folder))
+            or folder in {Path(name).resolve() for name in SYSTEM_FOLDERS})
 
 
 def setting_source(field: str) -> str:
@@ -83,7 +98,8 @@ class Settings(BaseSettings):
     base_url: str = Field(default=DEFAULT_BASE_URL, description="Batch API base URL.")
     allowed_dirs: Annotated[list[Path], NoDecode] = Field(
         default_factory=list,
-        description=f"Folders the tools may read and write ({os.pathsep}-separated); default: the working directory.",
+        description=f"Folders the tools may read and write ({os.pathsep}-separated); default: the working directory, "
+                    "unless it is /, the home folder or a system folder.",
     )
     state_dir: Path = Field(default_factory=default_state_dir, description="Where the job store lives.")
     sandbox: bool = Field(default=False, description="Run against the embedded sandbox instead of the real API.")
@@ -138,7 +154,11 @@ class Settings(BaseSettings):
         return [d.expanduser().resolve() for d in dirs]
 
     def effective_allowed_dirs(self) -> list[Path]:
-        return self.allowed_dirs or [Path.cwd().resolve()]
+        """The configured folders, else the working directory unless it is too broad (then none)."""
+        if self.allowed_dirs:
+            return self.allowed_dirs
+        cwd = Path.cwd().resolve()
+        return [] if too_broad_to_allow_implicitly(cwd) else [cwd]
 
     def token_value(self) -> str | None:
         return self.token.get_secret_value() if self.token else None

@@ -12,6 +12,7 @@ import logging
 import shutil
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
+from pathlib import Path
 from typing import Any, Literal
 
 import anyio
@@ -171,11 +172,22 @@ def http_app(mcp: MCPServer, transport: Transport, host: str, auth_token: str | 
     return BearerAuth(app, auth_token) if auth_token else app
 
 
+def log_allowed_folders(settings: Settings) -> None:
+    """One line at start-up, so a user can see what the agent may reach (or why it may reach nothing)."""
+    if folders := settings.effective_allowed_dirs():
+        log.info("allowed folders: %s", ", ".join(str(folder) for folder in folders))
+    else:
+        log.warning("no allowed folders: the working directory %s is too broad to allow by default, so the file "
+                    "tools will refuse; restart with --allow-dir FOLDER or BATCH_MCP_ALLOWED_DIRS=FOLDER",
+                    Path.cwd())
+
+
 async def serve(settings: Settings, transport: Transport = "stdio", host: str = "127.0.0.1",
                 port: int = 8000) -> None:
     auth = settings.auth_token.get_secret_value() if settings.auth_token else None
     if transport != "stdio":
         check_binding(host, auth)  # before anything is opened: a refused server touches nothing
+    log_allowed_folders(settings)
     async with open_app_state(settings) as state:
         mcp = build_server(state)
         if transport == "stdio":

@@ -26,6 +26,14 @@ class PathNotAllowed(Exception):
     """The path is outside the allowed folders, or is not the kind of file the tool needs."""
 
 
+NO_FOLDER_ALLOWED = (
+    "No folder is open to the file tools: the server was started without --allow-dir or BATCH_MCP_ALLOWED_DIRS, "
+    "in a working directory too broad to allow by default (/, the home folder or a system folder). Restart it "
+    "with --allow-dir FOLDER (repeatable), or set BATCH_MCP_ALLOWED_DIRS=FOLDER in the MCP client's server "
+    "config, naming the folder that holds the batch files."
+)
+
+
 class Workspace:
     def __init__(self, allowed_dirs: Iterable[Path]) -> None:
         self.allowed_dirs = [Path(d).expanduser().resolve() for d in allowed_dirs]
@@ -39,6 +47,8 @@ class Workspace:
 
     def resolve(self, raw: str | os.PathLike[str], *, base: Path | None = None) -> Path:
         """The real path of ``raw`` (relative paths start at the first allowed folder), if it is allowed."""
+        if not self.allowed_dirs:
+            raise PathNotAllowed(NO_FOLDER_ALLOWED)
         path = Path(raw).expanduser()
         if not path.is_absolute():
             path = (base or self.allowed_dirs[0]) / path
