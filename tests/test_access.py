@@ -1,16 +1,25 @@
-"""Which folders the file tools may reach: the working directory only when it is a sensible default."""
+"""Which folders the file tools may reach: the working directory only when it is a sensible default, and
+client roots that narrow the configured folders but never widen them (and count for nothing over HTTP).
+"""
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 from typing import Any
 
+import httpx2
 import pytest
 from mcp import Client
+from mcp.client.sse import sse_client
 from mcp.client.stdio import stdio_client
+from mcp.client.streamable_http import streamable_http_client
+from mcp.types import ListRootsResult, Root
+from test_http_transport import http_server_process
 
 from batch_mcp.config import Settings
 from batch_mcp.sandbox import SandboxServer
+from batch_mcp.server import Transport
 
 from conftest import mcp_session, settings_for
 from test_stdio import server_env, stdio_server
@@ -109,3 +118,98 @@ def test_broad_working_directories_are_not_allowed_implicitly(tmp_path: Path, mo
     (home / "project").mkdir()
     monkeypatch.chdir(home / "project")
     assert Settings().effective_allowed_dirs() == [(home / "project").resolve()]
+
+
+# --- Client roots --------------------------------------------------------------------------------------
+
+def offering(*folders: Path | str) -> Any:
+    """A list_roots_callback that offers ``folders`` (paths or ready-made URIs)."""
+
+    async def on_roots(context: Any) -> ListRootsResult:
+        return ListRootsResult(roots=[Root(uri=f if isinstance(f, str) else f.as_uri(), name="root")
+                                      for f in folders])
+
+    return on_roots
+
+
+@pytest.fixture
+def layout(workdir: Path, tmp_path: Path) -> dict[str, Path]:
+    """The same valid file inside the allowed folder, in a sub-folder of it, and outside it."""
+    tickets = workdir / "data" / "tickets.jsonl"
+    places = {"inside": tickets, "narrow": workdir / "inner" / "tickets.jsonl",
+              "outside": tmp_path / "outside" / "tickets.jsonl"}
+    for place in ("narrow", "outside"):
+        places[place].parent.mkdir()
+        shutil.copyfile(tickets, places[place])
+    return places
+
+
+async def readable(client: Client, layout: dict[str, Path]) -> dict[str, str]:
+    """Per place, "read" if its file could be validated, else the refusal (checked once the session is closed)."""
+    answers = {}
+    for place, path in layout.items():
+        result = await client.call_tool("validate_batch_file", {"path": str(path)})
+        ok = not result.is_error and result.structured_content["requests"] == 300
+        answers[place] = "read" if ok else text_of(result)
+    return answers
+
+
+def assert_reads(answers: dict[str, str], *places: str) -> None:
+    for place, answer in answers.items():
+        if place in places:
+            assert answer == "read", (place, answer)
+        else:
+            assert "outside the allowed folders" in answer, (place, answer)
+
+
+@pytest.mark.parametrize("mode", ERAS)
+async def test_a_root_of_the_whole_disk_reaches_nothing_outside(sandbox: SandboxServer, workdir: Path,
+                                                                layout: dict[str, Path], tmp_path: Path,
+                                                                mode: str) -> None:
+    home = tmp_path / "home"
+    key = private_key_in(home)
+    async with mcp_session(settings_for(sandbox, workdir), mode=mode,
+                           list_roots_callback=offering("file:///", home)) as (client, _):
+        answers = await readable(client, layout)
+        prepared = await client.call_tool("prepare_batch_file", {"source": str(key), "prompt": "{text}",
+                                                                 "model": "gpt-4o-mini"})
+    assert_reads(answers, "inside", "narrow")
+    assert prepared.is_error and not leaked(prepared), text_of(prepared)
+
+
+@pytest.mark.parametrize("mode", ERAS)
+async def test_a_root_inside_the_allowed_folder_narrows_to_it(sandbox: SandboxServer, workdir: Path,
+                                                              layout: dict[str, Path], mode: str) -> None:
+    """Relative paths then start at the root: it is the client's project folder."""
+    async with mcp_session(settings_for(sandbox, workdir), mode=mode,
+                           list_roots_callback=offering(workdir / "inner")) as (client, _):
+        answers = await readable(client, layout)
+        relative = await client.call_tool("validate_batch_file", {"path": "tickets.jsonl"})
+    assert_reads(answers, "narrow")
+    assert not relative.is_error and relative.structured_content["path"] == str(layout["narrow"].resolve())
+
+
+async def test_roots_elsewhere_are_ignored(sandbox: SandboxServer, workdir: Path, layout: dict[str, Path]) -> None:
+    roots = offering(layout["outside"].parent, "file://fileserver/share")
+    async with mcp_session(settings_for(sandbox, workdir), list_roots_callback=roots) as (client, _):
+        answers = await readable(client, layout)
+    assert_reads(answers, "inside", "narrow")
+
+
+@pytest.mark.parametrize("mode", ERAS)
+@pytest.mark.parametrize("transport", ["streamable-http", "sse"])
+async def test_roots_count_for_nothing_over_http(sandbox: SandboxServer, workdir: Path, layout: dict[str, Path],
+                                                 transport: Transport, mode: str) -> None:
+    """Any local process can talk to a loopback HTTP server without a token: what it claims as roots
+    neither widens access (file:///) nor narrows it (a root inside). A real server process, so the
+    roots request could really reach the client."""
+    seen = []
+    with http_server_process(server_env(sandbox, workdir), workdir, transport) as (base, _):
+        for roots in (offering("file:///"), offering(workdir / "inner")):
+            async with httpx2.AsyncClient(timeout=60) as http:
+                target = (sse_client(f"{base}/sse") if transport == "sse"
+                          else streamable_http_client(f"{base}/mcp", http_client=http))
+                async with Client(target, mode=mode, list_roots_callback=roots) as client:
+                    seen.append(await readable(client, layout))
+    for answers in seen:
+        assert_reads(answers, "inside", "narrow")

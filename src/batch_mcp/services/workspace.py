@@ -1,7 +1,8 @@
 """Confinement of file access to the folders the user allowed.
 
 An agent may have been talked into asking for ``~/.ssh/id_rsa`` or ``/dev/zero``; paths are resolved
-(``~``, ``..``, symlinks) before the check, and only regular files are read.
+(``~``, ``..``, symlinks) before the check, and only regular files are read. An MCP client's roots can
+only narrow the allowed folders, never add to them.
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ import os
 import stat
 from collections.abc import Iterable
 from pathlib import Path
+from urllib.parse import urlsplit
+from urllib.request import url2pathname
 
 
 def sha256_of(path: Path) -> str:
@@ -34,13 +37,29 @@ NO_FOLDER_ALLOWED = (
 )
 
 
+def local_file_uri(uri: str) -> Path | None:
+    """The path a ``file:`` URI names on this machine, or None if it names another host."""
+    parts = urlsplit(uri)
+    if parts.netloc not in ("", "localhost"):
+        return None
+    return Path(url2pathname(parts.path))
+
+
 class Workspace:
     def __init__(self, allowed_dirs: Iterable[Path]) -> None:
         self.allowed_dirs = [Path(d).expanduser().resolve() for d in allowed_dirs]
 
-    def with_roots(self, roots: Iterable[Path]) -> Workspace:
-        """This workspace plus folders the MCP client offered as roots."""
-        return Workspace([*self.allowed_dirs, *roots])
+    def narrowed_to(self, roots: Iterable[Path]) -> Workspace:
+        """The part of this workspace inside the MCP client's roots (a root inside an allowed folder narrows
+        access to it; a root holding an allowed folder keeps that folder; a root elsewhere is ignored), or
+        this workspace when no root meets it. Roots come from the client, so they never widen access."""
+        kept: list[Path] = []
+        for root in (Path(r).resolve() for r in roots):
+            kept += [root] if self.allows(root) else [d for d in self.allowed_dirs if d.is_relative_to(root)]
+        return Workspace(list(dict.fromkeys(kept))) if kept else self
+
+    def allows(self, real: Path) -> bool:
+        return any(real.is_relative_to(d) for d in self.allowed_dirs)
 
     def describe(self) -> str:
         return ", ".join(str(d) for d in self.allowed_dirs)
@@ -53,7 +72,7 @@ class Workspace:
         if not path.is_absolute():
             path = (base or self.allowed_dirs[0]) / path
         real = path.resolve()
-        if not any(real == d or real.is_relative_to(d) for d in self.allowed_dirs):
+        if not self.allows(real):
             raise PathNotAllowed(
                 f"'{raw}' resolves to {real}, which is outside the allowed folders ({self.describe()}). "
                 "Move the file into one of them, or restart the server with --allow-dir FOLDER "
