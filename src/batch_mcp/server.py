@@ -32,7 +32,7 @@ from batch_mcp.services.workspace import Workspace
 from batch_mcp.store import JobStore
 from batch_mcp.tools import register_all
 from batch_mcp.tools.context import AppState
-from batch_mcp.tools.errors import invalid_arguments
+from batch_mcp.tools.errors import invalid_arguments, unknown_arguments
 
 log = logging.getLogger(__name__)
 Transport = Literal["stdio", "streamable-http", "sse"]
@@ -87,9 +87,15 @@ async def _resume(service: BatchService) -> None:
 
 
 class BatchMCPServer(MCPServer):
-    """MCPServer whose argument errors read as instructions rather than as a pydantic report."""
+    """MCPServer whose argument errors read as instructions rather than as a pydantic report, and which
+    refuses arguments a tool does not take (the SDK drops them silently, so a misspelt option would be
+    ignored)."""
 
     async def call_tool(self, name: str, arguments: dict[str, Any], context: Any = None) -> Any:
+        accepted = next((list(tool.input_schema.get("properties", {})) for tool in await self.list_tools()
+                         if tool.name == name), None)
+        if accepted is not None and (unknown := sorted(set(arguments) - set(accepted))):
+            raise ToolError(unknown_arguments(name, unknown, accepted))
         try:
             return await super().call_tool(name, arguments, context)
         except ToolError as exc:

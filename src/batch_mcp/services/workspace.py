@@ -45,6 +45,21 @@ def local_file_uri(uri: str) -> Path | None:
     return Path(url2pathname(parts.path))
 
 
+def as_path(raw: str | os.PathLike[str]) -> Path:
+    """What the agent passed, as a path: ``~`` expanded, a ``file://`` URI converted."""
+    text = os.fspath(raw)
+    if text[:5].lower() == "file:":
+        local = local_file_uri(text)
+        if local is None:
+            raise PathNotAllowed(f"'{text}' is a file URI on another machine; pass a path on this one "
+                                 "(a plain path such as data/requests.jsonl is simplest).")
+        text = str(local)
+    if "\0" in text:
+        raise PathNotAllowed(f"{text!r} contains a NUL character, which no file name can hold; pass the path "
+                             "without it.")
+    return Path(text).expanduser()
+
+
 class Workspace:
     def __init__(self, allowed_dirs: Iterable[Path]) -> None:
         self.allowed_dirs = [Path(d).expanduser().resolve() for d in allowed_dirs]
@@ -68,7 +83,7 @@ class Workspace:
         """The real path of ``raw`` (relative paths start at the first allowed folder), if it is allowed."""
         if not self.allowed_dirs:
             raise PathNotAllowed(NO_FOLDER_ALLOWED)
-        path = Path(raw).expanduser()
+        path = as_path(raw)
         if not path.is_absolute():
             path = (base or self.allowed_dirs[0]) / path
         real = path.resolve()
