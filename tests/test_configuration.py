@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from batch_mcp.cli import main
+from batch_mcp.cli import build_parser
 from batch_mcp.config import MIN_PUBLIC_AUTH_TOKEN, Settings
 from batch_mcp.sandbox import SandboxServer
 from batch_mcp.server import UnsafeBinding, check_binding
@@ -66,8 +66,9 @@ def test_unusable_settings_are_refused_in_one_line(clean_env: Path, monkeypatch:
         done = subprocess.run([sys.executable, "-m", "batch_mcp", "serve", *flags, "--port", str(free_port())],
                               capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
         code, stderr = done.returncode, done.stderr
-    else:
-        code, stderr = main(["serve", *flags]), capsys.readouterr().err
+    else:  # in-process, without main()'s logging set-up (it would outlive the test)
+        args = build_parser().parse_args(["serve", *flags])
+        code, stderr = args.run(args), capsys.readouterr().err
     assert code == 2, stderr
     assert stderr.startswith("batch-mcp: ") and stderr.count("\n") == 1, stderr
     for part in expected:
