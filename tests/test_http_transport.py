@@ -28,7 +28,7 @@ from batch_mcp.server import Transport, UnsafeBinding, build_server, http_app, o
 from conftest import settings_for
 from test_stdio import free_port, server_env, wait_for_port
 
-AUTH = "http-SECRET-3b7d0e"
+AUTH = "http-SECRET-3b7d0e-5a91c4f2d8e07b36a1"  # long enough for a public bind
 TRANSPORTS: list[Transport] = ["streamable-http", "sse"]
 INITIALIZE = {"jsonrpc": "2.0", "id": 1, "method": "initialize",
               "params": {"protocolVersion": "2025-11-25", "capabilities": {},

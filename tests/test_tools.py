@@ -309,27 +309,6 @@ async def test_status_changes_reach_modern_listeners(sandbox: SandboxServer, wor
     assert events and str(events[0].uri) == uri
 
 
-@pytest.mark.parametrize("mode", ERAS)
-async def test_client_roots_extend_the_allowed_folders(sandbox: SandboxServer, workdir: Path, tmp_path: Path,
-                                                       mode: str) -> None:
-    from mcp.types import ListRootsResult, Root
-
-    project = tmp_path / "client-project"
-    project.mkdir()
-    (project / "tickets.jsonl").write_bytes((workdir / "data" / "tickets.jsonl").read_bytes())
-
-    async def on_roots(context) -> ListRootsResult:
-        return ListRootsResult(roots=[Root(uri=project.as_uri(), name="project")])
-
-    async with mcp_session(settings_for(sandbox, workdir)) as (client, _):
-        refused = await client.call_tool("validate_batch_file", {"path": str(project / "tickets.jsonl")})
-        assert refused.is_error and "outside the allowed folders" in _text(refused)
-    async with mcp_session(settings_for(sandbox, workdir), mode=mode, list_roots_callback=on_roots) as (client, _):
-        allowed = await client.call_tool("validate_batch_file", {"path": str(project / "tickets.jsonl")})
-        assert not allowed.is_error, _text(allowed)
-        assert allowed.structured_content["requests"] == 300
-
-
 async def test_argument_errors_read_as_instructions(sandbox: SandboxServer, workdir: Path) -> None:
     async with mcp_session(settings_for(sandbox, workdir)) as (client, _):
         result = await client.call_tool("list_batches", {"limit": 0, "status": "done"})

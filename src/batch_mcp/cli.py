@@ -31,8 +31,8 @@ def configure_logging(verbose: bool) -> None:
 
 
 def serve_settings(args: argparse.Namespace) -> Settings:
-    """The environment's settings, overridden by the flags given to ``serve``."""
-    from batch_mcp.config import Settings
+    """The environment's settings, overridden by the flags given to ``serve`` (a flag given empty counts)."""
+    from batch_mcp.config import load_settings
 
     overrides: dict[str, object] = {}
     if args.allow_dir:
@@ -41,22 +41,21 @@ def serve_settings(args: argparse.Namespace) -> Settings:
         overrides["state_dir"] = args.state_dir
     if args.sandbox:
         overrides["sandbox"] = True
-    if args.auth_token:
+    if args.auth_token is not None:
         overrides["auth_token"] = args.auth_token
-    return Settings(**overrides)
+    return load_settings(**overrides)
 
 
 def _serve(args: argparse.Namespace) -> int:
     import anyio
-    from pydantic import ValidationError
 
+    from batch_mcp.config import ConfigurationError
     from batch_mcp.server import UnsafeBinding, serve
 
     try:
         settings = serve_settings(args)
-    except ValidationError as exc:
-        problems = "; ".join(str(error["msg"]).removeprefix("Value error, ") for error in exc.errors())
-        print(f"batch-mcp: invalid configuration: {problems}", file=sys.stderr)
+    except ConfigurationError as exc:
+        print(f"batch-mcp: invalid configuration: {exc}", file=sys.stderr)
         return 2
     try:
         anyio.run(lambda: serve(settings, args.transport, args.host, args.port))
@@ -121,10 +120,11 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, default=8000)
     serve.add_argument("--sandbox", action="store_true", help="use the embedded sandbox: no account needed")
     serve.add_argument("--allow-dir", action="append", type=Path, metavar="DIR",
-                       help="a folder the tools may read and write (repeatable; default: working directory)")
+                       help="a folder the tools may read and write (repeatable; default: the working directory, "
+                            "unless it is /, the home folder or a system folder)")
     serve.add_argument("--state-dir", type=Path, help="where the job store lives")
-    serve.add_argument("--auth-token", help="require this bearer token on HTTP transports "
-                                            "(or BATCH_MCP_AUTH_TOKEN)")
+    serve.add_argument("--auth-token", help="require this bearer token on HTTP transports (or "
+                                            "BATCH_MCP_AUTH_TOKEN; at least 32 characters off loopback)")
     serve.set_defaults(run=_serve)
 
     sandbox = sub.add_parser("sandbox", help="run the offline emulator of the batch API")

@@ -1,17 +1,18 @@
 """Settings, read from the environment (and overridden by CLI flags).
 
-The token is a ``SecretStr``: it prints as ``**********`` in reprs, logs and errors, and is revealed
-only where the API client builds its Authorization header.
+The tokens are ``SecretStr``: they print as ``**********`` in reprs, logs and errors (validation errors
+never echo their input), and are revealed only where a request header is built.
 """
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
-from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
 from pydantic.fields import FieldInfo
+from pydantic_core import ErrorDetails
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from batch_mcp.backends.http import check_base_url
@@ -19,6 +20,54 @@ from batch_mcp.backends.http import is_loopback as is_loopback  # re-exported: s
 from batch_mcp.client import DEFAULT_BASE_URL
 
 TOKEN_VARIABLES = ("MODEL_ACCESS_KEY", "DIGITALOCEAN_TOKEN")
+#: How each setting is set, for error messages: the environment variable, and the serve flag if there is one.
+SOURCES = {
+    "allowed_dirs": "BATCH_MCP_ALLOWED_DIRS (or --allow-dir)",
+    "state_dir": "BATCH_MCP_STATE_DIR (or --state-dir)",
+    "auth_token": "BATCH_MCP_AUTH_TOKEN (or --auth-token)",
+}
+#: Folders that are never allowed just because the server was started in them: an MCP host that launches
+#: the server from / or the home folder did not mean to hand the agent everything below it.
+SYSTEM_FOLDERS = ("/bin", "/boot", "/dev", "/etc", "/home", "/lib", "/lib64", "/mnt", "/opt", "/private", "/proc",
+                  "/root", "/run", "/sbin", "/srv", "/sys", "/tmp", "/usr", "/var", "/Library", "/System", "/Users",
+                  "/Volumes")
+#: Shortest bearer token accepted for a server other machines can reach.
+MIN_PUBLIC_AUTH_TOKEN = 32
+SECRETS = ("token", "auth_token")
+
+
+class ConfigurationError(ValueError):
+    """A setting with an unusable value; the message names its variable and what it must be."""
+
+
+def too_broad_to_allow_implicitly(folder: Path) -> bool:
+    """The file system root, the home folder or one above it, or a top-level system folder."""
+    try:
+        home = Path.home().resolve()
+    except RuntimeError:  # no home folder can be determined
+        home = None
+    return (folder == Path(folder.anchor) or (home is not None and home.is_relative_to(folder))
+            or folder in {Path(name).resolve() for name in SYSTEM_FOLDERS})
+
+
+def setting_source(field: str) -> str:
+    if field in ("token", *TOKEN_VARIABLES):  # the variable the token was read from
+        return next((name for name in TOKEN_VARIABLES if name in os.environ), " (or ".join(TOKEN_VARIABLES) + ")")
+    return SOURCES.get(field, f"BATCH_MCP_{field.upper()}")
+
+
+def _checked_secret(value: SecretStr | None) -> str | None:
+    """A token as typed, minus surrounding whitespace (a pasted newline); refused if anything else in it
+    could not go into an HTTP header. Never quotes the token."""
+    if value is None:
+        return None
+    token = value.get_secret_value().strip()
+    for position, char in enumerate(token, start=1):
+        if not (char.isascii() and char.isprintable()):
+            kind = "a non-ASCII" if not char.isascii() else "a control"
+            raise ValueError(f"contains {kind} character (at position {position}), which cannot be sent in an "
+                             "HTTP header; copy the token again without stray characters")
+    return token
 
 
 def default_state_dir() -> Path:
@@ -30,7 +79,8 @@ def default_state_dir() -> Path:
 class Settings(BaseSettings):
     """Everything the server needs to know about its environment."""
 
-    model_config = SettingsConfigDict(env_prefix="BATCH_MCP_", extra="ignore", populate_by_name=True)
+    model_config = SettingsConfigDict(env_prefix="BATCH_MCP_", extra="ignore", populate_by_name=True,
+                                      hide_input_in_errors=True)
 
     token: SecretStr | None = Field(
         default=None,
@@ -40,7 +90,8 @@ class Settings(BaseSettings):
     base_url: str = Field(default=DEFAULT_BASE_URL, description="Batch API base URL.")
     allowed_dirs: Annotated[list[Path], NoDecode] = Field(
         default_factory=list,
-        description=f"Folders the tools may read and write ({os.pathsep}-separated); default: the working directory.",
+        description=f"Folders the tools may read and write ({os.pathsep}-separated); default: the working directory, "
+                    "unless it is /, the home folder or a system folder.",
     )
     state_dir: Path = Field(default_factory=default_state_dir, description="Where the job store lives.")
     sandbox: bool = Field(default=False, description="Run against the embedded sandbox instead of the real API.")
@@ -51,6 +102,24 @@ class Settings(BaseSettings):
     max_attempts: int = Field(default=5, ge=1, description="Attempts per API call before a fault is reported.")
     retry_base_delay_s: float = Field(default=0.5, ge=0, description="First backoff between attempts (doubles).")
     timeout_s: float = Field(default=60.0, gt=0, description="Seconds to wait for an API answer before retrying.")
+
+    @field_validator("token")
+    @classmethod
+    def _clean_token(cls, value: SecretStr | None) -> SecretStr | None:
+        """An empty API token is no token: the tools then say how to set one."""
+        token = _checked_secret(value)
+        return SecretStr(token) if token else None
+
+    @field_validator("auth_token")
+    @classmethod
+    def _clean_auth_token(cls, value: SecretStr | None) -> SecretStr | None:
+        """An empty bearer token must not pass for "no authentication wanted"."""
+        token = _checked_secret(value)
+        if token == "":
+            raise ValueError("is empty, which would leave the HTTP server unauthenticated; set it to a random "
+                             f"string of at least {MIN_PUBLIC_AUTH_TOKEN} characters "
+                             "(python3 -c 'import secrets; print(secrets.token_urlsafe(32))'), or unset it")
+        return None if token is None else SecretStr(token)
 
     @field_validator("base_url")
     @classmethod
@@ -71,7 +140,11 @@ class Settings(BaseSettings):
         return [d.expanduser().resolve() for d in dirs]
 
     def effective_allowed_dirs(self) -> list[Path]:
-        return self.allowed_dirs or [Path.cwd().resolve()]
+        """The configured folders, else the working directory unless it is too broad (then none)."""
+        if self.allowed_dirs:
+            return self.allowed_dirs
+        cwd = Path.cwd().resolve()
+        return [] if too_broad_to_allow_implicitly(cwd) else [cwd]
 
     def token_value(self) -> str | None:
         return self.token.get_secret_value() if self.token else None
@@ -93,3 +166,37 @@ def environment_variables() -> dict[str, FieldInfo]:
             names = [alias if isinstance(alias, str) else f"{prefix}{name}".upper()]
         variables.update(dict.fromkeys(names, field))
     return variables
+
+
+def _problem(error: ErrorDetails) -> str:
+    """One validation error as "VARIABLE must be ...", showing the value given unless it is a secret."""
+    field = str(error["loc"][0]) if error["loc"] else "settings"
+    context = error.get("ctx") or {}
+    match error["type"]:
+        case "value_error":
+            rule = str(context["error"])
+        case "greater_than_equal":
+            rule = f"must be ≥ {context['ge']}"
+        case "greater_than":
+            rule = f"must be > {context['gt']}"
+        case "int_parsing" | "int_from_float":
+            rule = "must be a whole number"
+        case "float_parsing":
+            rule = "must be a number"
+        case "bool_parsing":
+            rule = "must be true or false"
+        case _:
+            rule = f"is invalid: {error['msg']}"
+    hidden = field in SECRETS or error["type"] == "value_error"  # a secret, or a message that quotes what matters
+    source = setting_source(field)
+    named = rule if rule.startswith(source.split()[0]) else f"{source} {rule}"  # some rules name it already
+    return named + ("" if hidden else f" (got {str(error['input'])[:80]!r})")
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """The settings from the environment and ``overrides``, or a :class:`ConfigurationError` naming each
+    bad variable."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        raise ConfigurationError("; ".join(_problem(error) for error in exc.errors(include_url=False))) from None

@@ -11,6 +11,7 @@ import hmac
 import logging
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
+from pathlib import Path
 from typing import Any, Literal
 
 import anyio
@@ -23,14 +24,14 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from batch_mcp import __version__
 from batch_mcp.client import DigitalOceanBatchClient, RetryPolicy, timeouts
-from batch_mcp.config import Settings, is_loopback
+from batch_mcp.config import MIN_PUBLIC_AUTH_TOKEN, Settings, is_loopback
 from batch_mcp.services.batches import BatchService
 from batch_mcp.services.preflight import Limits
 from batch_mcp.services.workspace import Workspace, scratch_folder
 from batch_mcp.store import JobStore, StoreUnavailable
 from batch_mcp.tools import register_all
 from batch_mcp.tools.context import AppState
-from batch_mcp.tools.errors import invalid_arguments
+from batch_mcp.tools.errors import invalid_arguments, unknown_arguments
 
 log = logging.getLogger(__name__)
 Transport = Literal["stdio", "streamable-http", "sse"]
@@ -93,9 +94,15 @@ async def _resume(service: BatchService) -> None:
 
 
 class BatchMCPServer(MCPServer):
-    """MCPServer whose argument errors read as instructions rather than as a pydantic report."""
+    """MCPServer whose argument errors read as instructions rather than as a pydantic report, and which
+    refuses arguments a tool does not take (the SDK drops them silently, so a misspelt option would be
+    ignored)."""
 
     async def call_tool(self, name: str, arguments: dict[str, Any], context: Any = None) -> Any:
+        accepted = next((list(tool.input_schema.get("properties", {})) for tool in await self.list_tools()
+                         if tool.name == name), None)
+        if accepted is not None and (unknown := sorted(set(arguments) - set(accepted))):
+            raise ToolError(unknown_arguments(name, unknown, accepted))
         try:
             return await super().call_tool(name, arguments, context)
         except ToolError as exc:
@@ -141,11 +148,19 @@ class UnsafeBinding(Exception):
 
 
 def check_binding(host: str, auth_token: str | None) -> None:
-    """Refuse an unauthenticated server that other machines could reach."""
-    if not is_loopback(host) and not auth_token:
+    """Refuse a server that other machines could reach without a token too long to guess."""
+    if is_loopback(host):
+        return
+    if not auth_token:
         raise UnsafeBinding(
             f"Refusing to serve on {host} without authentication: anyone who can reach it could run batch jobs "
             "on your account and read your files. Pass --auth-token (or BATCH_MCP_AUTH_TOKEN), or bind 127.0.0.1."
+        )
+    if len(auth_token) < MIN_PUBLIC_AUTH_TOKEN:
+        raise UnsafeBinding(
+            f"Refusing to serve on {host} with a {len(auth_token)}-character auth token: off loopback it must be "
+            f"at least {MIN_PUBLIC_AUTH_TOKEN} random characters. Set --auth-token (or BATCH_MCP_AUTH_TOKEN) to "
+            "the output of: python3 -c 'import secrets; print(secrets.token_urlsafe(32))'"
         )
 
 
@@ -170,11 +185,22 @@ def http_app(mcp: MCPServer, transport: Transport, host: str, auth_token: str | 
     return BearerAuth(app, auth_token) if auth_token else app
 
 
+def log_allowed_folders(settings: Settings) -> None:
+    """One line at start-up, so a user can see what the agent may reach (or why it may reach nothing)."""
+    if folders := settings.effective_allowed_dirs():
+        log.info("allowed folders: %s", ", ".join(str(folder) for folder in folders))
+    else:
+        log.warning("no allowed folders: the working directory %s is too broad to allow by default, so the file "
+                    "tools will refuse; restart with --allow-dir FOLDER or BATCH_MCP_ALLOWED_DIRS=FOLDER",
+                    Path.cwd())
+
+
 async def serve(settings: Settings, transport: Transport = "stdio", host: str = "127.0.0.1",
                 port: int = 8000) -> None:
     auth = settings.auth_token.get_secret_value() if settings.auth_token else None
     if transport != "stdio":
         check_binding(host, auth)  # before anything is opened: a refused server touches nothing
+    log_allowed_folders(settings)
     async with open_app_state(settings) as state:
         mcp = build_server(state)
         if transport == "stdio":

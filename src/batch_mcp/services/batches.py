@@ -570,7 +570,7 @@ class BatchService:
                 f"Job {batch_id} is {view.status}; results exist once it is completed, cancelled or expired. "
                 "Call wait_for_batch first", code="results_not_ready")
         workspace = workspace or self.workspace
-        folder = workspace.output_dir(dest_dir, default=workspace.allowed_dirs[0] / "batch-results")
+        folder = workspace.output_dir(dest_dir, default=Path("batch-results"))  # in the first allowed folder
         stem = _file_stem(batch_id)
         table_paths = (folder / f"{stem}.results.csv", folder / f"{stem}.results.jsonl")
         members = [part for part in view.parts if part not in view.failed_parts] if view.parts else [batch_id]

@@ -3,7 +3,7 @@
 An agent may have been talked into asking for ``~/.ssh/id_rsa`` or ``/dev/zero``; paths are resolved
 (``~``, ``..``, symlinks) before the check, and only regular files are read. Every file the server
 writes goes through :class:`NewFile`, so none is ever written through a link someone planted, nor
-replaces a file unasked.
+replaces a file unasked. An MCP client's roots can only narrow the allowed folders, never add to them.
 """
 
 from __future__ import annotations
@@ -23,6 +23,8 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 from types import TracebackType
 from typing import IO, Any
+from urllib.parse import urlsplit
+from urllib.request import url2pathname
 
 #: Names of what this server creates for a while (partial files, scratch folders) end with the creator's pid.
 _OWNER_TAG = ".batch-mcp-"
@@ -52,26 +54,65 @@ class PathNotAllowed(Exception):
 
 class OutputTaken(PathNotAllowed):
     """The output path holds a link, something other than a file, or a file that may not be replaced."""
+NO_FOLDER_ALLOWED = (
+    "No folder is open to the file tools: the server was started without --allow-dir or BATCH_MCP_ALLOWED_DIRS, "
+    "in a working directory too broad to allow by default (/, the home folder or a system folder). Restart it "
+    "with --allow-dir FOLDER (repeatable), or set BATCH_MCP_ALLOWED_DIRS=FOLDER in the MCP client's server "
+    "config, naming the folder that holds the batch files."
+)
+
+
+def local_file_uri(uri: str) -> Path | None:
+    """The path a ``file:`` URI names on this machine, or None if it names another host."""
+    parts = urlsplit(uri)
+    if parts.netloc not in ("", "localhost"):
+        return None
+    return Path(url2pathname(parts.path))
+
+
+def as_path(raw: str | os.PathLike[str]) -> Path:
+    """What the agent passed, as a path: ``~`` expanded, a ``file://`` URI converted."""
+    text = os.fspath(raw)
+    if text[:5].lower() == "file:":
+        local = local_file_uri(text)
+        if local is None:
+            raise PathNotAllowed(f"'{text}' is a file URI on another machine; pass a path on this one "
+                                 "(a plain path such as data/requests.jsonl is simplest).")
+        text = str(local)
+    if "\0" in text:
+        raise PathNotAllowed(f"{text!r} contains a NUL character, which no file name can hold; pass the path "
+                             "without it.")
+    return Path(text).expanduser()
 
 
 class Workspace:
     def __init__(self, allowed_dirs: Iterable[Path]) -> None:
         self.allowed_dirs = [Path(d).expanduser().resolve() for d in allowed_dirs]
 
-    def with_roots(self, roots: Iterable[Path]) -> Workspace:
-        """This workspace plus folders the MCP client offered as roots."""
-        return Workspace([*self.allowed_dirs, *roots])
+    def narrowed_to(self, roots: Iterable[Path]) -> Workspace:
+        """The part of this workspace inside the MCP client's roots (a root inside an allowed folder narrows
+        access to it; a root holding an allowed folder keeps that folder; a root elsewhere is ignored), or
+        this workspace when no root meets it. Roots come from the client, so they never widen access."""
+        kept: list[Path] = []
+        for root in (Path(r).resolve() for r in roots):
+            kept += [root] if self.allows(root) else [d for d in self.allowed_dirs if d.is_relative_to(root)]
+        return Workspace(list(dict.fromkeys(kept))) if kept else self
+
+    def allows(self, real: Path) -> bool:
+        return any(real.is_relative_to(d) for d in self.allowed_dirs)
 
     def describe(self) -> str:
         return ", ".join(str(d) for d in self.allowed_dirs)
 
     def resolve(self, raw: str | os.PathLike[str], *, base: Path | None = None) -> Path:
         """The real path of ``raw`` (relative paths start at the first allowed folder), if it is allowed."""
-        path = Path(raw).expanduser()
+        if not self.allowed_dirs:
+            raise PathNotAllowed(NO_FOLDER_ALLOWED)
+        path = as_path(raw)
         if not path.is_absolute():
             path = (base or self.allowed_dirs[0]) / path
         real = path.resolve()
-        if not any(real == d or real.is_relative_to(d) for d in self.allowed_dirs):
+        if not self.allows(real):
             raise PathNotAllowed(
                 f"'{raw}' resolves to {real}, which is outside the allowed folders ({self.describe()}). "
                 "Move the file into one of them, or restart the server with --allow-dir FOLDER "
@@ -96,7 +137,7 @@ class Workspace:
     def output_file(self, raw: str | os.PathLike[str]) -> Path:
         """Where to write ``raw``: its folder resolved and allowed, its name kept as given, so that a link
         under that name is noticed rather than followed."""
-        path = Path(raw).expanduser()
+        path = as_path(raw)
         if path.name in ("", ".", ".."):
             raise PathNotAllowed(f"'{raw}' is not a file name; pass the path of the file to write.")
         folder = self.resolve(path.parent)

@@ -179,8 +179,8 @@ def register_batch_tools(mcp: MCPServer) -> None:
     @agent_errors
     async def list_batches(
         ctx: Context[AppState, Any],
-        status: Annotated[Literal["validating", "queued", "in_progress", "finalizing", "completed", "failed",
-                                  "expired", "cancelling", "cancelled"] | None,
+        status: Annotated[Literal["validating", "in_progress", "finalizing", "completed", "failed", "expired",
+                                  "cancelling", "cancelled"] | None,
                           Field(description="Only jobs with this status.")] = None,
         limit: Annotated[int, Field(ge=1, le=100, description="Jobs per page, 1-100.")] = 20,
         cursor: Annotated[str | None, Field(max_length=512, description="next_cursor of the previous page.")] = None,

@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
-from urllib.request import url2pathname
 
 import anyio
 from mcp.server.connection import Connection
@@ -20,7 +17,7 @@ from batch_mcp.client import Progress
 from batch_mcp.schemas import Batch
 from batch_mcp.schemas.jobs import JOBS_URI
 from batch_mcp.services.batches import BatchService
-from batch_mcp.services.workspace import Workspace
+from batch_mcp.services.workspace import Workspace, local_file_uri
 
 log = logging.getLogger(__name__)
 MAX_SUBSCRIPTIONS = 1_000  # per connection: enough for every running job, and a bound on what a client can pin
@@ -75,16 +72,19 @@ def connection_of(session: ServerSession) -> Connection:
 
 
 def client_roots(ctx: Context[Any, Any]) -> ListRoots | ListRootsResult:
-    """Ask for the client's roots only when it offers them (asking a client without the capability fails)."""
+    """Ask for the client's roots only over a local pipe (stdio, in memory), and only when it offers them
+    (asking a client without the capability fails). Over HTTP any local process may be the client, so
+    what it claims as its roots counts for nothing."""
+    if ctx.request_context.request is not None:  # the transport attached an HTTP request
+        return ListRootsResult(roots=[])
     capabilities = ctx.client_capabilities
     return ListRoots() if capabilities is not None and capabilities.roots is not None else ListRootsResult(roots=[])
 
 
 def workspace_for(state: AppState, roots: ListRootsResult) -> Workspace:
-    """The allowed folders plus the client's ``file://`` roots."""
-    folders = [Path(url2pathname(urlsplit(str(root.uri)).path)) for root in roots.roots
-               if str(root.uri).startswith("file://")]
-    return state.service.workspace.with_roots(folders) if folders else state.service.workspace
+    """The allowed folders, narrowed to the client's ``file://`` roots that meet them."""
+    folders = [local_file_uri(str(root.uri)) for root in roots.roots if str(root.uri).startswith("file:")]
+    return state.service.workspace.narrowed_to(folder for folder in folders if folder is not None)
 
 
 def job_uri(batch_id: str) -> str:

@@ -58,6 +58,13 @@ def invalid_arguments(tool: str, error: ValidationError) -> str:
             f"(the tool's input schema describes each argument) and call {tool} again.")
 
 
+def unknown_arguments(tool: str, unknown: list[str], accepted: list[str]) -> str:
+    names = ", ".join(unknown)
+    return (f"{tool} does not take {'arguments' if len(unknown) > 1 else 'an argument'} named {names}; it accepts "
+            f"{', '.join(accepted) or 'no arguments'}. Check the spelling and call {tool} again without "
+            f"{'them' if len(unknown) > 1 else 'it'}.")
+
+
 def agent_errors(fn: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
     """Wrap a tool so that every exception reaches the model as a readable ``isError`` result."""
 
