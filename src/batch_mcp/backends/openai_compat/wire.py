@@ -11,9 +11,10 @@ import re
 from typing import Annotated, Any, TypeVar
 
 import httpx2
-from pydantic import BaseModel, BeforeValidator, ConfigDict, ValidationError, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, field_validator
 
-from batch_mcp.backends.base import TOKEN_METADATA_KEY, UnexpectedResponse
+from batch_mcp.backends.base import TOKEN_METADATA_KEY
+from batch_mcp.backends.http import parse_answer
 from batch_mcp.domain import Counts, Job, JobError, JobStatus, Timestamp, is_terminal
 
 
@@ -57,6 +58,18 @@ class WireBatchError(_Wire):
     param: str | None = None
 
 
+def _unwrap_list(value: Any) -> Any:
+    """OpenAI nests a batch's errors as ``{"object": "list", "data": [...]}``."""
+    return value.get("data") if isinstance(value, dict) else value
+
+
+BatchErrors = Annotated[list[WireBatchError] | None, BeforeValidator(_unwrap_list)]
+
+
+def neutral_errors(errors: list[WireBatchError] | None) -> list[JobError]:
+    return [JobError(code=e.code, message=e.message, line=e.line, param=e.param) for e in errors or ()]
+
+
 class WireBatch(_Wire):
     id: str
     status: str
@@ -67,7 +80,7 @@ class WireBatch(_Wire):
     error_file_id: FileId = None
     request_counts: WireCounts | None = None
     metadata: dict[str, Any] | None = None
-    errors: list[WireBatchError] | None = None
+    errors: BatchErrors = None
     model: str | None = None
     usage: dict[str, Any] | None = None
     created_at: Timestamp = None
@@ -80,12 +93,6 @@ class WireBatch(_Wire):
     cancelled_at: Timestamp = None
     expires_at: Timestamp = None
 
-    @field_validator("errors", mode="before")
-    @classmethod
-    def _unwrap_list(cls, value: Any) -> Any:
-        """OpenAI nests them as ``{"object": "list", "data": [...]}``."""
-        return value.get("data") if isinstance(value, dict) else value
-
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -96,17 +103,7 @@ class WirePage(_Wire):
 
 
 def parse(model: type[M], response: httpx2.Response, backend: str, operation: str) -> M:
-    """The answer as ``model``, or an :class:`UnexpectedResponse` naming what did not fit."""
-    try:
-        return model.model_validate(response.json())
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(part) for part in first["loc"]) or "body"
-        reason = f"{where}: {first['msg']}"
-    except ValueError:
-        reason = "not JSON"
-    raise UnexpectedResponse(f"{operation}: the answer does not look like the OpenAI Batch API ({reason})",
-                             backend=backend, status_code=response.status_code, code="unexpected_response")
+    return parse_answer(model, response, backend=backend, operation=operation, api="the OpenAI Batch API")
 
 
 _STATUSES = {status.value: status for status in JobStatus} | {
@@ -168,7 +165,7 @@ def to_job(batch: WireBatch, backend: str) -> Job:
         expires_at=batch.expires_at,
         cancel_requested_at=batch.cancelling_at,
         results_ready=has_files and is_terminal(status),
-        errors=[JobError(code=e.code, message=e.message, line=e.line, param=e.param) for e in batch.errors or ()],
+        errors=neutral_errors(batch.errors),
         extra=extra,
     )
 
