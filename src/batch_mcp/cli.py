@@ -43,6 +43,8 @@ def serve_settings(args: argparse.Namespace) -> Settings:
         overrides["sandbox"] = True
     if args.auth_token:
         overrides["auth_token"] = args.auth_token
+    if args.backend:
+        overrides["backend"] = args.backend
     return Settings(**overrides)
 
 
@@ -119,7 +121,10 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--transport", choices=["stdio", "streamable-http", "sse"], default="stdio")
     serve.add_argument("--host", default="127.0.0.1", help="HTTP bind address (default 127.0.0.1)")
     serve.add_argument("--port", type=int, default=8000)
-    serve.add_argument("--sandbox", action="store_true", help="use the embedded sandbox: no account needed")
+    serve.add_argument("--sandbox", action="store_true", help="use the embedded sandbox (one emulator per backend): "
+                                                              "no account needed")
+    serve.add_argument("--backend", metavar="NAME", help="the default backend (or BATCH_MCP_BACKEND; default: the "
+                                                         "only configured one, else digitalocean)")
     serve.add_argument("--allow-dir", action="append", type=Path, metavar="DIR",
                        help="a folder the tools may read and write (repeatable; default: working directory)")
     serve.add_argument("--state-dir", type=Path, help="where the job store lives")

@@ -13,11 +13,12 @@ from typing import Annotated
 from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from batch_mcp.backends import digitalocean
 from batch_mcp.backends.http import check_base_url
 from batch_mcp.backends.http import is_loopback as is_loopback  # re-exported: server.py checks bind hosts
-from batch_mcp.client import DEFAULT_BASE_URL
+from batch_mcp.backends.registry import CATALOG
 
-TOKEN_VARIABLES = ("MODEL_ACCESS_KEY", "DIGITALOCEAN_TOKEN")
+_DO = digitalocean.CAPABILITIES
 
 
 def default_state_dir() -> Path:
@@ -33,10 +34,12 @@ class Settings(BaseSettings):
 
     token: SecretStr | None = Field(
         default=None,
-        validation_alias=AliasChoices(*TOKEN_VARIABLES, "token"),
-        description="API token: MODEL_ACCESS_KEY, else DIGITALOCEAN_TOKEN.",
+        validation_alias=AliasChoices(*_DO.token_env, "token"),
+        description=f"DigitalOcean's API token: {', else '.join(_DO.token_env)}.",
     )
-    base_url: str = Field(default=DEFAULT_BASE_URL, description="Batch API base URL.")
+    base_url: str = Field(default=_DO.default_base_url, description="DigitalOcean's batch API base URL.")
+    backend: str | None = Field(default=None, description="The default backend (BATCH_MCP_BACKEND, serve --backend); "
+                                                          "else the only configured one, else digitalocean.")
     allowed_dirs: Annotated[list[Path], NoDecode] = Field(
         default_factory=list,
         description=f"Folders the tools may read and write ({os.pathsep}-separated); default: the working directory.",
@@ -44,8 +47,10 @@ class Settings(BaseSettings):
     state_dir: Path = Field(default_factory=default_state_dir, description="Where the job store lives.")
     sandbox: bool = Field(default=False, description="Run against the embedded sandbox instead of the real API.")
     auth_token: SecretStr | None = Field(default=None, description="Bearer token required on HTTP transports.")
-    max_requests: int = Field(default=50_000, ge=1, description="Requests allowed in one batch file.")
-    max_bytes: int = Field(default=200_000_000, ge=1, description="Bytes allowed in one batch file.")
+    max_requests: int | None = Field(default=None, ge=1, description="Requests allowed in one batch file "
+                                                                     "(default: the backend's own limit).")
+    max_bytes: int | None = Field(default=None, ge=1, description="Bytes allowed in one batch file (default: the "
+                                                                  "backend's own limit).")
     poll_interval_s: float = Field(default=5.0, gt=0, description="Default wait_for_batch poll interval.")
     max_attempts: int = Field(default=5, ge=1, description="Attempts per API call before a fault is reported.")
     retry_base_delay_s: float = Field(default=0.5, ge=0, description="First backoff between attempts (doubles).")
@@ -56,6 +61,16 @@ class Settings(BaseSettings):
     def _https_beyond_loopback(cls, url: str) -> str:
         """The token travels in every API request: never in clear text beyond this machine."""
         return check_base_url(url, "BATCH_MCP_BASE_URL")
+
+    @field_validator("backend")
+    @classmethod
+    def _known_backend(cls, name: str | None) -> str | None:
+        if not name:  # an empty variable counts as unset
+            return None
+        if name not in CATALOG:
+            raise ValueError(f"unknown backend {name!r} (BATCH_MCP_BACKEND or --backend); choose one of "
+                             f"{', '.join(CATALOG)}")
+        return name
 
     @field_validator("allowed_dirs", mode="before")
     @classmethod

@@ -12,7 +12,6 @@ from pydantic import AliasChoices, Field, SecretStr, ValidationInfo, create_mode
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from batch_mcp.backends.base import Capabilities
-from batch_mcp.backends.http import check_base_url
 
 
 class BackendSettings(BaseSettings):
@@ -26,6 +25,8 @@ class BackendSettings(BaseSettings):
     @field_validator("base_url")
     @classmethod
     def _safe_url(cls, url: str, info: ValidationInfo) -> str:
+        from batch_mcp.backends.http import check_base_url  # here: the preflight reads capabilities without httpx2
+
         alias = cls.model_fields["base_url"].validation_alias
         return check_base_url(url, str(getattr(alias, "choices", [info.field_name])[0]))
 

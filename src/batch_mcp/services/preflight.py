@@ -29,6 +29,7 @@ import io
 import json
 import os
 import stat
+import sys
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -39,13 +40,16 @@ from typing import IO, Any, cast, get_args
 import msgspec
 from msgspec import UNSET, Raw, UnsetType
 
+from batch_mcp.backends import digitalocean
+from batch_mcp.backends.base import Capabilities
 from batch_mcp.schemas.api import OPENAI_ENDPOINTS, OpenAIEndpoint, Provider
-from batch_mcp.schemas.lines import CUSTOM_ID_PATTERN, MAX_FILE_BYTES, MAX_REQUESTS_PER_FILE
+from batch_mcp.schemas.lines import CUSTOM_ID_PATTERN
 from batch_mcp.schemas.preflight import ModelUsage, PreflightReport, Problem, ProblemCode, Severity
 from batch_mcp.services.split import count_batches, overlong_line
 
 __all__ = ["Limits", "UnusableInput", "preflight"]
 
+_DO = digitalocean.CAPABILITIES
 _CHAT = "/v1/chat/completions"
 _RESPONSES = "/v1/responses"
 _BOM = b"\xef\xbb\xbf"
@@ -55,14 +59,35 @@ DEFAULT_OUTPUT_TOKENS = 1000
 _QUOTE_MAX = 80  # longest value quoted back in a message
 
 
+#: Stands for a limit the backend does not document: no file can reach it.
+_UNCAPPED = sys.maxsize
+
+
 @dataclass(frozen=True)
 class Limits:
-    """What the service accepts (do-batch-api.md §8), and how many problems a report lists."""
+    """Whose rules a file is checked against (its capabilities), one batch's limits, and how many problems a
+    report lists. The limits default to the backend's own; None means it documents none."""
 
-    max_requests: int = MAX_REQUESTS_PER_FILE
-    max_bytes: int = MAX_FILE_BYTES
+    max_requests: int | None = _DO.max_requests
+    max_bytes: int | None = _DO.max_bytes
     max_problems: int = 20
     require_jsonl_suffix: bool = True
+    capabilities: Capabilities = _DO
+
+    @classmethod
+    def of(cls, capabilities: Capabilities, *, max_requests: int | None = None, max_bytes: int | None = None,
+           **rest: Any) -> Limits:
+        """``capabilities``' rules and limits; a limit given here (a setting, a flag) replaces its own."""
+        return cls(max_requests=max_requests or capabilities.max_requests,
+                   max_bytes=max_bytes or capabilities.max_bytes, capabilities=capabilities, **rest)
+
+    @property
+    def request_cap(self) -> int:
+        return _UNCAPPED if self.max_requests is None else self.max_requests
+
+    @property
+    def byte_cap(self) -> int:
+        return _UNCAPPED if self.max_bytes is None else self.max_bytes
 
 
 class UnusableInput(Exception):
@@ -199,7 +224,7 @@ class _Scan:
         self.size = 0
         self.sha256 = ""
         self.lines = self.requests = self.blank_lines = self.crlf_lines = 0
-        self.first_excess_request = limits.max_requests + 1
+        self.first_excess_request = limits.request_cap + 1
         self.excess_line = 0  # line of the first request over one batch's count
         self.batches = 0
         self.has_bom = False
@@ -246,7 +271,7 @@ class _Scan:
     def read(self, file: IO[bytes]) -> None:
         """Hash, count and check every line. Stops at a line longer than a whole batch may be."""
         hasher = hashlib.sha256()
-        size, max_bytes = 0, self.limits.max_bytes
+        size, max_bytes = 0, self.limits.byte_cap
         check_line = self.check_line
         number = 0
         for number, line in enumerate(_hashed_lines(file, hasher, max_bytes), 1):
@@ -266,7 +291,7 @@ class _Scan:
                      f"the file {what}; write one JSON request object per line")
 
     def over_limits(self) -> bool:
-        return self.requests > self.limits.max_requests or self.size > self.limits.max_bytes
+        return self.requests > self.limits.request_cap or self.size > self.limits.byte_cap
 
     def runs_as(self, batches: int) -> None:
         """Over one batch's limits, but fine as a job group: warnings listed first, so never cut off."""
@@ -275,7 +300,7 @@ class _Scan:
         how = (f"submit_batch runs it as {batches} batches in one job group (upload_batch_file and create_batch "
                "take a single batch only)")
         notes = []
-        if self.size > limits.max_bytes:
+        if self.size > limits.byte_cap:
             notes.append(Problem(line=None, severity="warning", code=ProblemCode.FILE_TOO_LARGE,
                                  message=f"the file is {self.size:,} bytes, over one batch's limit of "
                                          f"{limits.max_bytes:,}; {how}"))
@@ -603,8 +628,8 @@ def preflight(path: Path, provider: str | None = None, endpoint: str | None = No
     scan.check_name()
     with file:
         try:
-            if size > limits.max_bytes:
-                if (overlong := overlong_line(file, limits.max_bytes)) is not None:
+            if size > limits.byte_cap:
+                if (overlong := overlong_line(file, limits.byte_cap)) is not None:
                     scan.size = size
                     scan.line_too_large(overlong)
                     return scan.report()
@@ -612,7 +637,7 @@ def preflight(path: Path, provider: str | None = None, endpoint: str | None = No
             scan.read(file)
             if scan.sha256 and scan.over_limits():
                 file.seek(0)
-                scan.runs_as(count_batches(io.BufferedReader(file, _CHUNK), limits.max_requests, limits.max_bytes))
+                scan.runs_as(count_batches(io.BufferedReader(file, _CHUNK), limits.request_cap, limits.byte_cap))
         except OSError as exc:
             raise UnusableInput(f"reading {path} failed: {exc.strerror or exc}; check the file") from None
     return scan.report()
