@@ -11,8 +11,9 @@ from mcp import Client
 
 from batch_mcp.backends.registry import CATALOG
 from batch_mcp.sandbox import SandboxServer
-from tests.conftest import mcp_session, settings_for
-from tests.test_stdio import server_env, stdio_server
+
+from conftest import mcp_session, settings_for
+from test_stdio import server_env, stdio_server
 
 SECRETS = {"OPENAI_API_KEY": "sk-openai-secret-7f3a", "GROQ_API_KEY": "gsk-groq-secret-91c2"}
 

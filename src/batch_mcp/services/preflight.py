@@ -42,9 +42,9 @@ from msgspec import UNSET, Raw, UnsetType
 
 from batch_mcp.backends import digitalocean
 from batch_mcp.backends.base import Capabilities
-from batch_mcp.schemas.api import OPENAI_ENDPOINTS, OpenAIEndpoint, Provider
+from batch_mcp.schemas.api import Provider
 from batch_mcp.schemas.lines import CUSTOM_ID_PATTERN
-from batch_mcp.schemas.preflight import ModelUsage, PreflightReport, Problem, ProblemCode, Severity
+from batch_mcp.schemas.preflight import BackendRules, ModelUsage, PreflightReport, Problem, ProblemCode, Severity
 from batch_mcp.services.split import count_batches, overlong_line
 
 __all__ = ["Limits", "UnusableInput", "preflight"]
@@ -52,6 +52,11 @@ __all__ = ["Limits", "UnusableInput", "preflight"]
 _DO = digitalocean.CAPABILITIES
 _CHAT = "/v1/chat/completions"
 _RESPONSES = "/v1/responses"
+_COMPLETIONS = "/v1/completions"
+#: The body field each OpenAI endpoint cannot do without (a protocol fact; which endpoints a backend runs is
+#: its capabilities' business).
+_PROMPT_FIELD = {_CHAT: "messages", _RESPONSES: "input", "/v1/embeddings": "input", "/v1/moderations": "input",
+                 _COMPLETIONS: "prompt"}
 _BOM = b"\xef\xbb\xbf"
 _CHUNK = 1 << 22  # bytes read, and hashed on the helper thread, at a time
 #: Output tokens assumed for a request that sets no limit, in the cost estimate's ceiling.
@@ -111,6 +116,7 @@ class _OpenAIBody(msgspec.Struct, gc=False):
     max_tokens: Any = UNSET
     max_completion_tokens: Any = UNSET
     max_output_tokens: Any = UNSET
+    prompt: _Shallow | UnsetType = UNSET
 
 
 class _AnthropicParams(msgspec.Struct, gc=False):
@@ -146,8 +152,6 @@ _MESSAGES_EXAMPLE = 'a non-empty array of messages, e.g. [{"role": "user", "cont
 _CUSTOM_ID = _Field("custom_id", ProblemCode.MISSING_CUSTOM_ID, ProblemCode.INVALID_CUSTOM_ID,
                     'a non-empty string unique in the file, e.g. "req-1", used to match each result')
 _METHOD = _Field("method", ProblemCode.MISSING_METHOD, ProblemCode.INVALID_METHOD, '"POST"')
-_URL = _Field("url", ProblemCode.MISSING_URL, ProblemCode.UNSUPPORTED_URL,
-              f"one of {', '.join(OPENAI_ENDPOINTS)}, the same on every line")
 _BODY = _Field("body", ProblemCode.MISSING_BODY, ProblemCode.INVALID_BODY,
                "an object holding the request for the url's endpoint (model, messages or input, ...)")
 _PARAMS = _Field("params", ProblemCode.MISSING_PARAMS, ProblemCode.INVALID_PARAMS,
@@ -161,7 +165,9 @@ _BODY_MESSAGES = _Field("body.messages", ProblemCode.MISSING_MESSAGES, ProblemCo
 _PARAMS_MESSAGES = _Field("params.messages", ProblemCode.MISSING_MESSAGES, ProblemCode.INVALID_MESSAGES,
                           _MESSAGES_EXAMPLE)
 _INPUT = _Field("body.input", ProblemCode.MISSING_INPUT, ProblemCode.INVALID_INPUT,
-                f"a non-empty string or array of input items ({_RESPONSES} needs it)")
+                "a non-empty string or array of input items (the url's endpoint needs it)")
+_PROMPT = _Field("body.prompt", ProblemCode.MISSING_INPUT, ProblemCode.INVALID_INPUT,
+                 f"a non-empty string or array of prompts ({_COMPLETIONS} needs it)")
 _MAX_TOKENS = _Field("params.max_tokens", ProblemCode.MISSING_MAX_TOKENS, ProblemCode.INVALID_MAX_TOKENS,
                      "an integer >= 1, the most tokens to generate, e.g. 1024")
 
@@ -208,10 +214,13 @@ def _prompt_size(*fields: Any) -> int:
 class _Scan:
     """Everything learnt about the file so far. One instance per file; not thread-safe."""
 
-    def __init__(self, path: Path, provider: Provider | None, endpoint: OpenAIEndpoint | None,
-                 limits: Limits) -> None:
+    def __init__(self, path: Path, provider: Provider | None, endpoint: str | None, limits: Limits) -> None:
         self.path = path
         self.limits = limits
+        self.caps = caps = limits.capabilities
+        self.endpoints, self.line_formats = caps.endpoints, caps.line_formats  # read on every line
+        self.url_field = _Field("url", ProblemCode.MISSING_URL, ProblemCode.UNSUPPORTED_URL,
+                                f"one of {', '.join(caps.endpoints)}, the same on every line")
         self.provider_given = provider is not None
         self.provider = provider
         self.provider_line = 0  # line that fixed the provider, when detected
@@ -220,6 +229,7 @@ class _Scan:
         self.endpoint_line = 0  # line that fixed the endpoint, when detected
         self.custom_ids: dict[str, int] = {}
         self.usage: dict[str, list[int]] = {}  # model -> [requests, prompt bytes, max output tokens]
+        self.first_model_line = 0
         self.prompt_bytes = 0
         self.size = 0
         self.sha256 = ""
@@ -374,6 +384,9 @@ class _Scan:
                          '{"custom_id", "params"} for anthropic')
             return self.provider  # checked as the file's provider, so the missing keys get named
         shape: Provider = "openai" if openai_keys else "anthropic"
+        if shape not in self.line_formats:
+            self.add(number, "error", ProblemCode.UNSUPPORTED_LINE_FORMAT, partial(self.format_refused, shape))
+            return None
         if self.provider is None:
             self.provider, self.provider_line = shape, number
         elif shape != self.provider:
@@ -389,6 +402,14 @@ class _Scan:
             return None
         return shape
 
+    def format_refused(self, shape: str) -> str:
+        takes = " or ".join(self.caps.line_formats)
+        example = ('{"custom_id", "method": "POST", "url": "/v1/chat/completions", "body": {"model", "messages", '
+                   '"max_tokens"}}') if "openai" in self.caps.line_formats else '{"custom_id", "params"}'
+        return (f"the line is in {shape} format, which {self.caps.label} does not take (it takes {takes} lines); "
+                f"rewrite it as {example} (an anthropic params object becomes the body, model and messages "
+                f"unchanged), or validate and submit it with a backend that takes {shape} lines (batch://backends)")
+
     def check_custom_id(self, number: int, custom_id: Any) -> None:
         if type(custom_id) is not str or not custom_id:
             self.bad_field(number, custom_id, _CUSTOM_ID)
@@ -402,11 +423,11 @@ class _Scan:
             self.bad_custom_id_format(number, custom_id)
 
     def bad_custom_id_format(self, number: int, custom_id: str) -> None:
-        """An error for anthropic, which rejects such ids, and while the provider is still unknown; a warning
-        for openai, which accepts them."""
+        """An error where such ids are refused (an anthropic-rule backend, anthropic lines, a provider not yet
+        known); a warning for openai lines on a backend that accepts any id."""
         flaw = (f"is {len(custom_id)} characters long" if len(custom_id) > 64
                 else "has characters other than letters, digits, '_' and '-'")
-        if self.provider == "openai":
+        if self.provider == "openai" and self.caps.custom_id == "any":
             self.add(number, "warning", ProblemCode.CUSTOM_ID_FORMAT,
                      f"custom_id {_quote(custom_id)} {flaw}; openai accepts it, but 1-64 of [A-Za-z0-9_-] "
                      "is safe with every provider: consider renaming it")
@@ -419,8 +440,8 @@ class _Scan:
         if request.method != "POST":
             self.bad_field(number, request.method, _METHOD)
         url = request.url
-        if url not in OPENAI_ENDPOINTS:
-            self.bad_field(number, url, _URL)
+        if url not in self.endpoints:
+            self.bad_url(number, url)
             url = self.endpoint
         elif self.endpoint is None:
             self.endpoint, self.endpoint_line = url, number
@@ -430,15 +451,28 @@ class _Scan:
         if type(body) is not _OpenAIBody:
             self.bad_field(number, body, _BODY)
             return
-        if url == _CHAT:
+        needs = _PROMPT_FIELD.get(url)  # type: ignore[arg-type]
+        if needs == "messages":
             if type(body.messages) is not list or not body.messages:
                 self.bad_field(number, body.messages, _BODY_MESSAGES)
-        elif url == _RESPONSES and (type(body.input) not in (str, list) or not body.input):
+        elif needs == "input" and (type(body.input) not in (str, list) or not body.input):
             self.bad_field(number, body.input, _INPUT)
+        elif needs == "prompt" and (type(body.prompt) not in (str, list) or not body.prompt):
+            self.bad_field(number, body.prompt, _PROMPT)
         self.count_request(number, body.model, _BODY_MODEL,
-                           _prompt_size(body.messages, body.input, body.instructions),
+                           _prompt_size(body.messages, body.input, body.instructions, body.prompt),
                            _output_ceiling(body.max_tokens, body.max_completion_tokens,
                                            body.max_output_tokens))
+
+    def bad_url(self, number: int, url: Any) -> None:
+        """An endpoint path this backend does not run batches for is named as such; anything else is a bad url."""
+        if type(url) is not str or not url.startswith("/v1/"):
+            self.bad_field(number, url, self.url_field)
+            return
+        self.add(number, "error", ProblemCode.UNSUPPORTED_ENDPOINT,
+                 lambda: f"{self.caps.label} does not run batches for {_quote(url)}; it accepts "
+                         f"{', '.join(self.caps.endpoints)}: change the url, or use a backend that runs this "
+                         "endpoint (batch://backends)")
 
     def url_disagrees(self, number: int, url: str) -> None:
         if self.endpoint_given:
@@ -473,10 +507,22 @@ class _Scan:
             return
         usage = self.usage.get(model)
         if usage is None:
+            if not self.usage:
+                self.first_model_line = number
+            elif self.caps.mixed_models is False:
+                self.models_differ(number, model)
             usage = self.usage[model] = [0, 0, 0]
         usage[0] += 1
         usage[1] += prompt_bytes
         usage[2] += max_output_tokens
+
+    def models_differ(self, number: int, model: str) -> None:
+        """Reported once per extra model, at its first line."""
+        first = next(iter(self.usage))
+        self.add(number, "error", ProblemCode.MIXED_MODELS,
+                 lambda: f"model {_quote(model)} differs from {_quote(first)}, used from line {self.first_model_line}; "
+                         f"{self.caps.label} runs one model per batch: move the {_quote(model)} requests to a file "
+                         "of their own")
 
     # Result --------------------------------------------------------------------------------------------
     def report(self) -> PreflightReport:
@@ -487,6 +533,7 @@ class _Scan:
             valid=self.error_count == 0,
             provider=self.provider,
             endpoint=self.endpoint if self.provider == "openai" else None,
+            backend=self.rules(),
             requests=self.requests,
             batches=self.batches,
             lines=self.lines,
@@ -504,6 +551,14 @@ class _Scan:
             problems=problems,
             truncated=self.error_count + self.warning_count > len(problems),
         )
+
+
+    def rules(self) -> BackendRules:
+        caps = self.caps
+        return BackendRules(name=caps.name, label=caps.label, line_formats=list(caps.line_formats),
+                            endpoints=list(caps.endpoints), max_requests=self.limits.max_requests,
+                            max_bytes=self.limits.max_bytes, one_model_per_file=caps.mixed_models is False,
+                            custom_id_rule="1-64 of [A-Za-z0-9_-]" if caps.custom_id == "anthropic" else "any")
 
 
 def _hashed_lines(file: IO[bytes], hasher: hashlib._Hash, max_line: int) -> Iterator[bytes]:
@@ -566,19 +621,22 @@ def _explain_invalid_json(line: bytes, error: Exception) -> str:
 
 
 # --- Entry point ---------------------------------------------------------------------------------------
-def _arguments(provider: str | None, endpoint: str | None) -> tuple[Provider | None, OpenAIEndpoint | None]:
-    """Validate the caller's provider and endpoint; an endpoint implies provider openai."""
+def _arguments(provider: str | None, endpoint: str | None, caps: Capabilities) -> tuple[Provider | None, str | None]:
+    """Validate the caller's provider and endpoint against the backend; an endpoint implies provider openai."""
     if endpoint is not None:
-        if endpoint not in OPENAI_ENDPOINTS:
-            raise UnusableInput(f"unsupported endpoint {endpoint!r}; use one of "
-                                f"{', '.join(OPENAI_ENDPOINTS)}")
+        if endpoint not in caps.endpoints:
+            raise UnusableInput(f"unsupported endpoint {endpoint!r}: {caps.label} does not run batches for it; "
+                                f"use one of {', '.join(caps.endpoints)}")
         if provider == "anthropic":
             raise UnusableInput("anthropic batches take no endpoint; drop the endpoint or use provider "
                                 "openai")
         provider = "openai"
     if provider is not None and provider not in get_args(Provider):
         raise UnusableInput(f"unknown provider {provider!r}; use one of {', '.join(get_args(Provider))}")
-    return cast(Provider | None, provider), cast(OpenAIEndpoint | None, endpoint)
+    if provider is not None and provider not in caps.line_formats:
+        raise UnusableInput(f"{caps.label} takes {' or '.join(caps.line_formats)} lines, not {provider}; rewrite the "
+                            f"file in {caps.line_formats[0]} format, or use a backend that takes {provider} lines")
+    return cast(Provider | None, provider), endpoint
 
 
 def _require_regular_file(path: Path, mode: int) -> None:
@@ -619,9 +677,9 @@ def preflight(path: Path, provider: str | None = None, endpoint: str | None = No
     """Check a batch input file before it is uploaded; raise :class:`UnusableInput` if it cannot be read.
 
     ``provider`` and ``endpoint`` are detected from the first request when not given; giving an
-    endpoint implies provider openai.
+    endpoint implies provider openai. Lines are checked against ``limits.capabilities``, a backend's rules.
     """
-    provider, endpoint = _arguments(provider, endpoint)
+    provider, endpoint = _arguments(provider, endpoint, limits.capabilities)
     path = Path(path)
     file, size = _open_regular_file(path)
     scan = _Scan(path, provider, endpoint, limits)
