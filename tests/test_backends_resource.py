@@ -51,6 +51,7 @@ async def test_backends_lists_every_backend_and_hides_keys(sandbox: SandboxServe
     # INSTRUCTIONS are written from the same records: Groq's unknown discount is never shown as one
     assert "OpenAI (50% off" in instructions and "Groq (batch discount unknown" in instructions
     assert "DeepInfra" not in instructions  # not configured here
+    assert "Groq: no documented request cap, 100 MB" in instructions
 
 
 async def test_single_backend_instructions_name_it(sandbox: SandboxServer, workdir: Path) -> None:
@@ -58,6 +59,7 @@ async def test_single_backend_instructions_name_it(sandbox: SandboxServer, workd
         instructions = client.instructions or ""
     assert instructions.startswith("Runs LLM batch inference jobs. Backend: DigitalOcean (50% off")
     assert "batch://backends" in instructions
+    assert "a file over one batch's limits (50,000 requests, 200 MB) runs as a job group" in instructions
 
 
 @pytest.mark.parametrize("flags, default", [((), "digitalocean"), (("--backend", "groq"), "groq")])

@@ -97,6 +97,7 @@ def instructions(registry: Registry) -> str:
     return (
         "Runs LLM batch inference jobs. " + where
         + "Usual flow: validate_batch_file → submit_batch → wait_for_batch (repeat while timed_out) → "
-          "download_batch_results. Files must be JSONL inside the allowed folders. The resource batch://jobs lists "
+          "download_batch_results. Files must be JSONL inside the allowed folders; a file over "
+        + limits_sentence(registry) + " runs as a job group through submit_batch. The resource batch://jobs lists "
           f"every job this server made; {BACKENDS_URI} gives each backend's limits, endpoints and rules."
     )
