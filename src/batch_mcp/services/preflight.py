@@ -26,12 +26,9 @@ from __future__ import annotations
 
 import hashlib
 import io
-import json
 import os
-import stat
 import sys
-from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -45,6 +42,14 @@ from batch_mcp.backends.base import Capabilities
 from batch_mcp.schemas.api import Provider
 from batch_mcp.schemas.lines import CUSTOM_ID_PATTERN
 from batch_mcp.schemas.preflight import BackendRules, ModelUsage, PreflightReport, Problem, ProblemCode, Severity
+from batch_mcp.services.input_file import (
+    BOM,
+    CHUNK,
+    UnusableInput,
+    explain_invalid_json,
+    hashed_lines,
+    open_regular_file,
+)
 from batch_mcp.services.split import count_batches, overlong_line
 
 __all__ = ["Limits", "UnusableInput", "preflight"]
@@ -57,8 +62,6 @@ _COMPLETIONS = "/v1/completions"
 #: its capabilities' business).
 _PROMPT_FIELD = {_CHAT: "messages", _RESPONSES: "input", "/v1/embeddings": "input", "/v1/moderations": "input",
                  _COMPLETIONS: "prompt"}
-_BOM = b"\xef\xbb\xbf"
-_CHUNK = 1 << 22  # bytes read, and hashed on the helper thread, at a time
 #: Output tokens assumed for a request that sets no limit, in the cost estimate's ceiling.
 DEFAULT_OUTPUT_TOKENS = 1000
 _QUOTE_MAX = 80  # longest value quoted back in a message
@@ -94,9 +97,6 @@ class Limits:
     def byte_cap(self) -> int:
         return _UNCAPPED if self.max_bytes is None else self.max_bytes
 
-
-class UnusableInput(Exception):
-    """The path cannot be checked at all: missing, not a regular file, unreadable, or bad arguments."""
 
 
 # --- The shape a line is decoded into ------------------------------------------------------------------
@@ -284,7 +284,7 @@ class _Scan:
         size, max_bytes = 0, self.limits.byte_cap
         check_line = self.check_line
         number = 0
-        for number, line in enumerate(_hashed_lines(file, hasher, max_bytes), 1):
+        for number, line in enumerate(hashed_lines(file, hasher, max_bytes), 1):
             size += len(line)
             if len(line) > max_bytes:
                 self.lines, self.size = number, max(size, os.fstat(file.fileno()).st_size)
@@ -323,9 +323,9 @@ class _Scan:
 
     # One line ------------------------------------------------------------------------------------------
     def check_line(self, number: int, line: bytes) -> None:
-        if number == 1 and line.startswith(_BOM):
+        if number == 1 and line.startswith(BOM):
             self.has_bom = True
-            line = line[len(_BOM):]
+            line = line[len(BOM):]
             self.add(1, "warning", ProblemCode.UTF8_BOM,
                      "the file starts with a UTF-8 byte order mark (BOM); it was skipped here, but strict "
                      "JSON parsers reject the first line because of it: save the file without a BOM")
@@ -352,7 +352,7 @@ class _Scan:
         try:
             request = _DECODER.decode(line)
         except (msgspec.MsgspecError, RecursionError) as exc:
-            self.add(number, "error", ProblemCode.INVALID_JSON, partial(_explain_invalid_json, line, exc))
+            self.add(number, "error", ProblemCode.INVALID_JSON, partial(explain_invalid_json, line, exc))
             return
         if type(request) is not _Request:
             self.add(number, "error", ProblemCode.NOT_AN_OBJECT,
@@ -561,65 +561,6 @@ class _Scan:
                             custom_id_rule="1-64 of [A-Za-z0-9_-]" if caps.custom_id == "anthropic" else "any")
 
 
-def _hashed_lines(file: IO[bytes], hasher: hashlib._Hash, max_line: int) -> Iterator[bytes]:
-    """The file's lines, newline kept, while a helper thread feeds the same chunks to ``hasher``.
-
-    hashlib releases the GIL while it hashes a large buffer, so hashing one chunk overlaps with checking
-    the lines of that chunk, and the SHA-256 costs almost no wall time on a machine with two cores.
-    A line growing past ``max_line`` bytes is handed over as read so far, and the pass ends there.
-    """
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="preflight-sha256") as hashing:
-        hashed: Future[None] | None = None
-        pending: list[bytes] = []  # pieces of a line that spans chunks
-        held = 0
-        while chunk := file.read(_CHUNK):
-            if hashed is not None:
-                hashed.result()  # at most two chunks in memory
-            hashed = hashing.submit(hasher.update, chunk)
-            for piece in io.BytesIO(chunk):
-                if not piece.endswith(b"\n"):  # only a chunk's last line can lack it
-                    pending.append(piece)
-                    held += len(piece)
-                    if held > max_line:
-                        yield b"".join(pending)
-                        return
-                elif pending:
-                    yield b"".join([*pending, piece])
-                    pending.clear()
-                    held = 0
-                else:
-                    yield piece
-        if pending:
-            yield b"".join(pending)
-        if hashed is not None:
-            hashed.result()
-
-
-_TOO_DEEP = "the JSON nests arrays or objects too deeply to parse; flatten the request"
-
-
-def _explain_invalid_json(line: bytes, error: Exception) -> str:
-    """Name the syntax error precisely. Slow path: the standard library parser gives a reason and a column."""
-    fix = "write exactly one complete JSON object per line, with no line breaks inside it"
-    if isinstance(error, RecursionError):
-        return _TOO_DEEP
-    text = line.rstrip(b"\r\n")  # a line cut inside a string then reads as unterminated, not as a line break
-    if text.startswith(_BOM):
-        return ("the line starts with a UTF-8 byte order mark, as when files are concatenated; remove it "
-                "(only plain UTF-8 without BOM is safe)")
-    try:
-        json.loads(text)
-    except json.JSONDecodeError as stdlib:
-        if stdlib.pos >= len(stdlib.doc.rstrip()):
-            return f"the line ends before its JSON value is complete (cut short, or split over lines); {fix}"
-        return f"not valid JSON: {stdlib.msg.removesuffix(' at')} at column {stdlib.colno}; {fix}"
-    except RecursionError:
-        return _TOO_DEEP
-    # Python's parser is laxer than msgspec: NaN, Infinity, huge numbers and lone surrogates get here.
-    return (f"JSON that strict parsers reject ({error}): NaN, Infinity, a number out of range or an unpaired "
-            r"\u surrogate escape; replace those values")
-
-
 # --- Entry point ---------------------------------------------------------------------------------------
 def _arguments(provider: str | None, endpoint: str | None, caps: Capabilities) -> tuple[Provider | None, str | None]:
     """Validate the caller's provider and endpoint against the backend; an endpoint implies provider openai."""
@@ -639,38 +580,6 @@ def _arguments(provider: str | None, endpoint: str | None, caps: Capabilities) -
     return cast(Provider | None, provider), endpoint
 
 
-def _require_regular_file(path: Path, mode: int) -> None:
-    if stat.S_ISREG(mode):
-        return
-    if stat.S_ISDIR(mode):
-        raise UnusableInput(f"{path} is a directory; pass the path of one .jsonl file inside it")
-    kind = ("a named pipe (FIFO)" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode)
-            else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "a special file")
-    raise UnusableInput(f"{path} is {kind}, not a regular file; write the requests to a .jsonl file and pass "
-                        "its path")
-
-
-def _open_regular_file(path: Path) -> tuple[IO[bytes], int]:
-    """Open for reading only after ``stat`` shows a regular file, so a FIFO or /dev/zero never blocks."""
-    try:
-        _require_regular_file(path, os.stat(path).st_mode)
-        # O_NONBLOCK: if the path was swapped for a FIFO since the stat, open must not wait for a writer.
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-    except FileNotFoundError:
-        dangling = " (it is a symlink to a missing target)" if path.is_symlink() else ""
-        relative = "" if path.is_absolute() else f" (relative paths start at {Path.cwd()})"
-        raise UnusableInput(f"{path} does not exist{dangling}; check the path{relative}") from None
-    except OSError as exc:
-        raise UnusableInput(f"cannot open {path}: {exc.strerror}; check the path and its "
-                            "permissions") from None
-    try:
-        info = os.fstat(fd)
-        _require_regular_file(path, info.st_mode)  # the path may have changed since the stat
-        return os.fdopen(fd, "rb", buffering=0), info.st_size
-    except BaseException:
-        os.close(fd)
-        raise
-
 
 def preflight(path: Path, provider: str | None = None, endpoint: str | None = None,
               limits: Limits = Limits()) -> PreflightReport:
@@ -681,7 +590,7 @@ def preflight(path: Path, provider: str | None = None, endpoint: str | None = No
     """
     provider, endpoint = _arguments(provider, endpoint, limits.capabilities)
     path = Path(path)
-    file, size = _open_regular_file(path)
+    file, size = open_regular_file(path)
     scan = _Scan(path, provider, endpoint, limits)
     scan.check_name()
     with file:
@@ -695,7 +604,7 @@ def preflight(path: Path, provider: str | None = None, endpoint: str | None = No
             scan.read(file)
             if scan.sha256 and scan.over_limits():
                 file.seek(0)
-                scan.runs_as(count_batches(io.BufferedReader(file, _CHUNK), limits.request_cap, limits.byte_cap))
+                scan.runs_as(count_batches(io.BufferedReader(file, CHUNK), limits.request_cap, limits.byte_cap))
         except OSError as exc:
             raise UnusableInput(f"reading {path} failed: {exc.strerror or exc}; check the file") from None
     return scan.report()
