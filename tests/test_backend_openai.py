@@ -253,7 +253,8 @@ def test_backoff_grows_capped_with_jitter() -> None:
 
 
 def keyed(name: str, key: str | None = "k", **values: Any) -> Any:
-    return settings_for(CATALOG[name].capabilities)(api_key=key, **values)
+    caps = CATALOG[name].capabilities
+    return settings_for(caps).given(key, values.get("base_url", caps.default_base_url))
 
 
 async def test_registry_opens_the_backends_with_keys_and_picks_the_default(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -311,3 +312,13 @@ def test_every_catalog_entry_names_itself_and_its_variables() -> None:
         assert caps.name == name and caps.token_env and caps.base_url_env
         assert caps.discount is None or 0 < caps.discount < 1
         assert set(caps.line_formats) <= {"openai", "anthropic"}
+
+
+def test_a_stray_api_key_or_base_url_variable_is_no_backends_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Only the provider's own variable names count: a generic API_KEY in the environment is not OpenAI's."""
+    monkeypatch.setenv("API_KEY", "someone-elses")
+    monkeypatch.setenv("BASE_URL", "http://example.invalid")
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
+    read = settings_for(CATALOG["openai"].capabilities)()
+    assert read.api_key_value() is None and read.base_url == CATALOG["openai"].capabilities.default_base_url

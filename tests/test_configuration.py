@@ -106,3 +106,11 @@ async def test_a_token_with_a_trailing_newline_reaches_the_api(sandbox: SandboxS
     async with mcp_session(Settings()) as (client, _):
         listed = await client.call_tool("list_batches", {"limit": 1})
     assert not listed.is_error, listed.content[0].text
+
+
+def test_a_stray_token_variable_is_not_the_api_token(monkeypatch: pytest.MonkeyPatch) -> None:
+    """TOKEN is a common name for unrelated secrets: only MODEL_ACCESS_KEY or DIGITALOCEAN_TOKEN are ours."""
+    for name in ("MODEL_ACCESS_KEY", "DIGITALOCEAN_TOKEN"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("TOKEN", "someone-elses")
+    assert Settings().token is None

@@ -67,7 +67,8 @@ def registry_format(field: FieldInfo) -> str:
     """The server.json ``format`` a setting of this type needs."""
     if field.annotation is bool:
         return "boolean"
-    if field.annotation in (int, float):
+    if field.annotation in (int, float) or set(typing.get_args(field.annotation)) in ({int, type(None)},
+                                                                                         {float, type(None)}):
         return "number"
     return "filepath" if field.annotation is Path else "string"
 

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from batch_mcp.schemas.preflight import ModelUsage, PreflightReport, Problem, ProblemCode
-from batch_mcp.services import preflight as preflight_module
+from batch_mcp.services import input_file
 from batch_mcp.services.preflight import Limits, UnusableInput, preflight
 
 CORPUS = Path(__file__).parent / "corpus"
@@ -110,7 +110,7 @@ def test_blank_lines_are_counted_and_warned_once(tmp_path: Path) -> None:
 
 def test_lines_split_across_read_chunks_give_the_same_report(monkeypatch: pytest.MonkeyPatch) -> None:
     expected = {name: preflight(CORPUS / name) for name in MANIFEST if name.endswith(".jsonl")}
-    monkeypatch.setattr(preflight_module, "_CHUNK", 7)
+    monkeypatch.setattr(input_file, "CHUNK", 7)
     for name, report in expected.items():
         assert preflight(CORPUS / name) == report, name
 
@@ -204,7 +204,7 @@ def test_oversized_sparse_file_is_one_overlong_line_found_without_parsing(tmp_pa
 @pytest.mark.parametrize("chunk", [7, 1 << 22])
 def test_a_line_longer_than_a_batch_is_an_error_wherever_it_is(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                               chunk: int) -> None:
-    monkeypatch.setattr(preflight_module, "_CHUNK", chunk)
+    monkeypatch.setattr(input_file, "CHUNK", chunk)
     lines = [chat_line(1), chat_line(2) | {"note": "y" * 600}, chat_line(3)]
     report = preflight(write_jsonl(tmp_path / "long.jsonl", lines), limits=Limits(max_bytes=500))
     assert not report.valid and codes(report) == [(2, "error", "line_too_large")] and report.batches == 0

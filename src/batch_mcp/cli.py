@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from batch_mcp.backends.base import Capabilities
     from batch_mcp.config import Settings
 
 QUIET_LOGGERS = ("httpx2", "httpcore2", "uvicorn.access")
@@ -43,6 +44,8 @@ def serve_settings(args: argparse.Namespace) -> Settings:
         overrides["sandbox"] = True
     if args.auth_token is not None:
         overrides["auth_token"] = args.auth_token
+    if args.backend:
+        overrides["backend"] = args.backend
     return load_settings(**overrides)
 
 
@@ -82,8 +85,8 @@ def _sandbox(args: argparse.Namespace) -> int:
 def _validate(args: argparse.Namespace) -> int:
     from batch_mcp.services.preflight import Limits, UnusableInput, preflight
 
-    limits = Limits(max_requests=args.max_requests, max_bytes=args.max_bytes)
     try:
+        limits = Limits.of(_capabilities(args.backend), max_requests=args.max_requests, max_bytes=args.max_bytes)
         report = preflight(Path(args.path), args.provider, args.endpoint, limits)
     except UnusableInput as exc:
         if args.json:
@@ -103,6 +106,20 @@ def _validate(args: argparse.Namespace) -> int:
     return 0 if report.valid else 1
 
 
+def _capabilities(name: str | None) -> Capabilities:
+    """The rules of the backend ``--backend`` names (DigitalOcean's by default, without loading the others)."""
+    from batch_mcp.backends import digitalocean
+    from batch_mcp.services.preflight import UnusableInput
+
+    if name is None or name == digitalocean.CAPABILITIES.name:
+        return digitalocean.CAPABILITIES
+    from batch_mcp.backends.registry import CATALOG
+
+    if name not in CATALOG:
+        raise UnusableInput(f"unknown backend {name!r}; use one of {', '.join(CATALOG)}")
+    return CATALOG[name].capabilities
+
+
 def _demo(args: argparse.Namespace) -> int:
     from batch_mcp.demo import run_demo
 
@@ -118,7 +135,10 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--transport", choices=["stdio", "streamable-http", "sse"], default="stdio")
     serve.add_argument("--host", default="127.0.0.1", help="HTTP bind address (default 127.0.0.1)")
     serve.add_argument("--port", type=int, default=8000)
-    serve.add_argument("--sandbox", action="store_true", help="use the embedded sandbox: no account needed")
+    serve.add_argument("--sandbox", action="store_true", help="use the embedded sandbox (one emulator per backend): "
+                                                              "no account needed")
+    serve.add_argument("--backend", metavar="NAME", help="the default backend (or BATCH_MCP_BACKEND; default: the "
+                                                         "only configured one, else digitalocean)")
     serve.add_argument("--allow-dir", action="append", type=Path, metavar="DIR",
                        help="a folder the tools may read and write (repeatable; default: the working directory, "
                             "unless it is /, the home folder or a system folder)")
@@ -142,11 +162,13 @@ def build_parser() -> argparse.ArgumentParser:
     validate = sub.add_parser("validate", help="check a JSONL batch file (exit 0 valid, warnings "
                               "allowed; 1 invalid; 2 unusable)")
     validate.add_argument("path")
-    validate.add_argument("--provider", choices=["openai", "anthropic"])
-    validate.add_argument("--endpoint", choices=["/v1/chat/completions", "/v1/responses"])
+    validate.add_argument("--backend", metavar="NAME", help="check against this backend's rules and limits "
+                                                            "(default digitalocean)")
+    validate.add_argument("--provider", choices=["openai", "anthropic"], help="the line format (default: detected)")
+    validate.add_argument("--endpoint", help="the endpoint every line's url must be (default: detected)")
     validate.add_argument("--json", action="store_true", help="print the full report as JSON")
-    validate.add_argument("--max-requests", type=int, default=50_000)
-    validate.add_argument("--max-bytes", type=int, default=200_000_000)
+    validate.add_argument("--max-requests", type=int, help="requests in one batch (default: the backend's limit)")
+    validate.add_argument("--max-bytes", type=int, help="bytes in one batch (default: the backend's limit)")
     validate.set_defaults(run=_validate)
 
     demo = sub.add_parser("demo", help="run the whole workflow on the sandbox through a real MCP client")

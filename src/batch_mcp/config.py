@@ -15,11 +15,13 @@ from pydantic.fields import FieldInfo
 from pydantic_core import ErrorDetails
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from batch_mcp.backends import digitalocean
 from batch_mcp.backends.http import check_base_url
 from batch_mcp.backends.http import is_loopback as is_loopback  # re-exported: server.py checks bind hosts
-from batch_mcp.client import DEFAULT_BASE_URL
+from batch_mcp.backends.registry import CATALOG
 
-TOKEN_VARIABLES = ("MODEL_ACCESS_KEY", "DIGITALOCEAN_TOKEN")
+_DO = digitalocean.CAPABILITIES
+TOKEN_VARIABLES = _DO.token_env
 #: How each setting is set, for error messages: the environment variable, and the serve flag if there is one.
 SOURCES = {
     "allowed_dirs": "BATCH_MCP_ALLOWED_DIRS (or --allow-dir)",
@@ -84,10 +86,12 @@ class Settings(BaseSettings):
 
     token: SecretStr | None = Field(
         default=None,
-        validation_alias=AliasChoices(*TOKEN_VARIABLES, "token"),
-        description="API token: MODEL_ACCESS_KEY, else DIGITALOCEAN_TOKEN.",
+        validation_alias=AliasChoices(*_DO.token_env),
+        description=f"DigitalOcean's API token: {', else '.join(_DO.token_env)}.",
     )
-    base_url: str = Field(default=DEFAULT_BASE_URL, description="Batch API base URL.")
+    base_url: str = Field(default=_DO.default_base_url, description="DigitalOcean's batch API base URL.")
+    backend: str | None = Field(default=None, description="The default backend (BATCH_MCP_BACKEND, serve --backend); "
+                                                          "else the only configured one, else digitalocean.")
     allowed_dirs: Annotated[list[Path], NoDecode] = Field(
         default_factory=list,
         description=f"Folders the tools may read and write ({os.pathsep}-separated); default: the working directory, "
@@ -96,8 +100,10 @@ class Settings(BaseSettings):
     state_dir: Path = Field(default_factory=default_state_dir, description="Where the job store lives.")
     sandbox: bool = Field(default=False, description="Run against the embedded sandbox instead of the real API.")
     auth_token: SecretStr | None = Field(default=None, description="Bearer token required on HTTP transports.")
-    max_requests: int = Field(default=50_000, ge=1, description="Requests allowed in one batch file.")
-    max_bytes: int = Field(default=200_000_000, ge=1, description="Bytes allowed in one batch file.")
+    max_requests: int | None = Field(default=None, ge=1, description="Requests allowed in one batch file "
+                                                                     "(default: the backend's own limit).")
+    max_bytes: int | None = Field(default=None, ge=1, description="Bytes allowed in one batch file (default: the "
+                                                                  "backend's own limit).")
     poll_interval_s: float = Field(default=5.0, gt=0, description="Default wait_for_batch poll interval.")
     max_attempts: int = Field(default=5, ge=1, description="Attempts per API call before a fault is reported.")
     retry_base_delay_s: float = Field(default=0.5, ge=0, description="First backoff between attempts (doubles).")
@@ -127,6 +133,16 @@ class Settings(BaseSettings):
         """The token travels in every API request: never in clear text beyond this machine."""
         return check_base_url(url, "BATCH_MCP_BASE_URL")
 
+    @field_validator("backend")
+    @classmethod
+    def _known_backend(cls, name: str | None) -> str | None:
+        if not name:  # an empty variable counts as unset
+            return None
+        if name not in CATALOG:
+            raise ValueError(f"unknown backend {name!r} (BATCH_MCP_BACKEND or --backend); choose one of "
+                             f"{', '.join(CATALOG)}")
+        return name
+
     @field_validator("allowed_dirs", mode="before")
     @classmethod
     def _split_dirs(cls, value: object) -> object:
@@ -151,20 +167,25 @@ class Settings(BaseSettings):
 
 
 def environment_variables() -> dict[str, FieldInfo]:
-    """Every environment variable ``Settings`` reads, with the field it sets.
+    """Every environment variable the server reads (``Settings`` and each other backend's key and URL),
+    with the field it sets.
 
     server.json and the MCPB manifest are checked against this, so a new setting cannot be left out of them.
-    A field's own name among its aliases only lets code pass it by name: it is not an environment variable.
     """
-    prefix = Settings.model_config.get("env_prefix", "")
+    from batch_mcp.backends.settings import settings_for
+
+    sources: list[type[BaseSettings]] = [Settings, *(settings_for(entry.capabilities) for name, entry in
+                                                      CATALOG.items() if name != _DO.name)]
     variables: dict[str, FieldInfo] = {}
-    for name, field in Settings.model_fields.items():
-        alias = field.validation_alias
-        if isinstance(alias, AliasChoices):
-            names = [choice for choice in alias.choices if isinstance(choice, str) and choice != name]
-        else:
-            names = [alias if isinstance(alias, str) else f"{prefix}{name}".upper()]
-        variables.update(dict.fromkeys(names, field))
+    for source in sources:
+        prefix = source.model_config.get("env_prefix", "")
+        for name, field in source.model_fields.items():
+            alias = field.validation_alias
+            if isinstance(alias, AliasChoices):
+                names = [choice for choice in alias.choices if isinstance(choice, str)]
+            else:
+                names = [alias if isinstance(alias, str) else f"{prefix}{name}".upper()]
+            variables.update(dict.fromkeys(names, field))
     return variables
 
 

@@ -23,6 +23,11 @@ from pydantic import ValidationError
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from batch_mcp import __version__
+from batch_mcp.backends import digitalocean
+from batch_mcp.backends.http import HttpOptions
+from batch_mcp.backends.registry import CATALOG, Registry
+from batch_mcp.backends.retries import RetryPolicy as BackendRetryPolicy
+from batch_mcp.backends.settings import BackendSettings, settings_for
 from batch_mcp.client import DigitalOceanBatchClient, RetryPolicy, timeouts
 from batch_mcp.config import MIN_PUBLIC_AUTH_TOKEN, Settings, is_loopback
 from batch_mcp.services.batches import BatchService
@@ -31,38 +36,57 @@ from batch_mcp.services.workspace import Workspace, scratch_folder
 from batch_mcp.store import JobStore, StoreUnavailable
 from batch_mcp.tools import register_all
 from batch_mcp.tools.context import AppState
+from batch_mcp.tools.describe import instructions
 from batch_mcp.tools.errors import invalid_arguments, unknown_arguments
 
 log = logging.getLogger(__name__)
 Transport = Literal["stdio", "streamable-http", "sse"]
+_DO = digitalocean.CAPABILITIES
 
-INSTRUCTIONS = (
-    "Runs LLM batch inference jobs (half the price of real-time calls, results within 24 h). Usual flow: "
-    "validate_batch_file → submit_batch → wait_for_batch (repeat while timed_out) → download_batch_results. "
-    "Files must be JSONL inside the allowed folders. The resource batch://jobs lists every job this server made."
-)
+
+def backend_settings(settings: Settings) -> dict[str, BackendSettings]:
+    """Each backend's key and base URL from its own variables; DigitalOcean's from ``settings`` (flags win)."""
+    read = {name: settings_for(entry.capabilities)() for name, entry in CATALOG.items() if name != _DO.name}
+    return {_DO.name: settings_for(_DO).given(settings.token_value(), settings.base_url), **read}
+
+
+def start_sandboxes(stack: AsyncExitStack) -> dict[str, BackendSettings]:
+    """One emulator per backend, each backend configured against its own (real keys are never used here)."""
+    from batch_mcp.sandbox import SandboxConfig, SandboxServer
+
+    configured = {}
+    for name, entry in CATALOG.items():
+        sandbox = stack.enter_context(SandboxServer(SandboxConfig(backend=name)))  # type: ignore[arg-type]
+        configured[name] = settings_for(entry.capabilities).given(sandbox.token, sandbox.base_url)
+        log.info("sandbox mode: %s emulated at %s", entry.capabilities.label, sandbox.base_url)
+    return configured
 
 
 @asynccontextmanager
 async def open_app_state(settings: Settings) -> AsyncIterator[AppState]:
-    """Open the client, job store and (with ``settings.sandbox``) the embedded sandbox, for the process."""
+    """Open the backends, job store and (with ``settings.sandbox``) one emulator per backend, for the process."""
     async with AsyncExitStack() as stack:
-        base_url, token, state_dir = settings.base_url, settings.token_value(), settings.state_dir
+        state_dir = settings.state_dir
         if settings.sandbox:
-            from batch_mcp.sandbox import SandboxConfig, SandboxServer
-
-            sandbox = stack.enter_context(SandboxServer(SandboxConfig()))
-            base_url, token = sandbox.base_url, sandbox.token
+            every = start_sandboxes(stack)
             # the sandbox forgets its jobs on exit, so its store lives in a folder of this run's own
             state_dir = stack.enter_context(scratch_folder(settings.state_dir, "sandbox"))
-            log.info("sandbox mode: API emulated at %s", base_url)
+        else:
+            every = backend_settings(settings)
+        options = HttpOptions(retry=BackendRetryPolicy(max_attempts=settings.max_attempts,
+                                                       base_delay_s=settings.retry_base_delay_s),
+                              timeout_s=settings.timeout_s)
+        registry = Registry.open(options, default=settings.backend, settings=every)
+        stack.push_async_callback(registry.aclose)
+        base_url, token = every[_DO.name].base_url, every[_DO.name].api_key_value()
         client = None
         if token:
             retry = RetryPolicy(max_attempts=settings.max_attempts, base_delay_s=settings.retry_base_delay_s)
             client = await stack.enter_async_context(DigitalOceanBatchClient(
                 token=token, base_url=base_url, retry=retry, timeout=timeouts(settings.timeout_s)))
-        else:
-            log.warning("no API token: set MODEL_ACCESS_KEY or DIGITALOCEAN_TOKEN (tools will say so)")
+        if not registry.configured:
+            log.warning("no backend configured: set %s (tools will say so)",
+                        "; ".join(" or ".join(entry.capabilities.token_env) for entry in CATALOG.values()))
         store = stack.enter_context(JobStore(state_dir))
         try:
             store.check()
@@ -72,10 +96,10 @@ async def open_app_state(settings: Settings) -> AsyncIterator[AppState]:
             client=client,
             store=store,
             workspace=Workspace(settings.effective_allowed_dirs()),
-            limits=Limits(max_requests=settings.max_requests, max_bytes=settings.max_bytes),
+            limits=Limits.of(_DO, max_requests=settings.max_requests, max_bytes=settings.max_bytes),
             default_poll_interval_s=settings.poll_interval_s,
         )
-        state = AppState(service=service, bus=InMemorySubscriptionBus())
+        state = AppState(service=service, bus=InMemorySubscriptionBus(), registry=registry)
         service.status_listeners.append(state.announce)
         async with anyio.create_task_group() as background:
             if client is not None:  # in the background: a slow or unreachable API must not delay the handshake
@@ -116,7 +140,7 @@ def build_server(state: AppState) -> MCPServer:
     async def lifespan(_: MCPServer) -> AsyncIterator[AppState]:
         yield state
 
-    mcp = BatchMCPServer("batch-mcp", version=__version__, instructions=INSTRUCTIONS, lifespan=lifespan,
+    mcp = BatchMCPServer("batch-mcp", version=__version__, instructions=instructions(state.registry), lifespan=lifespan,
                     subscriptions=state.bus)
     register_all(mcp, state)
     return mcp

@@ -20,8 +20,6 @@ from batch_mcp.schemas.api import (
 )
 from batch_mcp.schemas.lines import (
     CUSTOM_ID_PATTERN,
-    MAX_FILE_BYTES,
-    MAX_REQUESTS_PER_FILE,
     AnthropicRequestLine,
     OpenAIRequestLine,
     ResultRecord,
@@ -29,7 +27,7 @@ from batch_mcp.schemas.lines import (
 )
 
 __all__ = [
-    "CUSTOM_ID_PATTERN", "MAX_FILE_BYTES", "MAX_REQUESTS_PER_FILE", "OPENAI_ENDPOINTS", "RESULT_STATUSES",
+    "CUSTOM_ID_PATTERN", "OPENAI_ENDPOINTS", "RESULT_STATUSES",
     "TERMINAL_STATUSES", "AnthropicRequestLine", "ApiErrorBody", "Batch", "BatchErrorItem", "BatchPage",
     "BatchStatus", "CreateBatchRequest", "FileIntent", "OpenAIEndpoint", "OpenAIRequestLine", "Provider",
     "RequestCounts", "ResultLinks", "ResultRecord", "Usage", "is_terminal", "parse_timestamp",

@@ -43,12 +43,16 @@ class CostReport(BaseModel):
     """Cost of a batch, per model, at batch prices."""
 
     currency: str
+    backend: str | None = Field(default=None, description="The backend whose prices were applied.")
     prices_as_of: str = Field(description="Date of the price table used.")
-    batch_discount: float = Field(description="Discount against real-time prices, e.g. 0.5 for half price.")
+    batch_discount: float | None = Field(description="Discount against real-time prices, e.g. 0.5 for half price; "
+                                                     "null when the backend documents none (then nothing is priced).")
     estimated: bool = Field(description="True before submission (estimate); False when computed from usage.")
     models: list[ModelCost]
     total_cost: float | None = Field(default=None, description="Sum over models; null if any model is unpriced.")
     unknown_models: list[str] = Field(default_factory=list, description="Models with no known price.")
+    unpriced_reason: str | None = Field(default=None, description="Why there is no total (an unknown model or "
+                                                                  "discount), and how to add the missing figure.")
     note: str
 
 

@@ -17,8 +17,6 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from batch_mcp.schemas.api import OPENAI_ENDPOINTS
 
 CUSTOM_ID_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
-MAX_REQUESTS_PER_FILE = 50_000
-MAX_FILE_BYTES = 200 * 1000 * 1000
 
 
 class _Line(BaseModel):

@@ -11,7 +11,7 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
-from batch_mcp.schemas.api import OpenAIEndpoint, Provider
+from batch_mcp.schemas.api import Provider
 
 Severity = Literal["error", "warning"]
 
@@ -48,6 +48,8 @@ class ProblemCode(StrEnum):
     INVALID_METHOD = "invalid_method"
     MISSING_URL = "missing_url"
     UNSUPPORTED_URL = "unsupported_url"
+    UNSUPPORTED_ENDPOINT = "unsupported_endpoint"
+    UNSUPPORTED_LINE_FORMAT = "unsupported_line_format"
     URL_MISMATCH = "url_mismatch"
     MIXED_URLS = "mixed_urls"
     # The request itself (openai ``body`` or anthropic ``params``).
@@ -55,6 +57,7 @@ class ProblemCode(StrEnum):
     INVALID_BODY = "invalid_body"
     MISSING_PARAMS = "missing_params"
     INVALID_PARAMS = "invalid_params"
+    MIXED_MODELS = "mixed_models"
     MISSING_MODEL = "missing_model"
     INVALID_MODEL = "invalid_model"
     MISSING_MESSAGES = "missing_messages"
@@ -87,6 +90,19 @@ class ModelUsage(BaseModel):
     max_output_tokens: int = Field(description="Sum of the requests' output limits (1000 where none is set).")
 
 
+class BackendRules(BaseModel):
+    """The backend a file was checked against, and the facts of it the check applied."""
+
+    name: str = Field(description="The backend's name, as the tools' `backend` argument takes it.")
+    label: str
+    line_formats: list[str] = Field(description="Request line formats it takes (openai, anthropic).")
+    endpoints: list[str] = Field(description="Endpoints it runs batches for (openai lines).")
+    max_requests: int | None = Field(description="Requests in one batch; null when no cap is documented.")
+    max_bytes: int | None = Field(description="Bytes in one batch's file; null when no cap is documented.")
+    one_model_per_file: bool = Field(description="Every request in a batch must name the same model.")
+    custom_id_rule: str = Field(description="What a custom_id may be: 'any' unique string, or the pattern.")
+
+
 class PreflightReport(BaseModel):
     """Result of checking a JSONL batch input file in one streaming pass."""
 
@@ -98,10 +114,12 @@ class PreflightReport(BaseModel):
         description="The provider whose line format the file uses: as given, else detected from the first "
         "request."
     )
-    endpoint: OpenAIEndpoint | None = Field(
+    endpoint: str | None = Field(
         description="The openai endpoint every line's url must equal: as given, else detected from the first "
         "supported url. Null for anthropic files."
     )
+    backend: BackendRules | None = Field(default=None, description="The backend whose rules and limits the file "
+                                         "was checked against.")
     requests: int = Field(description="Non-blank lines, i.e. requests the service would count.")
     batches: int = Field(
         default=1,
@@ -148,6 +166,7 @@ class PreflightReport(BaseModel):
             + (f"; models {models}" if models else "")
             + f"; about {self.estimated_input_tokens:,} input tokens (estimate)"
             + (f"; runs as {self.batches:,} batches in one job group (submit_batch)" if self.batches > 1 else "")
+            + (f"; checked for {self.backend.label}" if self.backend else "")
             + f"; {self.error_count:,} error(s), {self.warning_count:,} warning(s)."
         )
         listed = [p for p in self.problems if p.severity == "error"] or self.problems

@@ -26,11 +26,9 @@ from __future__ import annotations
 
 import hashlib
 import io
-import json
 import os
-import stat
-from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -39,34 +37,66 @@ from typing import IO, Any, cast, get_args
 import msgspec
 from msgspec import UNSET, Raw, UnsetType
 
-from batch_mcp.schemas.api import OPENAI_ENDPOINTS, OpenAIEndpoint, Provider
-from batch_mcp.schemas.lines import CUSTOM_ID_PATTERN, MAX_FILE_BYTES, MAX_REQUESTS_PER_FILE
-from batch_mcp.schemas.preflight import ModelUsage, PreflightReport, Problem, ProblemCode, Severity
+from batch_mcp.backends import digitalocean
+from batch_mcp.backends.base import Capabilities
+from batch_mcp.schemas.api import Provider
+from batch_mcp.schemas.lines import CUSTOM_ID_PATTERN
+from batch_mcp.schemas.preflight import BackendRules, ModelUsage, PreflightReport, Problem, ProblemCode, Severity
+from batch_mcp.services.input_file import (
+    BOM,
+    CHUNK,
+    UnusableInput,
+    explain_invalid_json,
+    hashed_lines,
+    open_regular_file,
+)
 from batch_mcp.services.split import count_batches, overlong_line
 
 __all__ = ["Limits", "UnusableInput", "preflight"]
 
+_DO = digitalocean.CAPABILITIES
 _CHAT = "/v1/chat/completions"
 _RESPONSES = "/v1/responses"
-_BOM = b"\xef\xbb\xbf"
-_CHUNK = 1 << 22  # bytes read, and hashed on the helper thread, at a time
+_COMPLETIONS = "/v1/completions"
+#: The body field each OpenAI endpoint cannot do without (a protocol fact; which endpoints a backend runs is
+#: its capabilities' business).
+_PROMPT_FIELD = {_CHAT: "messages", _RESPONSES: "input", "/v1/embeddings": "input", "/v1/moderations": "input",
+                 _COMPLETIONS: "prompt"}
 #: Output tokens assumed for a request that sets no limit, in the cost estimate's ceiling.
 DEFAULT_OUTPUT_TOKENS = 1000
 _QUOTE_MAX = 80  # longest value quoted back in a message
 
 
+#: Stands for a limit the backend does not document: no file can reach it.
+_UNCAPPED = sys.maxsize
+
+
 @dataclass(frozen=True)
 class Limits:
-    """What the service accepts (do-batch-api.md §8), and how many problems a report lists."""
+    """Whose rules a file is checked against (its capabilities), one batch's limits, and how many problems a
+    report lists. The limits default to the backend's own; None means it documents none."""
 
-    max_requests: int = MAX_REQUESTS_PER_FILE
-    max_bytes: int = MAX_FILE_BYTES
+    max_requests: int | None = _DO.max_requests
+    max_bytes: int | None = _DO.max_bytes
     max_problems: int = 20
     require_jsonl_suffix: bool = True
+    capabilities: Capabilities = _DO
 
+    @classmethod
+    def of(cls, capabilities: Capabilities, *, max_requests: int | None = None, max_bytes: int | None = None,
+           **rest: Any) -> Limits:
+        """``capabilities``' rules and limits; a limit given here (a setting, a flag) replaces its own."""
+        return cls(max_requests=max_requests or capabilities.max_requests,
+                   max_bytes=max_bytes or capabilities.max_bytes, capabilities=capabilities, **rest)
 
-class UnusableInput(Exception):
-    """The path cannot be checked at all: missing, not a regular file, unreadable, or bad arguments."""
+    @property
+    def request_cap(self) -> int:
+        return _UNCAPPED if self.max_requests is None else self.max_requests
+
+    @property
+    def byte_cap(self) -> int:
+        return _UNCAPPED if self.max_bytes is None else self.max_bytes
+
 
 
 # --- The shape a line is decoded into ------------------------------------------------------------------
@@ -86,6 +116,7 @@ class _OpenAIBody(msgspec.Struct, gc=False):
     max_tokens: Any = UNSET
     max_completion_tokens: Any = UNSET
     max_output_tokens: Any = UNSET
+    prompt: _Shallow | UnsetType = UNSET
 
 
 class _AnthropicParams(msgspec.Struct, gc=False):
@@ -121,8 +152,6 @@ _MESSAGES_EXAMPLE = 'a non-empty array of messages, e.g. [{"role": "user", "cont
 _CUSTOM_ID = _Field("custom_id", ProblemCode.MISSING_CUSTOM_ID, ProblemCode.INVALID_CUSTOM_ID,
                     'a non-empty string unique in the file, e.g. "req-1", used to match each result')
 _METHOD = _Field("method", ProblemCode.MISSING_METHOD, ProblemCode.INVALID_METHOD, '"POST"')
-_URL = _Field("url", ProblemCode.MISSING_URL, ProblemCode.UNSUPPORTED_URL,
-              f"one of {', '.join(OPENAI_ENDPOINTS)}, the same on every line")
 _BODY = _Field("body", ProblemCode.MISSING_BODY, ProblemCode.INVALID_BODY,
                "an object holding the request for the url's endpoint (model, messages or input, ...)")
 _PARAMS = _Field("params", ProblemCode.MISSING_PARAMS, ProblemCode.INVALID_PARAMS,
@@ -136,7 +165,9 @@ _BODY_MESSAGES = _Field("body.messages", ProblemCode.MISSING_MESSAGES, ProblemCo
 _PARAMS_MESSAGES = _Field("params.messages", ProblemCode.MISSING_MESSAGES, ProblemCode.INVALID_MESSAGES,
                           _MESSAGES_EXAMPLE)
 _INPUT = _Field("body.input", ProblemCode.MISSING_INPUT, ProblemCode.INVALID_INPUT,
-                f"a non-empty string or array of input items ({_RESPONSES} needs it)")
+                "a non-empty string or array of input items (the url's endpoint needs it)")
+_PROMPT = _Field("body.prompt", ProblemCode.MISSING_INPUT, ProblemCode.INVALID_INPUT,
+                 f"a non-empty string or array of prompts ({_COMPLETIONS} needs it)")
 _MAX_TOKENS = _Field("params.max_tokens", ProblemCode.MISSING_MAX_TOKENS, ProblemCode.INVALID_MAX_TOKENS,
                      "an integer >= 1, the most tokens to generate, e.g. 1024")
 
@@ -183,10 +214,13 @@ def _prompt_size(*fields: Any) -> int:
 class _Scan:
     """Everything learnt about the file so far. One instance per file; not thread-safe."""
 
-    def __init__(self, path: Path, provider: Provider | None, endpoint: OpenAIEndpoint | None,
-                 limits: Limits) -> None:
+    def __init__(self, path: Path, provider: Provider | None, endpoint: str | None, limits: Limits) -> None:
         self.path = path
         self.limits = limits
+        self.caps = caps = limits.capabilities
+        self.endpoints, self.line_formats = caps.endpoints, caps.line_formats  # read on every line
+        self.url_field = _Field("url", ProblemCode.MISSING_URL, ProblemCode.UNSUPPORTED_URL,
+                                f"one of {', '.join(caps.endpoints)}, the same on every line")
         self.provider_given = provider is not None
         self.provider = provider
         self.provider_line = 0  # line that fixed the provider, when detected
@@ -195,11 +229,12 @@ class _Scan:
         self.endpoint_line = 0  # line that fixed the endpoint, when detected
         self.custom_ids: dict[str, int] = {}
         self.usage: dict[str, list[int]] = {}  # model -> [requests, prompt bytes, max output tokens]
+        self.first_model_line = 0
         self.prompt_bytes = 0
         self.size = 0
         self.sha256 = ""
         self.lines = self.requests = self.blank_lines = self.crlf_lines = 0
-        self.first_excess_request = limits.max_requests + 1
+        self.first_excess_request = limits.request_cap + 1
         self.excess_line = 0  # line of the first request over one batch's count
         self.batches = 0
         self.has_bom = False
@@ -246,10 +281,10 @@ class _Scan:
     def read(self, file: IO[bytes]) -> None:
         """Hash, count and check every line. Stops at a line longer than a whole batch may be."""
         hasher = hashlib.sha256()
-        size, max_bytes = 0, self.limits.max_bytes
+        size, max_bytes = 0, self.limits.byte_cap
         check_line = self.check_line
         number = 0
-        for number, line in enumerate(_hashed_lines(file, hasher, max_bytes), 1):
+        for number, line in enumerate(hashed_lines(file, hasher, max_bytes), 1):
             size += len(line)
             if len(line) > max_bytes:
                 self.lines, self.size = number, max(size, os.fstat(file.fileno()).st_size)
@@ -266,7 +301,7 @@ class _Scan:
                      f"the file {what}; write one JSON request object per line")
 
     def over_limits(self) -> bool:
-        return self.requests > self.limits.max_requests or self.size > self.limits.max_bytes
+        return self.requests > self.limits.request_cap or self.size > self.limits.byte_cap
 
     def runs_as(self, batches: int) -> None:
         """Over one batch's limits, but fine as a job group: warnings listed first, so never cut off."""
@@ -275,7 +310,7 @@ class _Scan:
         how = (f"submit_batch runs it as {batches} batches in one job group (upload_batch_file and create_batch "
                "take a single batch only)")
         notes = []
-        if self.size > limits.max_bytes:
+        if self.size > limits.byte_cap:
             notes.append(Problem(line=None, severity="warning", code=ProblemCode.FILE_TOO_LARGE,
                                  message=f"the file is {self.size:,} bytes, over one batch's limit of "
                                          f"{limits.max_bytes:,}; {how}"))
@@ -288,9 +323,9 @@ class _Scan:
 
     # One line ------------------------------------------------------------------------------------------
     def check_line(self, number: int, line: bytes) -> None:
-        if number == 1 and line.startswith(_BOM):
+        if number == 1 and line.startswith(BOM):
             self.has_bom = True
-            line = line[len(_BOM):]
+            line = line[len(BOM):]
             self.add(1, "warning", ProblemCode.UTF8_BOM,
                      "the file starts with a UTF-8 byte order mark (BOM); it was skipped here, but strict "
                      "JSON parsers reject the first line because of it: save the file without a BOM")
@@ -317,7 +352,7 @@ class _Scan:
         try:
             request = _DECODER.decode(line)
         except (msgspec.MsgspecError, RecursionError) as exc:
-            self.add(number, "error", ProblemCode.INVALID_JSON, partial(_explain_invalid_json, line, exc))
+            self.add(number, "error", ProblemCode.INVALID_JSON, partial(explain_invalid_json, line, exc))
             return
         if type(request) is not _Request:
             self.add(number, "error", ProblemCode.NOT_AN_OBJECT,
@@ -349,6 +384,9 @@ class _Scan:
                          '{"custom_id", "params"} for anthropic')
             return self.provider  # checked as the file's provider, so the missing keys get named
         shape: Provider = "openai" if openai_keys else "anthropic"
+        if shape not in self.line_formats:
+            self.add(number, "error", ProblemCode.UNSUPPORTED_LINE_FORMAT, partial(self.format_refused, shape))
+            return None
         if self.provider is None:
             self.provider, self.provider_line = shape, number
         elif shape != self.provider:
@@ -364,6 +402,14 @@ class _Scan:
             return None
         return shape
 
+    def format_refused(self, shape: str) -> str:
+        takes = " or ".join(self.caps.line_formats)
+        example = ('{"custom_id", "method": "POST", "url": "/v1/chat/completions", "body": {"model", "messages", '
+                   '"max_tokens"}}') if "openai" in self.caps.line_formats else '{"custom_id", "params"}'
+        return (f"the line is in {shape} format, which {self.caps.label} does not take (it takes {takes} lines); "
+                f"rewrite it as {example} (an anthropic params object becomes the body, model and messages "
+                f"unchanged), or validate and submit it with a backend that takes {shape} lines (batch://backends)")
+
     def check_custom_id(self, number: int, custom_id: Any) -> None:
         if type(custom_id) is not str or not custom_id:
             self.bad_field(number, custom_id, _CUSTOM_ID)
@@ -377,11 +423,11 @@ class _Scan:
             self.bad_custom_id_format(number, custom_id)
 
     def bad_custom_id_format(self, number: int, custom_id: str) -> None:
-        """An error for anthropic, which rejects such ids, and while the provider is still unknown; a warning
-        for openai, which accepts them."""
+        """An error where such ids are refused (an anthropic-rule backend, anthropic lines, a provider not yet
+        known); a warning for openai lines on a backend that accepts any id."""
         flaw = (f"is {len(custom_id)} characters long" if len(custom_id) > 64
                 else "has characters other than letters, digits, '_' and '-'")
-        if self.provider == "openai":
+        if self.provider == "openai" and self.caps.custom_id == "any":
             self.add(number, "warning", ProblemCode.CUSTOM_ID_FORMAT,
                      f"custom_id {_quote(custom_id)} {flaw}; openai accepts it, but 1-64 of [A-Za-z0-9_-] "
                      "is safe with every provider: consider renaming it")
@@ -394,8 +440,8 @@ class _Scan:
         if request.method != "POST":
             self.bad_field(number, request.method, _METHOD)
         url = request.url
-        if url not in OPENAI_ENDPOINTS:
-            self.bad_field(number, url, _URL)
+        if url not in self.endpoints:
+            self.bad_url(number, url)
             url = self.endpoint
         elif self.endpoint is None:
             self.endpoint, self.endpoint_line = url, number
@@ -405,15 +451,28 @@ class _Scan:
         if type(body) is not _OpenAIBody:
             self.bad_field(number, body, _BODY)
             return
-        if url == _CHAT:
+        needs = _PROMPT_FIELD.get(url)  # type: ignore[arg-type]
+        if needs == "messages":
             if type(body.messages) is not list or not body.messages:
                 self.bad_field(number, body.messages, _BODY_MESSAGES)
-        elif url == _RESPONSES and (type(body.input) not in (str, list) or not body.input):
+        elif needs == "input" and (type(body.input) not in (str, list) or not body.input):
             self.bad_field(number, body.input, _INPUT)
+        elif needs == "prompt" and (type(body.prompt) not in (str, list) or not body.prompt):
+            self.bad_field(number, body.prompt, _PROMPT)
         self.count_request(number, body.model, _BODY_MODEL,
-                           _prompt_size(body.messages, body.input, body.instructions),
+                           _prompt_size(body.messages, body.input, body.instructions, body.prompt),
                            _output_ceiling(body.max_tokens, body.max_completion_tokens,
                                            body.max_output_tokens))
+
+    def bad_url(self, number: int, url: Any) -> None:
+        """An endpoint path this backend does not run batches for is named as such; anything else is a bad url."""
+        if type(url) is not str or not url.startswith("/v1/"):
+            self.bad_field(number, url, self.url_field)
+            return
+        self.add(number, "error", ProblemCode.UNSUPPORTED_ENDPOINT,
+                 lambda: f"{self.caps.label} does not run batches for {_quote(url)}; it accepts "
+                         f"{', '.join(self.caps.endpoints)}: change the url, or use a backend that runs this "
+                         "endpoint (batch://backends)")
 
     def url_disagrees(self, number: int, url: str) -> None:
         if self.endpoint_given:
@@ -448,10 +507,22 @@ class _Scan:
             return
         usage = self.usage.get(model)
         if usage is None:
+            if not self.usage:
+                self.first_model_line = number
+            elif self.caps.mixed_models is False:
+                self.models_differ(number, model)
             usage = self.usage[model] = [0, 0, 0]
         usage[0] += 1
         usage[1] += prompt_bytes
         usage[2] += max_output_tokens
+
+    def models_differ(self, number: int, model: str) -> None:
+        """Reported once per extra model, at its first line."""
+        first = next(iter(self.usage))
+        self.add(number, "error", ProblemCode.MIXED_MODELS,
+                 lambda: f"model {_quote(model)} differs from {_quote(first)}, used from line {self.first_model_line}; "
+                         f"{self.caps.label} runs one model per batch: move the {_quote(model)} requests to a file "
+                         "of their own")
 
     # Result --------------------------------------------------------------------------------------------
     def report(self) -> PreflightReport:
@@ -462,6 +533,7 @@ class _Scan:
             valid=self.error_count == 0,
             provider=self.provider,
             endpoint=self.endpoint if self.provider == "openai" else None,
+            backend=self.rules(),
             requests=self.requests,
             batches=self.batches,
             lines=self.lines,
@@ -481,112 +553,32 @@ class _Scan:
         )
 
 
-def _hashed_lines(file: IO[bytes], hasher: hashlib._Hash, max_line: int) -> Iterator[bytes]:
-    """The file's lines, newline kept, while a helper thread feeds the same chunks to ``hasher``.
-
-    hashlib releases the GIL while it hashes a large buffer, so hashing one chunk overlaps with checking
-    the lines of that chunk, and the SHA-256 costs almost no wall time on a machine with two cores.
-    A line growing past ``max_line`` bytes is handed over as read so far, and the pass ends there.
-    """
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="preflight-sha256") as hashing:
-        hashed: Future[None] | None = None
-        pending: list[bytes] = []  # pieces of a line that spans chunks
-        held = 0
-        while chunk := file.read(_CHUNK):
-            if hashed is not None:
-                hashed.result()  # at most two chunks in memory
-            hashed = hashing.submit(hasher.update, chunk)
-            for piece in io.BytesIO(chunk):
-                if not piece.endswith(b"\n"):  # only a chunk's last line can lack it
-                    pending.append(piece)
-                    held += len(piece)
-                    if held > max_line:
-                        yield b"".join(pending)
-                        return
-                elif pending:
-                    yield b"".join([*pending, piece])
-                    pending.clear()
-                    held = 0
-                else:
-                    yield piece
-        if pending:
-            yield b"".join(pending)
-        if hashed is not None:
-            hashed.result()
-
-
-_TOO_DEEP = "the JSON nests arrays or objects too deeply to parse; flatten the request"
-
-
-def _explain_invalid_json(line: bytes, error: Exception) -> str:
-    """Name the syntax error precisely. Slow path: the standard library parser gives a reason and a column."""
-    fix = "write exactly one complete JSON object per line, with no line breaks inside it"
-    if isinstance(error, RecursionError):
-        return _TOO_DEEP
-    text = line.rstrip(b"\r\n")  # a line cut inside a string then reads as unterminated, not as a line break
-    if text.startswith(_BOM):
-        return ("the line starts with a UTF-8 byte order mark, as when files are concatenated; remove it "
-                "(only plain UTF-8 without BOM is safe)")
-    try:
-        json.loads(text)
-    except json.JSONDecodeError as stdlib:
-        if stdlib.pos >= len(stdlib.doc.rstrip()):
-            return f"the line ends before its JSON value is complete (cut short, or split over lines); {fix}"
-        return f"not valid JSON: {stdlib.msg.removesuffix(' at')} at column {stdlib.colno}; {fix}"
-    except RecursionError:
-        return _TOO_DEEP
-    # Python's parser is laxer than msgspec: NaN, Infinity, huge numbers and lone surrogates get here.
-    return (f"JSON that strict parsers reject ({error}): NaN, Infinity, a number out of range or an unpaired "
-            r"\u surrogate escape; replace those values")
+    def rules(self) -> BackendRules:
+        caps = self.caps
+        return BackendRules(name=caps.name, label=caps.label, line_formats=list(caps.line_formats),
+                            endpoints=list(caps.endpoints), max_requests=self.limits.max_requests,
+                            max_bytes=self.limits.max_bytes, one_model_per_file=caps.mixed_models is False,
+                            custom_id_rule="1-64 of [A-Za-z0-9_-]" if caps.custom_id == "anthropic" else "any")
 
 
 # --- Entry point ---------------------------------------------------------------------------------------
-def _arguments(provider: str | None, endpoint: str | None) -> tuple[Provider | None, OpenAIEndpoint | None]:
-    """Validate the caller's provider and endpoint; an endpoint implies provider openai."""
+def _arguments(provider: str | None, endpoint: str | None, caps: Capabilities) -> tuple[Provider | None, str | None]:
+    """Validate the caller's provider and endpoint against the backend; an endpoint implies provider openai."""
     if endpoint is not None:
-        if endpoint not in OPENAI_ENDPOINTS:
-            raise UnusableInput(f"unsupported endpoint {endpoint!r}; use one of "
-                                f"{', '.join(OPENAI_ENDPOINTS)}")
+        if endpoint not in caps.endpoints:
+            raise UnusableInput(f"unsupported endpoint {endpoint!r}: {caps.label} does not run batches for it; "
+                                f"use one of {', '.join(caps.endpoints)}")
         if provider == "anthropic":
             raise UnusableInput("anthropic batches take no endpoint; drop the endpoint or use provider "
                                 "openai")
         provider = "openai"
     if provider is not None and provider not in get_args(Provider):
         raise UnusableInput(f"unknown provider {provider!r}; use one of {', '.join(get_args(Provider))}")
-    return cast(Provider | None, provider), cast(OpenAIEndpoint | None, endpoint)
+    if provider is not None and provider not in caps.line_formats:
+        raise UnusableInput(f"{caps.label} takes {' or '.join(caps.line_formats)} lines, not {provider}; rewrite the "
+                            f"file in {caps.line_formats[0]} format, or use a backend that takes {provider} lines")
+    return cast(Provider | None, provider), endpoint
 
-
-def _require_regular_file(path: Path, mode: int) -> None:
-    if stat.S_ISREG(mode):
-        return
-    if stat.S_ISDIR(mode):
-        raise UnusableInput(f"{path} is a directory; pass the path of one .jsonl file inside it")
-    kind = ("a named pipe (FIFO)" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode)
-            else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "a special file")
-    raise UnusableInput(f"{path} is {kind}, not a regular file; write the requests to a .jsonl file and pass "
-                        "its path")
-
-
-def _open_regular_file(path: Path) -> tuple[IO[bytes], int]:
-    """Open for reading only after ``stat`` shows a regular file, so a FIFO or /dev/zero never blocks."""
-    try:
-        _require_regular_file(path, os.stat(path).st_mode)
-        # O_NONBLOCK: if the path was swapped for a FIFO since the stat, open must not wait for a writer.
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-    except FileNotFoundError:
-        dangling = " (it is a symlink to a missing target)" if path.is_symlink() else ""
-        relative = "" if path.is_absolute() else f" (relative paths start at {Path.cwd()})"
-        raise UnusableInput(f"{path} does not exist{dangling}; check the path{relative}") from None
-    except OSError as exc:
-        raise UnusableInput(f"cannot open {path}: {exc.strerror}; check the path and its "
-                            "permissions") from None
-    try:
-        info = os.fstat(fd)
-        _require_regular_file(path, info.st_mode)  # the path may have changed since the stat
-        return os.fdopen(fd, "rb", buffering=0), info.st_size
-    except BaseException:
-        os.close(fd)
-        raise
 
 
 def preflight(path: Path, provider: str | None = None, endpoint: str | None = None,
@@ -594,17 +586,17 @@ def preflight(path: Path, provider: str | None = None, endpoint: str | None = No
     """Check a batch input file before it is uploaded; raise :class:`UnusableInput` if it cannot be read.
 
     ``provider`` and ``endpoint`` are detected from the first request when not given; giving an
-    endpoint implies provider openai.
+    endpoint implies provider openai. Lines are checked against ``limits.capabilities``, a backend's rules.
     """
-    provider, endpoint = _arguments(provider, endpoint)
+    provider, endpoint = _arguments(provider, endpoint, limits.capabilities)
     path = Path(path)
-    file, size = _open_regular_file(path)
+    file, size = open_regular_file(path)
     scan = _Scan(path, provider, endpoint, limits)
     scan.check_name()
     with file:
         try:
-            if size > limits.max_bytes:
-                if (overlong := overlong_line(file, limits.max_bytes)) is not None:
+            if size > limits.byte_cap:
+                if (overlong := overlong_line(file, limits.byte_cap)) is not None:
                     scan.size = size
                     scan.line_too_large(overlong)
                     return scan.report()
@@ -612,7 +604,7 @@ def preflight(path: Path, provider: str | None = None, endpoint: str | None = No
             scan.read(file)
             if scan.sha256 and scan.over_limits():
                 file.seek(0)
-                scan.runs_as(count_batches(io.BufferedReader(file, _CHUNK), limits.max_requests, limits.max_bytes))
+                scan.runs_as(count_batches(io.BufferedReader(file, CHUNK), limits.request_cap, limits.byte_cap))
         except OSError as exc:
             raise UnusableInput(f"reading {path} failed: {exc.strerror or exc}; check the file") from None
     return scan.report()

@@ -13,6 +13,7 @@ from mcp.server.session import ServerSession
 from mcp.server.subscriptions import ResourceUpdated, SubscriptionBus
 from mcp.types import ListRootsResult
 
+from batch_mcp.backends.registry import Registry
 from batch_mcp.client import Progress
 from batch_mcp.schemas import Batch
 from batch_mcp.schemas.jobs import JOBS_URI
@@ -32,6 +33,8 @@ class TooManySubscriptions(Exception):
 class AppState:
     service: BatchService
     bus: SubscriptionBus
+    #: Every configured backend, and the default one; ``batch://backends`` and INSTRUCTIONS describe it.
+    registry: Registry
     #: 2025-era ``resources/subscribe``: the URIs each connection asked for. (2026-07-28 clients listen on the bus.)
     subscriptions: dict[Connection, set[str]] = field(default_factory=dict)
 

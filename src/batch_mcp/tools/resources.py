@@ -18,6 +18,7 @@ from batch_mcp.services.batches import BatchService, NotConfigured
 from batch_mcp.services.listing import JOBS_PAGE_SIZE, InvalidCursor
 from batch_mcp.store import StoreUnavailable
 from batch_mcp.tools.context import AppState, TooManySubscriptions, connection_of, state_of
+from batch_mcp.tools.describe import BACKENDS_URI, backends_json
 from batch_mcp.tools.errors import explain
 
 
@@ -58,6 +59,18 @@ def register_resources(mcp: MCPServer, app_state: AppState) -> None:
             raise ResourceNotFoundError(f"No batch job {batch_id!r}. Read batch://jobs for the known ids.") from None
         except (BatchAPIError, NotConfigured, StoreUnavailable) as exc:
             raise ResourceError(explain(exc)) from None
+
+
+def register_backends(mcp: MCPServer, app_state: AppState) -> None:
+    """``batch://backends``: the facts tools and preflight use, so an agent can pick a backend before it submits."""
+
+    @mcp.resource(BACKENDS_URI, name="backends", title="Batch backends", mime_type="application/json",
+                  description="Every batch API this server knows: whether it is configured here (and which is the "
+                              "default), line formats, endpoints, per-batch limits, completion windows, discount "
+                              "(\"unknown\" where none is documented), metadata limits, upload style, how exactly-"
+                              "once submission works, result retention, and the variables that configure it.")
+    def backends() -> str:
+        return backends_json(app_state.registry)
 
 
 def register_subscriptions(mcp: MCPServer, app_state: AppState) -> None:
