@@ -133,7 +133,8 @@ async def test_upload_create_poll_results_download(emulator: SandboxServer, back
     ids: dict[str, list[str]] = {}
     for source in sources:
         dest = tmp_path / f"{source.kind}.jsonl"
-        written = await backend.download(source, dest)
+        with dest.open("wb") as out:
+            written = await backend.download(source, out)
         assert written == dest.stat().st_size > 0
         ids[source.kind] = sorted(json.loads(line)["custom_id"] for line in dest.read_text().splitlines())
     assert ids == {"output": ["r0", "r1", "r3", "r4", "r5"], "errors": ["r2"]}
@@ -237,7 +238,8 @@ async def test_repeatable_calls_ride_out_faults(emulator: SandboxServer, backend
     await finish(emulator, backend, job.id)
     output = next(source for source in await backend.results(job.id) if source.kind == "output")
     dest = tmp_path / "out.jsonl"
-    await backend.download(output, dest)
+    with dest.open("wb") as out:
+        await backend.download(output, out)
     assert len(dest.read_text().splitlines()) == 5
     assert all(faults.take(operation) is None for operation in ("upload", "get_batch", "list_batches",
                                                                   "cancel_batch", "download"))  # each fired

@@ -1,9 +1,11 @@
 """The shared HTTP loop over real loopback HTTP: retries that never duplicate a create, credentials that stay
-home, streamed multipart uploads in bounded memory, downloads that never replace or write through a file."""
+home, streamed multipart uploads in bounded memory, downloads streamed into the caller's file and started
+over on each retry."""
 
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import logging
 import os
@@ -13,13 +15,11 @@ import sys
 import textwrap
 import threading
 import time
-import uuid
 from collections import deque
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import anyio
 import pytest
 import uvicorn
 from starlette.applications import Starlette
@@ -33,16 +33,10 @@ from batch_mcp.backends.base import (
     NotFoundError,
     OutcomeUnknown,
     RateLimitedError,
-    ResultsNotReady,
     ServiceError,
 )
 from batch_mcp.backends.http import HttpClient, HttpOptions, redact_url
 from batch_mcp.backends.retries import RetryPolicy
-from batch_mcp.demo import example_file
-from batch_mcp.sandbox import SandboxServer
-from batch_mcp.schemas import ResultLinks
-
-from conftest import fast_config
 
 FAST = HttpOptions(retry=RetryPolicy(max_attempts=3, base_delay_s=0.01, max_delay_s=0.05), timeout_s=30.0)
 KEY = "sk-test-0123456789"
@@ -233,17 +227,17 @@ async def test_a_create_that_never_connected_is_retried_then_reported_as_not_sen
 # --- credentials stay home ------------------------------------------------------------------------------
 
 
-async def test_the_key_goes_only_to_its_own_origin(client: HttpClient, home: Recorder, elsewhere: Recorder,
-                                                   tmp_path: Path) -> None:
+async def test_the_key_goes_only_to_its_own_origin(client: HttpClient, home: Recorder, elsewhere: Recorder) -> None:
     elsewhere.seen.clear()
     elsewhere.payload = home.payload = b"results\n"
     await client.request("get", "GET", client.url("/data"), idempotent=True)
     await client.request("get", "GET", elsewhere.base_url + "/v1/data", idempotent=True)
-    await client.download("download", elsewhere.base_url + "/v1/data", tmp_path / "a.jsonl")
-    await client.download("download", client.url("/data"), tmp_path / "b.jsonl", authenticated=False)
+    away, unsigned = io.BytesIO(), io.BytesIO()
+    await client.download("download", elsewhere.base_url + "/v1/data", away)
+    await client.download("download", client.url("/data"), unsigned, authenticated=False)
     assert [auth for *_, auth in home.seen] == [f"Bearer {KEY}", None]
     assert [auth for *_, auth in elsewhere.seen] == [None, None]
-    assert (tmp_path / "a.jsonl").read_bytes() == b"results\n"
+    assert away.getvalue() == unsigned.getvalue() == b"results\n"
 
 
 async def test_redirects_are_not_followed(client: HttpClient, home: Recorder, elsewhere: Recorder) -> None:
@@ -336,31 +330,22 @@ def test_a_200_mb_multipart_upload_stays_under_100_mib(home: Recorder, tmp_path:
 # --- downloads ----------------------------------------------------------------------------------------
 
 
-async def test_download_never_replaces_a_file_or_writes_through_a_link(client: HttpClient, home: Recorder,
-                                                                       tmp_path: Path) -> None:
-    home.payload = b"new results\n"
-    dest = tmp_path / "results.jsonl"
-    dest.write_bytes(b"the user's own file\n")
-    with pytest.raises(FileExistsError, match="not replaced"):
-        await client.download("download", client.url("/data"), dest)
-    assert dest.read_bytes() == b"the user's own file\n"
-    target = tmp_path / "elsewhere.txt"
-    target.write_bytes(b"keep me\n")
-    link = tmp_path / "link.jsonl"
-    link.symlink_to(target)
-    with pytest.raises(FileExistsError):
-        await client.download("download", client.url("/data"), link)
-    assert target.read_bytes() == b"keep me\n"
-    assert await client.download("download", client.url("/data"), dest, overwrite=True) == 12
-    assert dest.read_bytes() == b"new results\n"
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["elsewhere.txt", "link.jsonl", "results.jsonl"]
+async def test_a_retried_download_starts_the_file_over(client: HttpClient, home: Recorder, tmp_path: Path) -> None:
+    """The first answer breaks off after its first bytes; the file holds only the complete second one."""
+    home.script.extend(["commit-drop", "ok"])
+    dest = tmp_path / "out.json"
+    with dest.open("wb") as out:
+        written = await client.download("download", client.url("/flaky"), out)
+    assert json.loads(dest.read_bytes()) == {"ok": True, "committed": 2}
+    assert written == dest.stat().st_size
 
 
-async def test_a_failed_download_explains_itself_and_leaves_nothing(client: HttpClient, tmp_path: Path) -> None:
+async def test_a_failed_download_explains_itself_and_writes_nothing(client: HttpClient) -> None:
+    out = io.BytesIO()
     with pytest.raises(NotFoundError, match="No such file: file-9") as caught:
-        await client.download("download", client.url("/missing"), tmp_path / "out.jsonl")
+        await client.download("download", client.url("/missing"), out)
     assert caught.value.request_id == "req_404" and caught.value.status_code == 404
-    assert list(tmp_path.iterdir()) == []
+    assert out.getvalue() == b""
 
 
 async def test_a_download_streams_to_disk_with_progress(client: HttpClient, home: Recorder, tmp_path: Path) -> None:
@@ -371,50 +356,7 @@ async def test_a_download_streams_to_disk_with_progress(client: HttpClient, home
         seen.append((done, total))
 
     dest = tmp_path / "out.jsonl"
-    assert await client.download("download", client.url("/data"), dest, on_progress=progress) == len(home.payload)
+    with dest.open("wb") as out:
+        assert await client.download("download", client.url("/data"), out, on_progress=progress) == len(home.payload)
     assert dest.read_bytes() == home.payload
     assert len(seen) > 1 and seen[-1] == (len(home.payload), len(home.payload))
-
-
-# --- DigitalOcean fits the same loop ---------------------------------------------------------------
-
-
-async def test_digitalocean_flow_runs_on_the_shared_loop(tmp_path: Path) -> None:
-    """Today's DO emulator through HttpClient alone: presigned PUT and GET without the token, a create made
-    idempotent by its request_id (so a 500 is retried), DO's 412 mapped to ResultsNotReady."""
-    with SandboxServer(fast_config(failure_rate=0.0)) as server:
-        http = HttpClient(backend="digitalocean", base_url=server.base_url,
-                          credentials={"Authorization": f"Bearer {server.token}"}, options=FAST,
-                          status_errors={412: ResultsNotReady})
-        try:
-            path = tmp_path / "in.jsonl"
-            path.write_bytes(example_file("tickets.jsonl").read_bytes())
-            intent = (await http.request("create_file", "POST", http.url("/v1/batches/files"), idempotent=True,
-                                         json={"file_name": path.name})).json()
-            await http.put_file("upload", intent["upload_url"], path)
-            server.sandbox.faults.fail_next("create_batch", "server_error")
-            body = {"provider": "openai", "file_id": intent["file_id"], "endpoint": "/v1/chat/completions",
-                    "completion_window": "24h", "request_id": str(uuid.uuid4())}
-            create = http.url("/v1/batches")
-            first = (await http.request("create_batch", "POST", create, idempotent=True, json=body)).json()
-            again = (await http.request("create_batch", "POST", create, idempotent=True, json=body)).json()
-            assert first["batch_id"] == again["batch_id"] and len(server.sandbox.jobs) == 1
-            results = http.url(f"/v1/batches/{first['batch_id']}/results")
-            with pytest.raises(ResultsNotReady):
-                await http.request("get_results", "GET", results, idempotent=True)
-            for _ in range(400):
-                if (await http.request("get_batch", "GET", http.url(f"/v1/batches/{first['batch_id']}"),
-                                       idempotent=True)).json()["status"] == "completed":
-                    break
-                await anyio.sleep(0.05)
-            links = ResultLinks.from_wire((await http.request("get_results", "GET", results, idempotent=True)).json())
-            assert links.output_file_url is not None
-            written = await http.download("download", links.output_file_url, tmp_path / "out.jsonl",
-                                          authenticated=False)
-            assert written == (tmp_path / "out.jsonl").stat().st_size > 0
-        finally:
-            await http.aclose()
-    sent = {(record.operation, record.authorization) for record in server.sandbox.requests}
-    assert sent == {("create_file", True), ("upload", False), ("create_batch", True), ("get_results", True),
-                    ("get_batch", True), ("download", False)}
-    assert sum(record.operation == "create_batch" for record in server.sandbox.requests) == 3

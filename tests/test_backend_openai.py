@@ -10,6 +10,7 @@ import httpx2
 import pytest
 
 from batch_mcp.backends.base import TOKEN_METADATA_KEY, NotConfigured, Windows
+from batch_mcp.backends.digitalocean import DigitalOceanBackend
 from batch_mcp.backends.http import HttpOptions
 from batch_mcp.backends.openai_compat import VARIANTS, OpenAICompatBackend
 from batch_mcp.backends.openai_compat.wire import WireBatch, WireFile, duration_s, rate_limit_reset_s, to_job
@@ -284,7 +285,7 @@ async def test_registry_resolves_namespaced_ids_and_explains_what_it_cannot() ->
                                                       "groq": keyed("groq", None),
                                                       "digitalocean": keyed("digitalocean")})
     try:
-        assert registry.names == ("openai", "deepinfra")
+        assert registry.names == ("digitalocean", "openai", "deepinfra")
         assert registry.configured == ("openai", "deepinfra", "digitalocean")
         assert registry.default == "digitalocean"
         backend, native = registry.resolve("deepinfra:batch:x")
@@ -297,8 +298,7 @@ async def test_registry_resolves_namespaced_ids_and_explains_what_it_cannot() ->
         assert caught.value.code == "not_configured"
         with pytest.raises(NotConfigured, match="no backend called 'mistral'"):
             registry.get("mistral")
-        with pytest.raises(NotConfigured, match="not served through this registry yet"):
-            registry.get()
+        assert isinstance(registry.get(), DigitalOceanBackend)  # the default, opened from its settings
         facts = {caps.name: configured for caps, configured in registry.capabilities()}
         assert facts == {"digitalocean": True, "openai": True, "deepinfra": True, "groq": False}
     finally:

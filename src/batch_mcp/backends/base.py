@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, Protocol
+from typing import BinaryIO, Literal, Protocol
 
 from batch_mcp.domain import CreateSpec, Job, JobPage, JobStatus, Progress, ResultSource, StagedInput
 
@@ -172,6 +172,14 @@ class ServiceError(BackendError):
     hint = "The service kept failing; try again in a few minutes."
 
 
+class Redirected(ServiceError):
+    """A 3xx: redirects are never followed (a presigned link is signed for one host), so nothing happened."""
+
+    hint = ("Nothing was transferred and nothing is recorded as done. The redirect comes from the service's "
+            "side (object storage sends one when a bucket lives in another region): try again in a few "
+            "minutes, and tell the provider if it persists.")
+
+
 class UnexpectedResponse(BackendError):
     hint = "The service answered in a shape batch-mcp does not understand; check the base URL."
 
@@ -182,6 +190,12 @@ class ConnectionFailed(BackendError):
 
 class TimedOut(ConnectionFailed):
     hint = "The service did not answer in time; try again later."
+
+
+class LinkRefused(BackendError):
+    """Object storage refused a presigned link: it expired, or its signature does not match."""
+
+    hint = "The presigned link was refused even after a fresh one was fetched; try again in a few minutes."
 
 
 class ResultsNotReady(BackendError):
@@ -247,8 +261,9 @@ class Backend(Protocol):
 
     async def results(self, job_id: str) -> list[ResultSource]: ...
 
-    async def download(self, source: ResultSource, dest: Path, on_progress: Progress | None = None, *,
-                       overwrite: bool = False) -> int: ...
+    async def download(self, source: ResultSource, out: BinaryIO, on_progress: Progress | None = None) -> int:
+        """Stream ``source`` into ``out`` (a binary file the caller opened), from its start on each retry."""
+        ...
 
     async def aclose(self) -> None: ...
 
@@ -259,7 +274,8 @@ def check_spec(capabilities: Capabilities, spec: CreateSpec) -> None:
     if spec.line_format not in caps.line_formats:
         raise InvalidRequestError(f"{caps.label} takes {' or '.join(caps.line_formats)} request lines, "
                                   f"not {spec.line_format}", backend=caps.name, code="unsupported_line_format")
-    if caps.endpoints and spec.endpoint not in caps.endpoints:
+    # anthropic lines name no endpoint: the line format itself says where each request goes
+    if caps.endpoints and spec.line_format != "anthropic" and spec.endpoint not in caps.endpoints:
         raise InvalidRequestError(f"{caps.label} runs batches for {', '.join(caps.endpoints)}; "
                                   f"{spec.endpoint or 'no endpoint'} was given", backend=caps.name,
                                   code="unsupported_endpoint")

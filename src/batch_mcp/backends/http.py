@@ -9,8 +9,7 @@ Backends only declare routes and wire shapes. What is shared lives here:
 * The credentials go only to the base URL's own origin; any other URL (presigned storage, a
   results link elsewhere) is requested without them, and redirects are never followed.
 * Uploads (raw PUT or multipart) stream from disk with a known length; downloads stream into a
-  temporary file created exclusively beside the target, published without replacing anything
-  unless asked to.
+  file object the caller opened (the services create it exclusively), started over on each retry.
 * Query strings, which carry presigned signatures, are cut out of every URL in logs and errors.
 """
 
@@ -18,18 +17,17 @@ from __future__ import annotations
 
 import ipaddress
 import logging
-import os
 import re
-import tempfile
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO, TypeVar
 from urllib.parse import quote, urlsplit, urlunsplit
 
 import anyio
 import httpx2
+from pydantic import BaseModel, ValidationError
 
 from batch_mcp import __version__
 from batch_mcp.backends.base import (
@@ -42,8 +40,10 @@ from batch_mcp.backends.base import (
     OutcomeUnknown,
     PermissionDeniedError,
     RateLimitedError,
+    Redirected,
     ServiceError,
     TimedOut,
+    UnexpectedResponse,
 )
 from batch_mcp.backends.retries import NEVER_SENT, RetryPolicy, WaitHint, retry_delay, server_wait_s
 from batch_mcp.domain import Progress
@@ -142,6 +142,23 @@ def error_details(response: httpx2.Response) -> ErrorDetails:
                         None if request_id is None else str(request_id))
 
 
+M = TypeVar("M", bound=BaseModel)
+
+
+def parse_answer(model: type[M], response: httpx2.Response, *, backend: str, operation: str, api: str) -> M:
+    """The answer as ``model``, or an :class:`UnexpectedResponse` naming what did not fit."""
+    try:
+        return model.model_validate(response.json())
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(part) for part in first["loc"]) or "body"
+        reason = f"{where}: {first['msg']}"
+    except ValueError:
+        reason = "not JSON"
+    raise UnexpectedResponse(f"{operation}: the answer does not look like {api} ({reason})",
+                             backend=backend, status_code=response.status_code, code="unexpected_response")
+
+
 _ERRORS_BY_STATUS: dict[int, type[BackendError]] = {
     400: InvalidRequestError, 401: AuthenticationError, 403: PermissionDeniedError, 404: NotFoundError,
     409: ConflictError, 413: InvalidRequestError, 422: InvalidRequestError, 429: RateLimitedError,
@@ -233,34 +250,27 @@ class HttpClient:
         return await self.request(operation, "PUT", url, idempotent=True, authenticated=authenticated,
                                   headers=headers, body=lambda: _file_body(path, size, b"", b"", on_progress))
 
-    async def download(self, operation: str, url: str, dest: Path, *, authenticated: bool = True,
-                       headers: Mapping[str, str] | None = None, on_progress: Progress | None = None,
-                       overwrite: bool = False) -> int:
-        """Stream ``url`` to ``dest`` through an exclusively created temporary file beside it.
+    async def download(self, operation: str, url: str, out: BinaryIO, *, authenticated: bool = True,
+                       headers: Mapping[str, str] | None = None, on_progress: Progress | None = None) -> int:
+        """Stream ``url`` into ``out``, a binary file the caller opened; each retry starts it over.
 
-        The temporary file is never a path someone planted, and ``dest`` is never replaced unless
-        ``overwrite`` is set (else :class:`FileExistsError`). Returns the bytes written.
+        Where the bytes land (a new file, never through a link) is the caller's concern. Returns the
+        bytes written.
         """
         sent_headers = {**self._auth_for(url, authenticated), **(headers or {})}
-        handle, name = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
-        partial = Path(name)
-        try:
-            with os.fdopen(handle, "wb") as out:
+        written = 0
 
-                async def fetch() -> httpx2.Response:
-                    async with self._http.stream("GET", url, headers=sent_headers) as response:
-                        if response.status_code >= 300:
-                            return await _error_answer(response)
-                        await _save(response, out, on_progress)
-                        return response
+        async def fetch() -> httpx2.Response:
+            nonlocal written
+            async with self._http.stream("GET", url, headers=sent_headers) as response:
+                if response.status_code >= 300:
+                    return await _error_answer(response)
+                written = await _save(response, out, on_progress)
+                return response
 
-                response = await self._with_retries(operation, url, True, fetch)
-            self.raise_for_status(response, operation, idempotent=True)
-            written = partial.stat().st_size
-            _publish(partial, dest, overwrite)
-            return written
-        finally:
-            partial.unlink(missing_ok=True)
+        response = await self._with_retries(operation, url, True, fetch)
+        self.raise_for_status(response, operation, idempotent=True)
+        return written
 
     # -- the loop ----------------------------------------------------------------------------------
 
@@ -309,7 +319,9 @@ class HttpClient:
         common: dict[str, Any] = dict(backend=self.backend, status_code=status, code=details.code,
                                       request_id=details.request_id)
         if 300 <= status < 400:
-            raise ServiceError(f"{operation}: unexpected redirect, not followed", **common)
+            target = urlsplit(response.headers.get("location", "")).hostname or "an unnamed location"
+            raise Redirected(f"{operation}: the service answered with a redirect to {target}, which is not "
+                             "followed", **common)
         if not idempotent and (status >= 500 or status == 408):
             raise OutcomeUnknown(f"{operation}: {message}; the request was received, so it may or may not "
                                  "have taken effect", **common)
@@ -357,7 +369,7 @@ async def _file_body(path: Path, size: int, head: bytes, tail: bytes,
     yield tail
 
 
-async def _save(response: httpx2.Response, out: Any, on_progress: Progress | None) -> None:
+async def _save(response: httpx2.Response, out: BinaryIO, on_progress: Progress | None) -> int:
     out.seek(0)
     out.truncate()  # a retried download starts over
     total = int(response.headers.get("content-length") or 0)
@@ -367,6 +379,7 @@ async def _save(response: httpx2.Response, out: Any, on_progress: Progress | Non
         written += len(chunk)
         if on_progress:
             await on_progress(written, total)
+    return written
 
 
 async def _error_answer(response: httpx2.Response) -> httpx2.Response:
@@ -379,18 +392,3 @@ async def _error_answer(response: httpx2.Response) -> httpx2.Response:
     headers = [(k, v) for k, v in response.headers.multi_items() if k.lower() not in ("content-encoding",
                                                                                      "content-length")]
     return httpx2.Response(response.status_code, headers=headers, content=bytes(kept), request=response.request)
-
-
-def _publish(partial: Path, dest: Path, overwrite: bool) -> None:
-    """Move the finished file into place; without ``overwrite`` an existing ``dest`` is never touched."""
-    if overwrite:
-        os.replace(partial, dest)
-        return
-    try:
-        os.link(partial, dest)  # atomic, and fails if dest exists
-    except FileExistsError:
-        raise FileExistsError(f"{dest} already exists; it was not replaced") from None
-    except OSError:  # a file system without hard links
-        if dest.exists() or dest.is_symlink():
-            raise FileExistsError(f"{dest} already exists; it was not replaced") from None
-        os.rename(partial, dest)

@@ -11,6 +11,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from batch_mcp.backends import digitalocean
 from batch_mcp.backends.base import Backend, Capabilities, NotConfigured
+from batch_mcp.backends.digitalocean import DigitalOceanBackend
 from batch_mcp.backends.http import HttpOptions
 from batch_mcp.backends.openai_compat import VARIANTS, OpenAICompatBackend
 from batch_mcp.backends.settings import BackendSettings, settings_for
@@ -36,7 +37,7 @@ def _compat_opener(name: str) -> Opener:
 
 
 CATALOG: dict[str, Entry] = {
-    FALLBACK_BACKEND: Entry(digitalocean.CAPABILITIES, None),
+    FALLBACK_BACKEND: Entry(digitalocean.CAPABILITIES, DigitalOceanBackend.from_settings),
     **{name: Entry(variant.capabilities, _compat_opener(name)) for name, variant in VARIANTS.items()},
 }
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from batch_mcp.backends.base import (
     TOKEN_METADATA_KEY,
@@ -163,10 +163,9 @@ class OpenAICompatBackend:
         return [ResultSource(kind=kind, locator=job.extra[key])
                 for kind, key in (("output", "output_file_id"), ("errors", "error_file_id")) if job.extra.get(key)]
 
-    async def download(self, source: ResultSource, dest: Path, on_progress: Progress | None = None, *,
-                       overwrite: bool = False) -> int:
+    async def download(self, source: ResultSource, out: BinaryIO, on_progress: Progress | None = None) -> int:
         url = self._http.url(f"/files/{path_segment(source.locator)}/content")
-        return await self._http.download("download", url, dest, on_progress=on_progress, overwrite=overwrite)
+        return await self._http.download("download", url, out, on_progress=on_progress)
 
     async def _batch(self, operation: str, method: str, path: str) -> Job:
         response = await self._http.request(operation, method, self._http.url(path), idempotent=True)

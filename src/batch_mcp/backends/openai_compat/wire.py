@@ -11,9 +11,10 @@ import re
 from typing import Annotated, Any, TypeVar
 
 import httpx2
-from pydantic import BaseModel, BeforeValidator, ConfigDict, ValidationError, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, field_validator
 
-from batch_mcp.backends.base import TOKEN_METADATA_KEY, UnexpectedResponse
+from batch_mcp.backends.base import TOKEN_METADATA_KEY
+from batch_mcp.backends.http import parse_answer
 from batch_mcp.domain import Counts, Job, JobError, JobStatus, Timestamp, is_terminal
 
 
@@ -96,17 +97,7 @@ class WirePage(_Wire):
 
 
 def parse(model: type[M], response: httpx2.Response, backend: str, operation: str) -> M:
-    """The answer as ``model``, or an :class:`UnexpectedResponse` naming what did not fit."""
-    try:
-        return model.model_validate(response.json())
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(part) for part in first["loc"]) or "body"
-        reason = f"{where}: {first['msg']}"
-    except ValueError:
-        reason = "not JSON"
-    raise UnexpectedResponse(f"{operation}: the answer does not look like the OpenAI Batch API ({reason})",
-                             backend=backend, status_code=response.status_code, code="unexpected_response")
+    return parse_answer(model, response, backend=backend, operation=operation, api="the OpenAI Batch API")
 
 
 _STATUSES = {status.value: status for status in JobStatus} | {
