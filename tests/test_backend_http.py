@@ -28,6 +28,7 @@ from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
+from batch_mcp.backends import http
 from batch_mcp.backends.base import (
     ConnectionFailed,
     NotFoundError,
@@ -330,8 +331,10 @@ def test_a_200_mb_multipart_upload_stays_under_100_mib(home: Recorder, tmp_path:
 # --- downloads ----------------------------------------------------------------------------------------
 
 
-async def test_a_retried_download_starts_the_file_over(client: HttpClient, home: Recorder, tmp_path: Path) -> None:
+async def test_a_retried_download_starts_the_file_over(client: HttpClient, home: Recorder, tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     """The first answer breaks off after its first bytes; the file holds only the complete second one."""
+    monkeypatch.setattr(http, "CHUNK_BYTES", 1)  # so the broken answer's first bytes reach the file
     home.script.extend(["commit-drop", "ok"])
     dest = tmp_path / "out.json"
     with dest.open("wb") as out:

@@ -11,10 +11,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, model_validator
 
-from batch_mcp.backends.openai_compat.wire import FileId, WireBatchError, WireCounts, neutral_counts
-from batch_mcp.domain import Job, JobError, JobStatus, Timestamp, is_terminal
+from batch_mcp.backends.openai_compat.wire import BatchErrors, FileId, WireCounts, neutral_counts, neutral_errors
+from batch_mcp.domain import Job, JobStatus, Timestamp, is_terminal
 
 
 class _Wire(BaseModel):
@@ -44,7 +44,7 @@ class WireBatch(_Wire):
     request_counts: WireCounts | None = None
     request_id: str | None = None
     metadata: dict[str, Any] | None = None
-    errors: list[WireBatchError] | None = None
+    errors: BatchErrors = None
     result_available: bool | None = None
     usage: dict[str, Any] | None = None
     created_at: Timestamp = None
@@ -69,12 +69,6 @@ class WireBatch(_Wire):
         if data.get("input_file_id") is None and data.get("file_id") is not None:
             data["input_file_id"] = data.pop("file_id")
         return data
-
-    @field_validator("errors", mode="before")
-    @classmethod
-    def _unwrap_list(cls, value: Any) -> Any:
-        """Some answers nest them OpenAI-style, as ``{"object": "list", "data": [...]}``."""
-        return value.get("data") if isinstance(value, dict) else value
 
 
 class WirePage(BaseModel):
@@ -178,6 +172,6 @@ def to_job(batch: WireBatch, backend: str) -> Job:
         expires_at=batch.expires_at,
         cancel_requested_at=batch.cancel_requested_at,
         results_ready=_results_ready(batch, status),
-        errors=[JobError(code=e.code, message=e.message, line=e.line, param=e.param) for e in batch.errors or ()],
+        errors=neutral_errors(batch.errors),
         extra=extra,
     )

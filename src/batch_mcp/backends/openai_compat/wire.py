@@ -58,6 +58,18 @@ class WireBatchError(_Wire):
     param: str | None = None
 
 
+def _unwrap_list(value: Any) -> Any:
+    """OpenAI nests a batch's errors as ``{"object": "list", "data": [...]}``."""
+    return value.get("data") if isinstance(value, dict) else value
+
+
+BatchErrors = Annotated[list[WireBatchError] | None, BeforeValidator(_unwrap_list)]
+
+
+def neutral_errors(errors: list[WireBatchError] | None) -> list[JobError]:
+    return [JobError(code=e.code, message=e.message, line=e.line, param=e.param) for e in errors or ()]
+
+
 class WireBatch(_Wire):
     id: str
     status: str
@@ -68,7 +80,7 @@ class WireBatch(_Wire):
     error_file_id: FileId = None
     request_counts: WireCounts | None = None
     metadata: dict[str, Any] | None = None
-    errors: list[WireBatchError] | None = None
+    errors: BatchErrors = None
     model: str | None = None
     usage: dict[str, Any] | None = None
     created_at: Timestamp = None
@@ -80,12 +92,6 @@ class WireBatch(_Wire):
     cancelling_at: Timestamp = None
     cancelled_at: Timestamp = None
     expires_at: Timestamp = None
-
-    @field_validator("errors", mode="before")
-    @classmethod
-    def _unwrap_list(cls, value: Any) -> Any:
-        """OpenAI nests them as ``{"object": "list", "data": [...]}``."""
-        return value.get("data") if isinstance(value, dict) else value
 
 
 M = TypeVar("M", bound=BaseModel)
@@ -159,7 +165,7 @@ def to_job(batch: WireBatch, backend: str) -> Job:
         expires_at=batch.expires_at,
         cancel_requested_at=batch.cancelling_at,
         results_ready=has_files and is_terminal(status),
-        errors=[JobError(code=e.code, message=e.message, line=e.line, param=e.param) for e in batch.errors or ()],
+        errors=neutral_errors(batch.errors),
         extra=extra,
     )
 
