@@ -37,6 +37,7 @@ from batch_mcp.backends.openai_compat import backend as compat_backend
 from batch_mcp.backends.retries import RetryPolicy
 from batch_mcp.domain import CreateSpec, Job, JobPage, JobStatus
 from batch_mcp.sandbox import SandboxConfig, SandboxServer
+from batch_mcp.services import once
 
 CHAT = "/v1/chat/completions"
 FAST = HttpOptions(retry=RetryPolicy(max_attempts=3, base_delay_s=0.01, max_delay_s=0.05), timeout_s=30.0)
@@ -133,11 +134,7 @@ async def finish(server: SandboxServer, backend: Backend, job_id: str) -> Job:
 
 async def create_once(backend: Backend, spec: CreateSpec) -> Job:
     """What the submit workflow does: create; on a lost answer, recover before anything is sent again."""
-    try:
-        return await backend.create(spec)
-    except CreateNotConfirmed:
-        found = await backend.recover(spec)
-        return found if found is not None else await backend.create(spec)
+    return await once.create_once(backend, spec, looks=2, pause_s=0)
 
 
 # --- the round trip -------------------------------------------------------------------------------

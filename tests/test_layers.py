@@ -43,3 +43,15 @@ def test_imports_point_down(where: str) -> None:
 def test_the_sandbox_never_imports_the_backends() -> None:
     for path in sorted((PACKAGE / "sandbox").rglob("*.py")):
         assert not {name for name in ours(path) if name.startswith("batch_mcp.backends")}, path
+
+
+#: What the workflow may use of the backend layer: the protocol, its errors and the registry; never one API's
+#: wire models or implementation (a view built from a wire object is how a backend's quirk leaks upward).
+SERVICE_BACKEND_IMPORTS = {"batch_mcp.backends", "batch_mcp.backends.base", "batch_mcp.backends.registry"}
+
+
+@pytest.mark.parametrize("layer", ["services", "schemas", "tools"])
+def test_the_workflow_sees_backends_only_through_the_seam(layer: str) -> None:
+    for path in sorted((PACKAGE / layer).rglob("*.py")):
+        reached = {name for name in ours(path) if name.startswith("batch_mcp.backends")}
+        assert reached <= SERVICE_BACKEND_IMPORTS, f"{path.relative_to(PACKAGE)} imports {reached}"

@@ -362,7 +362,7 @@ async def test_results_of_a_failed_job_are_explained(sandbox: SandboxServer, wor
 
 async def test_a_file_changed_during_upload_is_not_submitted(sandbox: SandboxServer, workdir: Path) -> None:
     from batch_mcp.server import open_app_state
-    from batch_mcp.services.batches import FileChanged
+    from batch_mcp.services.errors import FileChanged
 
     path = workdir / "data" / "tickets.jsonl"
     original = path.read_text()

@@ -25,11 +25,14 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
+from batch_mcp.domain import Ref
 from batch_mcp.schemas.api import Batch, is_terminal
 from batch_mcp.store import claims
 from batch_mcp.store.claims import CLAIM_LEASE, Claim
 from batch_mcp.store.file import StoreFile, StoreVersionError, explain, is_store_failure
+from batch_mcp.store.migrations import MIGRATIONS, SCHEMA_VERSION
 from batch_mcp.store.records import (
+    LEGACY_BACKEND,
     JobGroup,
     JobRecord,
     PreparedFile,
@@ -48,100 +51,30 @@ from batch_mcp.store.records import (
 #: The service keeps file_ids for about 29 days; reusing them for only 7 leaves a wide margin.
 DEFAULT_UPLOAD_MAX_AGE = timedelta(days=7)
 
-#: Ordered schema migrations; migration ``n`` (1-based) upgrades a store at version ``n - 1``.
-#: Released migrations are never edited, only appended to, so every older store can be opened.
-MIGRATIONS: tuple[tuple[str, ...], ...] = (
-    (
-        """CREATE TABLE uploads (
-            file_id TEXT PRIMARY KEY,
-            path TEXT NOT NULL,
-            sha256 TEXT NOT NULL,
-            size_bytes INTEGER NOT NULL,
-            line_count INTEGER NOT NULL,
-            intent_expires_at TEXT,
-            created_at TEXT NOT NULL,
-            completed_at TEXT
-        )""",
-        "CREATE INDEX uploads_by_sha256 ON uploads (sha256, created_at)",
-        """CREATE TABLE submissions (
-            request_id TEXT PRIMARY KEY,
-            fingerprint TEXT NOT NULL,
-            path TEXT,
-            file_id TEXT NOT NULL,
-            provider TEXT NOT NULL,
-            endpoint TEXT,
-            metadata TEXT,
-            batch_id TEXT UNIQUE,
-            created_at TEXT NOT NULL
-        )""",
-        "CREATE INDEX submissions_by_fingerprint ON submissions (fingerprint, created_at)",
-        """CREATE TABLE batches (
-            batch_id TEXT PRIMARY KEY,
-            status TEXT NOT NULL,
-            total_count INTEGER NOT NULL,
-            completed_count INTEGER NOT NULL,
-            failed_count INTEGER NOT NULL,
-            last_seen TEXT NOT NULL,
-            created_at TEXT NOT NULL,
-            updated_at TEXT NOT NULL,
-            output_path TEXT,
-            error_path TEXT
-        )""",
-        "CREATE INDEX batches_by_created_at ON batches (created_at)",
-    ),
-    (  # room for job groups and retries of failed requests, so those features need no rewrite
-        "ALTER TABLE submissions ADD COLUMN group_id TEXT",
-        "ALTER TABLE submissions ADD COLUMN parent_batch_id TEXT",
-    ),
-    (  # merged results tables with their token usage; request files made from records; job groups
-        "ALTER TABLE batches ADD COLUMN table_path TEXT",
-        "ALTER TABLE batches ADD COLUMN usage TEXT",
-        """CREATE TABLE prepared_files (
-            path TEXT PRIMARY KEY,
-            source_path TEXT NOT NULL,
-            source_format TEXT NOT NULL,
-            id_column TEXT,
-            source_sha256 TEXT,
-            created_at TEXT NOT NULL
-        )""",
-        """CREATE TABLE job_groups (
-            group_id TEXT PRIMARY KEY,
-            path TEXT NOT NULL,
-            fingerprint TEXT NOT NULL,
-            parts INTEGER NOT NULL,
-            sha256 TEXT,
-            parent_batch_id TEXT,
-            created_at TEXT NOT NULL
-        )""",
-        "CREATE INDEX submissions_by_group ON submissions (group_id)",
-    ),
-    (  # how often a create was answered 409, so a key the API keeps refusing stops being re-sent
-        "ALTER TABLE submissions ADD COLUMN conflicts INTEGER NOT NULL DEFAULT 0",
-    ),
-    (  # which process may make a submission's job, so two servers on one state folder make it once
-        """CREATE TABLE claims (
-            fingerprint TEXT PRIMARY KEY,
-            holder TEXT NOT NULL,
-            host TEXT NOT NULL,
-            pid INTEGER NOT NULL,
-            expires_at TEXT NOT NULL
-        )""",
-    ),
-)
-SCHEMA_VERSION = len(MIGRATIONS)
 
 
 _SUBMISSION_COLUMNS = (
-    "request_id, fingerprint, path, file_id, provider, endpoint, metadata, batch_id, group_id, "
-    "parent_batch_id, created_at, conflicts"
+    "request_id, backend, fingerprint, path, file_id, provider, endpoint, completion_window, metadata, batch_id, "
+    "group_id, parent_batch_id, created_at, conflicts"
 )
 _JOB_QUERY = """
-    SELECT b.batch_id, b.status, b.total_count, b.completed_count, b.failed_count, b.last_seen,
+    SELECT b.backend, b.batch_id, b.status, b.total_count, b.completed_count, b.failed_count, b.last_seen,
            b.created_at, b.updated_at, b.output_path, b.error_path, b.table_path, b.usage,
            s.request_id, s.file_id, s.path, s.provider, s.endpoint, s.metadata, s.group_id,
            s.parent_batch_id
-    FROM batches AS b LEFT JOIN submissions AS s ON s.batch_id = b.batch_id
+    FROM batches AS b LEFT JOIN submissions AS s ON s.backend = b.backend AND s.batch_id = b.batch_id
 """
+
+
+def _key(ref: str) -> dict[str, str | None]:
+    """``backend:native`` names one row; a bare (legacy) id is looked for on every backend."""
+    parsed = Ref.parse(ref)
+    return {"backend": parsed.backend, "id": parsed.native}
+
+
+#: Matches a row by ``_key``; of several for one bare id, DigitalOcean's (where bare ids come from) comes first.
+_BY_KEY = "(:backend IS NULL OR backend = :backend) AND {column} = :id"
+_PREFERRED = f"ORDER BY backend != '{LEGACY_BACKEND}', backend LIMIT 1"
 
 
 def _older(created_at: str, key: str) -> str:
@@ -266,9 +199,10 @@ class JobStore:
     def record_upload(self, upload: UploadRecord) -> None:
         with self._write() as conn:
             conn.execute(
-                "INSERT INTO uploads (file_id, path, sha256, size_bytes, line_count, intent_expires_at,"
-                " created_at, completed_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO uploads (backend, file_id, path, sha256, size_bytes, line_count, intent_expires_at,"
+                " created_at, completed_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
+                    upload.backend,
                     upload.file_id,
                     str(upload.path),
                     upload.sha256,
@@ -280,30 +214,33 @@ class JobStore:
                 ),
             )
 
-    def mark_upload_complete(self, file_id: str) -> None:
+    def mark_upload_complete(self, file_ref: str) -> None:
         """Only a completed upload may be reused: an interrupted one left the file_id empty or partial."""
+        upload = self.get_upload(file_ref)
+        if upload is None:
+            raise KeyError(f"no upload with file_id {file_ref!r}")
         with self._write() as conn:
-            cursor = conn.execute(
-                "UPDATE uploads SET completed_at = ? WHERE file_id = ?", (_time_to_text(_now()), file_id)
-            )
-            if cursor.rowcount == 0:
-                raise KeyError(f"no upload with file_id {file_id!r}")
+            conn.execute("UPDATE uploads SET completed_at = ? WHERE backend = ? AND file_id = ?",
+                         (_time_to_text(_now()), upload.backend, upload.file_id))
 
-    def get_upload(self, file_id: str) -> UploadRecord | None:
-        rows = self._query("SELECT * FROM uploads WHERE file_id = ?", (file_id,))
+    def get_upload(self, file_ref: str) -> UploadRecord | None:
+        """``backend:file_id``, or a bare file_id as stored before there were several backends."""
+        rows = self._query(f"SELECT * FROM uploads WHERE {_BY_KEY.format(column='file_id')} {_PREFERRED}",
+                           _key(file_ref))
         return _upload_from_row(rows[0]) if rows else None
 
-    def forget_upload(self, file_id: str) -> None:
+    def forget_upload(self, file_ref: str) -> None:
         """The API no longer knows this file_id (another account, or expired): never offer it for reuse."""
         with self._write() as conn:
-            conn.execute("DELETE FROM uploads WHERE file_id = ?", (file_id,))
+            conn.execute(f"DELETE FROM uploads WHERE {_BY_KEY.format(column='file_id')}", _key(file_ref))
 
-    def find_reusable_upload(self, sha256: str, now: datetime) -> UploadRecord | None:
-        """The newest completed upload of the same bytes whose file_id is young enough to still exist."""
+    def find_reusable_upload(self, sha256: str, now: datetime, backend: str = LEGACY_BACKEND
+                             ) -> UploadRecord | None:
+        """The newest completed upload of the same bytes to ``backend`` whose file_id should still exist there."""
         rows = self._query(
-            "SELECT * FROM uploads WHERE sha256 = ? AND completed_at IS NOT NULL AND created_at > ?"
+            "SELECT * FROM uploads WHERE backend = ? AND sha256 = ? AND completed_at IS NOT NULL AND created_at > ?"
             " ORDER BY created_at DESC, rowid DESC LIMIT 1",
-            (sha256, _time_to_text(now - self.upload_max_age)),
+            (backend, sha256, _time_to_text(now - self.upload_max_age)),
         )
         return _upload_from_row(rows[0]) if rows else None
 
@@ -321,6 +258,8 @@ class JobStore:
         group_id: str | None = None,
         parent_batch_id: str | None = None,
         claim: Claim | None = None,
+        backend: str = LEGACY_BACKEND,
+        completion_window: str = "24h",
     ) -> Submission:
         """Store a create call with a fresh request_id; call this before sending it, never after.
 
@@ -328,11 +267,14 @@ class JobStore:
         """
         submission = Submission(
             request_id=str(uuid.uuid4()),
-            fingerprint=submission_fingerprint(sha256, provider, endpoint, metadata),
+            backend=backend,
+            fingerprint=submission_fingerprint(sha256, provider, endpoint, metadata, backend=backend,
+                                               completion_window=completion_window),
             path=path,
             file_id=file_id,
             provider=provider,
             endpoint=endpoint,
+            completion_window=completion_window,
             metadata=metadata,
             group_id=group_id,
             parent_batch_id=parent_batch_id,
@@ -340,14 +282,16 @@ class JobStore:
         )
         with self._write(claim) as conn:
             conn.execute(
-                f"INSERT INTO submissions ({_SUBMISSION_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                f"INSERT INTO submissions ({_SUBMISSION_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     submission.request_id,
+                    submission.backend,
                     submission.fingerprint,
                     _path_to_text(submission.path),
                     submission.file_id,
                     submission.provider,
                     submission.endpoint,
+                    submission.completion_window,
                     _metadata_to_text(submission.metadata),
                     submission.batch_id,
                     submission.group_id,
@@ -371,7 +315,7 @@ class JobStore:
         """Record the API's answer to a planned create call; repeating it with the same batch is harmless."""
         with self._write() as conn:
             rows = conn.execute(
-                "SELECT batch_id FROM submissions WHERE request_id = ?", (request_id,)
+                "SELECT backend, batch_id FROM submissions WHERE request_id = ?", (request_id,)
             ).fetchall()
             if not rows:
                 raise KeyError(f"no submission with request_id {request_id!r}")
@@ -383,12 +327,13 @@ class JobStore:
             conn.execute(
                 "UPDATE submissions SET batch_id = ? WHERE request_id = ?", (batch.batch_id, request_id)
             )
-            self._upsert_batch(conn, batch)
+            self._upsert_batch(conn, batch, rows[0]["backend"])
 
-    def pending_submissions(self) -> list[Submission]:
-        """Create calls whose answer was never stored (oldest first): re-send them with their request_id."""
+    def pending_submissions(self, backend: str | None = None) -> list[Submission]:
+        """Create calls whose answer was never stored (oldest first), on one backend or on all of them."""
         rows = self._query(
-            f"SELECT {_SUBMISSION_COLUMNS} FROM submissions WHERE batch_id IS NULL ORDER BY created_at, rowid"
+            f"SELECT {_SUBMISSION_COLUMNS} FROM submissions WHERE batch_id IS NULL"
+            " AND (:backend IS NULL OR backend = :backend) ORDER BY created_at, rowid", {"backend": backend}
         )
         return [_submission_from_row(row) for row in rows]
 
@@ -415,28 +360,30 @@ class JobStore:
 
     # Jobs
 
-    def upsert_batch(self, batch: Batch) -> None:
+    def upsert_batch(self, batch: Batch, backend: str = LEGACY_BACKEND) -> None:
         """Store the latest view of a batch (one this server submitted or not)."""
         with self._write() as conn:
-            self._upsert_batch(conn, batch)
+            self._upsert_batch(conn, batch, backend)
 
     @staticmethod
-    def _upsert_batch(conn: sqlite3.Connection, batch: Batch) -> None:
+    def _upsert_batch(conn: sqlite3.Connection, batch: Batch, backend: str) -> None:
         """A stale non-terminal view never overwrites a terminal one: concurrent polls answer out of order."""
-        rows = conn.execute("SELECT status FROM batches WHERE batch_id = ?", (batch.batch_id,)).fetchall()
+        rows = conn.execute("SELECT status FROM batches WHERE backend = ? AND batch_id = ?",
+                            (backend, batch.batch_id)).fetchall()
         if rows and is_terminal(rows[0]["status"]) and not batch.is_terminal:
             return
         now = _now()
         counts = batch.request_counts
         conn.execute(
-            """INSERT INTO batches (batch_id, status, total_count, completed_count, failed_count, last_seen,
-                                    created_at, updated_at)
-               VALUES (:batch_id, :status, :total, :completed, :failed, :last_seen, :created_at, :updated_at)
-               ON CONFLICT (batch_id) DO UPDATE SET
+            """INSERT INTO batches (backend, batch_id, status, total_count, completed_count, failed_count,
+                                    last_seen, created_at, updated_at)
+               VALUES (:backend, :batch_id, :status, :total, :completed, :failed, :last_seen, :created_at, :updated_at)
+               ON CONFLICT (backend, batch_id) DO UPDATE SET
                    status = excluded.status, total_count = excluded.total_count,
                    completed_count = excluded.completed_count, failed_count = excluded.failed_count,
                    last_seen = excluded.last_seen, updated_at = excluded.updated_at""",
             {
+                "backend": backend,
                 "batch_id": batch.batch_id,
                 "status": batch.status,
                 "total": counts.total,
@@ -451,24 +398,28 @@ class JobStore:
     def record_download(self, batch_id: str, output_path: Path | None, error_path: Path | None,
                         table_path: Path | None = None, usage: dict[str, list[int]] | None = None) -> None:
         """Remember where results were written, so a restart neither downloads again nor loses them."""
+        record = self.get_job(batch_id)
+        if record is None:
+            raise KeyError(f"no batch {batch_id!r}")
         with self._write() as conn:
-            cursor = conn.execute(
+            conn.execute(
                 "UPDATE batches SET output_path = ?, error_path = ?, table_path = ?, usage = ?, updated_at = ?"
-                " WHERE batch_id = ?",
+                " WHERE backend = ? AND batch_id = ?",
                 (
                     _path_to_text(output_path),
                     _path_to_text(error_path),
                     _path_to_text(table_path),
                     None if usage is None else json.dumps(usage),
                     _time_to_text(_now()),
-                    batch_id,
+                    record.backend,
+                    record.batch_id,
                 ),
             )
-            if cursor.rowcount == 0:
-                raise KeyError(f"no batch {batch_id!r}")
 
-    def get_job(self, batch_id: str) -> JobRecord | None:
-        rows = self._query(f"{_JOB_QUERY} WHERE b.batch_id = ?", (batch_id,))
+    def get_job(self, job_ref: str) -> JobRecord | None:
+        """``backend:batch_id``, or a bare batch_id as stored before there were several backends."""
+        rows = self._query(f"{_JOB_QUERY} WHERE (:backend IS NULL OR b.backend = :backend) AND b.batch_id = :id"
+                           f" ORDER BY b.backend != '{LEGACY_BACKEND}', b.backend LIMIT 1", _key(job_ref))
         return _job_from_row(rows[0]) if rows else None
 
     def list_jobs(self, status: str | None = None, limit: int = 100,
@@ -499,14 +450,15 @@ class JobStore:
     # job groups ----------------------------------------------------------------------------------
 
     def create_group(self, path: Path, sha256: str, fingerprint: str, parts: int,
-                     parent_batch_id: str | None = None, claim: Claim | None = None) -> JobGroup:
-        group = JobGroup(group_id=f"group-{uuid.uuid4()}", path=path, sha256=sha256, fingerprint=fingerprint,
-                         parts=parts, parent_batch_id=parent_batch_id, created_at=_now())
+                     parent_batch_id: str | None = None, claim: Claim | None = None,
+                     backend: str = LEGACY_BACKEND) -> JobGroup:
+        group = JobGroup(group_id=f"group-{uuid.uuid4()}", backend=backend, path=path, sha256=sha256,
+                         fingerprint=fingerprint, parts=parts, parent_batch_id=parent_batch_id, created_at=_now())
         with self._write(claim) as conn:
             conn.execute(
-                "INSERT INTO job_groups (group_id, path, sha256, fingerprint, parts, parent_batch_id, created_at)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (group.group_id, str(path), sha256, fingerprint, parts, parent_batch_id,
+                "INSERT INTO job_groups (group_id, backend, path, sha256, fingerprint, parts, parent_batch_id,"
+                " created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (group.group_id, backend, str(path), sha256, fingerprint, parts, parent_batch_id,
                  _time_to_text(group.created_at)),
             )
         return group

@@ -44,20 +44,31 @@ def _path_to_text(path: Path | None) -> str | None:
     return None if path is None else str(path)
 
 
+#: The backend every row stored before there were several belongs to.
+LEGACY_BACKEND = "digitalocean"
+_LEGACY_WINDOW = "24h"
+
+
 def submission_fingerprint(
-    sha256: str, provider: str, endpoint: str | None, metadata: dict[str, str] | None
+    sha256: str, provider: str, endpoint: str | None, metadata: dict[str, str] | None, *,
+    backend: str = LEGACY_BACKEND, completion_window: str = _LEGACY_WINDOW,
 ) -> str:
     """Identity of "this file sent this way": equal fingerprints mean a resubmission of the same job.
 
-    Absent and empty metadata are the same job; key order in metadata does not matter.
+    Absent and empty metadata are the same job; key order in metadata does not matter. The same file
+    sent to another backend, or with another window, is another job. DigitalOcean with 24 h keeps the
+    identity it had before backends existed, so a stored submission is still found after the upgrade.
     """
-    identity = [sha256, provider, endpoint, metadata or {}]
+    identity: list[Any] = [sha256, provider, endpoint, metadata or {}]
+    if (backend, completion_window) != (LEGACY_BACKEND, _LEGACY_WINDOW):
+        identity += [backend, completion_window]
     return hashlib.sha256(_canonical_json(identity).encode()).hexdigest()
 
 
 class UploadRecord(BaseModel):
     """One input file sent to the service, kept so that the same bytes are not uploaded twice."""
 
+    backend: str = LEGACY_BACKEND
     file_id: str
     path: Path
     sha256: str
@@ -71,12 +82,14 @@ class UploadRecord(BaseModel):
 class Submission(BaseModel):
     """A create call, stored before it is made; ``batch_id`` stays None until the API has answered."""
 
-    request_id: str
+    request_id: str = Field(description="Our submission token: DO's idempotency key, a metadata tag elsewhere.")
+    backend: str = LEGACY_BACKEND
     fingerprint: str
     path: Path | None
     file_id: str
     provider: str
     endpoint: str | None = None
+    completion_window: str = _LEGACY_WINDOW
     metadata: dict[str, str] | None = None
     batch_id: str | None = None
     group_id: str | None = None
@@ -88,6 +101,7 @@ class Submission(BaseModel):
 class JobRecord(BaseModel):
     """A batch as last seen, joined with how it was submitted (if this server submitted it)."""
 
+    backend: str = LEGACY_BACKEND
     batch_id: str
     request_id: str | None
     file_id: str | None
@@ -109,6 +123,11 @@ class JobRecord(BaseModel):
         default=None, description="Token usage by model from the downloaded results: [requests, input, output]."
     )
 
+    @property
+    def ref(self) -> str:
+        """The namespaced id tools show: ``backend:batch_id``."""
+        return f"{self.backend}:{self.batch_id}"
+
 
 class PreparedFile(BaseModel):
     """A request file this server rendered from records, so results can be joined with those records."""
@@ -125,6 +144,7 @@ class JobGroup(BaseModel):
     """One logical job split into several batches because its input exceeded the per-batch limits."""
 
     group_id: str
+    backend: str = LEGACY_BACKEND
     path: Path
     fingerprint: str
     parts: int
@@ -146,6 +166,7 @@ def _job_from_row(row: sqlite3.Row) -> JobRecord:
     batch = Batch.model_validate_json(row["last_seen"])
     submitted = row["request_id"] is not None
     return JobRecord(
+        backend=row["backend"],
         batch_id=row["batch_id"],
         request_id=row["request_id"] if submitted else batch.request_id,
         file_id=row["file_id"] if submitted else batch.input_file_id,

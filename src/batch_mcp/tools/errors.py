@@ -11,7 +11,7 @@ from mcp.server.mcpserver.exceptions import ToolError
 from pydantic import ValidationError
 
 from batch_mcp.client import BatchAPIError
-from batch_mcp.services.batches import (
+from batch_mcp.services.errors import (
     FileChanged,
     IncompleteDownload,
     InvalidBatchFile,

@@ -14,7 +14,8 @@ from pydantic import Field
 
 from batch_mcp.client import BatchAPIError, NotFoundError
 from batch_mcp.schemas.jobs import JOBS_URI
-from batch_mcp.services.batches import BatchService, NotConfigured
+from batch_mcp.services.batches import BatchService
+from batch_mcp.services.errors import NotConfigured
 from batch_mcp.services.listing import JOBS_PAGE_SIZE, InvalidCursor
 from batch_mcp.store import StoreUnavailable
 from batch_mcp.tools.context import AppState, TooManySubscriptions, connection_of, state_of

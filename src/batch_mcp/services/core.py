@@ -1,0 +1,137 @@
+"""The state the workflow parts share, and the checks they all make before touching the API."""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import NamedTuple
+
+import anyio
+
+from batch_mcp.client import (
+    DigitalOceanBatchClient,
+)
+from batch_mcp.schemas import Batch
+from batch_mcp.schemas.preflight import PreflightReport
+from batch_mcp.services.cost import PriceTable
+from batch_mcp.services.errors import FileChanged, InvalidBatchFile, NotConfigured
+from batch_mcp.services.lineage import Lineage
+from batch_mcp.services.preflight import Limits, preflight
+from batch_mcp.services.workspace import Workspace
+from batch_mcp.store import (
+    Claim,
+    JobStore,
+    StoreUnavailable,
+    submission_fingerprint,
+)
+
+log = logging.getLogger(__name__)
+
+StatusListener = Callable[[Batch], Awaitable[None]]
+
+
+class Fingerprint(NamedTuple):
+    """What makes two submissions the same: content (or file_id), provider, endpoint, metadata."""
+
+    content: str
+    provider: str
+    endpoint: str | None
+    metadata: dict[str, str] | None
+
+
+#: Statuses after which submitting the same file again makes a new job rather than returning the old one.
+RESUBMITTABLE = frozenset({"failed", "cancelled", "expired"})
+#: How often a server waiting for another process's submission looks whether it is done.
+_CLAIM_POLL_S = 0.2
+
+
+class ServiceCore:
+    """What every part of the workflow shares: client, store, workspace, limits, prices, listeners."""
+
+    def __init__(
+        self,
+        *,
+        client: DigitalOceanBatchClient | None,
+        store: JobStore,
+        workspace: Workspace,
+        limits: Limits | None = None,
+        default_poll_interval_s: float = 5.0,
+        prices: PriceTable | None = None,
+    ) -> None:
+        self._client = client
+        self.store = store
+        self.workspace = workspace
+        self.limits = limits or Limits()
+        self.default_poll_interval_s = default_poll_interval_s
+        self.prices = prices or PriceTable.load()
+        self.lineage = Lineage(store)
+        self.status_listeners: list[StatusListener] = []
+        #: One lock per submission fingerprint: identical calls arriving together find one job, not make two.
+        self._submitting: dict[str, anyio.Lock] = {}
+
+    @asynccontextmanager
+    async def _claimed(self, key: Fingerprint) -> AsyncIterator[Claim]:
+        """Be the only one making this submission: among this server's tasks (a lock), and among every
+        server on the state folder (a claim in the store, renewed while held). A waiter then finds the job
+        the holder made, or takes over once the holder is gone."""
+        fingerprint = submission_fingerprint(*key)
+        async with self._submitting.setdefault(fingerprint, anyio.Lock()):
+            while (claim := self.store.claim(fingerprint)) is None:
+                await anyio.sleep(_CLAIM_POLL_S)
+            try:
+                with self.store.keeping(claim):
+                    yield claim
+            finally:
+                try:
+                    self.store.release_claim(claim)
+                except StoreUnavailable as exc:  # the outcome stands; the lease expires on its own
+                    log.warning("could not release a submission claim: %s", exc)
+
+    @property
+    def client(self) -> DigitalOceanBatchClient:
+        if self._client is None:
+            raise NotConfigured(
+                "No API token is configured. Set MODEL_ACCESS_KEY (or DIGITALOCEAN_TOKEN) in the MCP server's "
+                "environment and restart it, or run `batch-mcp serve --sandbox` to try every tool offline."
+            )
+        return self._client
+
+    async def _seen(self, batch: Batch) -> None:
+        """Record the latest state; tell listeners (resource subscribers) when the status changed."""
+        previous = self.store.get_job(batch.batch_id)
+        if previous is not None and previous.last_seen == batch:
+            return  # a poll that changed nothing costs no durable write
+        self.store.upsert_batch(batch)
+        if previous is None or previous.status != batch.status:
+            for listener in self.status_listeners:
+                await listener(batch)
+
+    async def validate(self, path: str, provider: str | None = None, endpoint: str | None = None,
+                       workspace: Workspace | None = None) -> PreflightReport:
+        real = (workspace or self.workspace).input_file(path)
+        checked = real.stat().st_mtime_ns  # before reading: a change made while checking is noticed too
+        report = await anyio.to_thread.run_sync(lambda: preflight(real, provider, endpoint, self.limits))
+        return report.model_copy(update={"mtime_ns": checked})
+
+    async def _checked(self, path: str, provider: str | None, endpoint: str | None,
+                       workspace: Workspace | None) -> PreflightReport:
+        report = await self.validate(path, provider, endpoint, workspace)
+        if not report.valid:
+            raise InvalidBatchFile(report)
+        return report
+
+
+def unchanged_since_check(report: PreflightReport) -> None:
+    """What was uploaded (or split into parts) is the file as checked, not a later edit of it."""
+    now = Path(report.path).stat()
+    if report.mtime_ns is not None and (now.st_mtime_ns, now.st_size) != (report.mtime_ns, report.bytes):
+        raise FileChanged(f"{report.path} changed after it was checked, so what was sent may not be what was "
+                          "validated; nothing was submitted. Call the tool again to check and send its "
+                          "current content.")
+
+
+def file_stem(job_id: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", job_id)
