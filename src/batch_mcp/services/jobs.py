@@ -75,8 +75,9 @@ class Jobs(ServiceCore):
             return None
         return BatchView.from_group(job_id, self._recorded_parts(job_id), group.parts)
 
-    async def list(self, status: str | None = None, limit: int = 20, cursor: str | None = None) -> BatchList:
-        page = await self.client.list_batches(status=status, limit=limit, after=cursor)
+    async def list(self, status: str | None = None, limit: int = 20, cursor: str | None = None, *,
+                   backend: str | None = None) -> BatchList:
+        page = await self.client_for(backend).list_batches(status=status, limit=limit, after=cursor)
         summaries = []
         for batch in page.data:
             record = self.store.get_job(batch.batch_id)
