@@ -16,6 +16,7 @@ from batch_mcp.backends.registry import CATALOG, FALLBACK_BACKEND, Registry
 from batch_mcp.client import (
     DigitalOceanBatchClient,
 )
+from batch_mcp.domain import Ref
 from batch_mcp.schemas import Batch
 from batch_mcp.schemas.preflight import PreflightReport
 from batch_mcp.services.cost import PriceTable
@@ -119,6 +120,25 @@ class ServiceCore:
             raise NotConfigured(f"{CATALOG[name].capabilities.label} jobs cannot be submitted or listed by this "
                                 f"server yet; only {served} jobs can: set its key and pass backend={FALLBACK_BACKEND}.")
         return self.client
+
+    def resolve(self, job_id: str) -> tuple[str, str]:
+        """The backend and native id of a job: a namespaced id names its backend; a bare one belongs where the
+        store recorded it, else where the registry's rule puts it (the only backend; refused among several)."""
+        ref = Ref.parse(job_id)
+        if ref.backend is not None:
+            return self.backend_name(ref.backend), ref.native
+        if (record := self.store.get_job(ref.native)) is not None:
+            return record.backend, ref.native
+        if not self.registry.names:  # nothing configured: the client says which key to set
+            return FALLBACK_BACKEND, ref.native
+        backend, native = self.registry.resolve(ref.native)
+        return backend.name, native
+
+    def native_id(self, job_id: str) -> str:
+        """The id DigitalOcean's client takes for ``job_id``; a job of a backend not yet ported is refused."""
+        backend, native = self.resolve(job_id)
+        self.client_for(backend)
+        return native
 
     @property
     def client(self) -> DigitalOceanBatchClient:

@@ -36,7 +36,7 @@ class Jobs(ServiceCore):
     """Read and steer jobs; every answer is recorded so nothing the server made is forgotten."""
 
     async def get(self, batch_id: str) -> Batch:
-        batch = await self.client.get_batch(batch_id)
+        batch = await self.client.get_batch(self.native_id(batch_id))
         await self._seen(batch)
         return batch
 
@@ -89,13 +89,13 @@ class Jobs(ServiceCore):
     async def cancel(self, batch_id: str) -> BatchView:
         """Cancel a job, or every running part of a job group (a part that cannot be cancelled is skipped)."""
         if not is_group_id(batch_id):
-            await self.client.cancel_batch(batch_id)
+            await self.client.cancel_batch(self.native_id(batch_id))
             return BatchView.from_batch(await self.get(batch_id))  # some answers carry only id and status
         view = await self._group_view(batch_id)
         refusals: list[ConflictError] = []
         for part in view.parts or []:
             try:
-                await self.client.cancel_batch(part)
+                await self.client.cancel_batch(self.native_id(part))
             except ConflictError as exc:
                 refusals.append(exc)
         if refusals and len(refusals) == len(view.parts or []):
