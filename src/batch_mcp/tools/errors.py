@@ -65,6 +65,8 @@ def _backend_text(exc: base.BackendError) -> str:
                  for c in exc.candidates)
         text += f" Candidates: {', '.join(named)}."
     follow = next((hint for kind, hint in _BACKEND_NEXT if isinstance(exc, kind)), exc.hint)
+    if exc.code == "ambiguous_id":
+        follow = "Pass the id with its backend prefix, as submit_batch and list_batches return it."
     return f"{text} {follow}"
 
 
