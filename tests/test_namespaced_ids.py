@@ -5,6 +5,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+from mcp import MCPError
+
 from batch_mcp.sandbox import SandboxServer
 
 from conftest import mcp_session, settings_for
@@ -33,3 +36,11 @@ async def test_among_several_backends_a_bare_unknown_id_asks_for_its_prefix(groq
     assert bare.is_error and "backend prefix" in bare.content[0].text, bare.content[0].text
     assert elsewhere.is_error and "Groq" in elsewhere.content[0].text, elsewhere.content[0].text
     assert len(sandbox.sandbox.requests) == calls  # neither reached DigitalOcean's API
+
+
+async def test_the_job_resource_asks_for_the_prefix_too(groq_too: None, sandbox: SandboxServer,
+                                                         workdir: Path) -> None:
+    async with mcp_session(settings_for(sandbox, workdir)) as (client, _):
+        with pytest.raises(MCPError) as refused:
+            await client.read_resource("batch://jobs/batch-nobody-recorded")
+    assert "backend prefix" in refused.value.message and "Unexpected" not in refused.value.message
