@@ -57,6 +57,15 @@ def workdir(tmp_path: Path) -> Path:
     return tmp_path / "work"
 
 
+@pytest.fixture
+def groq_too(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Groq configured beside DigitalOcean (and no other backend); its address is never called."""
+    for name in ("OPENAI_API_KEY", "DEEPINFRA_TOKEN", "DEEPINFRA_API_KEY", "BATCH_MCP_BACKEND"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("GROQ_API_KEY", "gsk-test-key-not-real")
+    monkeypatch.setenv("GROQ_BASE_URL", "http://127.0.0.1:9/openai/v1")
+
+
 def settings_for(sandbox: SandboxServer, workdir: Path, **overrides: Any) -> Settings:
     values: dict[str, Any] = dict(token=sandbox.token, base_url=sandbox.base_url, allowed_dirs=[workdir],
                                   state_dir=workdir.parent / "state", poll_interval_s=0.05)

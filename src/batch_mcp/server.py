@@ -31,7 +31,6 @@ from batch_mcp.backends.settings import BackendSettings, settings_for
 from batch_mcp.client import DigitalOceanBatchClient, RetryPolicy, timeouts
 from batch_mcp.config import MIN_PUBLIC_AUTH_TOKEN, Settings, is_loopback
 from batch_mcp.services.batches import BatchService
-from batch_mcp.services.preflight import Limits
 from batch_mcp.services.workspace import Workspace, scratch_folder
 from batch_mcp.store import JobStore, StoreUnavailable
 from batch_mcp.tools import register_all
@@ -93,10 +92,11 @@ async def open_app_state(settings: Settings) -> AsyncIterator[AppState]:
         except StoreUnavailable as exc:  # start anyway: every tool that needs the store answers with this
             log.error("%s", exc)
         service = BatchService(
+            registry=registry,
             client=client,
             store=store,
             workspace=Workspace(settings.effective_allowed_dirs()),
-            limits=Limits.of(_DO, max_requests=settings.max_requests, max_bytes=settings.max_bytes),
+            max_requests=settings.max_requests, max_bytes=settings.max_bytes,
             default_poll_interval_s=settings.poll_interval_s,
         )
         state = AppState(service=service, bus=InMemorySubscriptionBus(), registry=registry)

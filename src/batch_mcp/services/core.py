@@ -11,9 +11,12 @@ from typing import NamedTuple
 
 import anyio
 
+from batch_mcp.backends.base import Capabilities
+from batch_mcp.backends.registry import CATALOG, FALLBACK_BACKEND, Registry
 from batch_mcp.client import (
     DigitalOceanBatchClient,
 )
+from batch_mcp.domain import Ref
 from batch_mcp.schemas import Batch
 from batch_mcp.schemas.preflight import PreflightReport
 from batch_mcp.services.cost import PriceTable
@@ -49,22 +52,26 @@ _CLAIM_POLL_S = 0.2
 
 
 class ServiceCore:
-    """What every part of the workflow shares: client, store, workspace, limits, prices, listeners."""
+    """What every part of the workflow shares: backends, store, workspace, limits, prices, listeners."""
 
     def __init__(
         self,
         *,
+        registry: Registry,
         client: DigitalOceanBatchClient | None,
         store: JobStore,
         workspace: Workspace,
-        limits: Limits | None = None,
+        max_requests: int | None = None,
+        max_bytes: int | None = None,
         default_poll_interval_s: float = 5.0,
         prices: PriceTable | None = None,
     ) -> None:
+        self.registry = registry
         self._client = client
         self.store = store
         self.workspace = workspace
-        self.limits = limits or Limits()
+        #: The user's overrides of one batch's limits (settings, flags); None keeps each backend's own.
+        self._max_requests, self._max_bytes = max_requests, max_bytes
         self.default_poll_interval_s = default_poll_interval_s
         self.prices = prices or PriceTable.load()
         self.lineage = Lineage(store)
@@ -90,6 +97,49 @@ class ServiceCore:
                 except StoreUnavailable as exc:  # the outcome stands; the lease expires on its own
                     log.warning("could not release a submission claim: %s", exc)
 
+    def backend_name(self, backend: str | None) -> str:
+        """The backend a call that starts work uses: the one named, else the registry's default."""
+        name = backend or self.registry.default
+        if name not in CATALOG:
+            raise NotConfigured(f"There is no backend called {name!r}; use one of {', '.join(CATALOG)}.")
+        return name
+
+    def capabilities(self, backend: str | None) -> Capabilities:
+        """A backend's facts, also when it has no key: checking a file or its cost needs no API."""
+        return CATALOG[self.backend_name(backend)].capabilities
+
+    def limits_for(self, backend: str | None) -> Limits:
+        """One batch's limits on ``backend``: its own, unless the user's settings override them."""
+        return Limits.of(self.capabilities(backend), max_requests=self._max_requests, max_bytes=self._max_bytes)
+
+    def client_for(self, backend: str | None) -> DigitalOceanBatchClient:
+        """The API client for work on ``backend``; only DigitalOcean's is served through it so far."""
+        name = self.backend_name(backend)
+        if name != FALLBACK_BACKEND:
+            served = CATALOG[FALLBACK_BACKEND].capabilities.label
+            raise NotConfigured(f"{CATALOG[name].capabilities.label} jobs cannot be submitted or listed by this "
+                                f"server yet; only {served} jobs can: set its key and pass backend={FALLBACK_BACKEND}.")
+        return self.client
+
+    def resolve(self, job_id: str) -> tuple[str, str]:
+        """The backend and native id of a job: a namespaced id names its backend; a bare one belongs where the
+        store recorded it, else where the registry's rule puts it (the only backend; refused among several)."""
+        ref = Ref.parse(job_id)
+        if ref.backend is not None:
+            return self.backend_name(ref.backend), ref.native
+        if (record := self.store.get_job(ref.native)) is not None:
+            return record.backend, ref.native
+        if not self.registry.names:  # nothing configured: the client says which key to set
+            return FALLBACK_BACKEND, ref.native
+        backend, native = self.registry.resolve(ref.native)
+        return backend.name, native
+
+    def native_id(self, job_id: str) -> str:
+        """The id DigitalOcean's client takes for ``job_id``; a job of a backend not yet ported is refused."""
+        backend, native = self.resolve(job_id)
+        self.client_for(backend)
+        return native
+
     @property
     def client(self) -> DigitalOceanBatchClient:
         if self._client is None:
@@ -110,15 +160,16 @@ class ServiceCore:
                 await listener(batch)
 
     async def validate(self, path: str, provider: str | None = None, endpoint: str | None = None,
-                       workspace: Workspace | None = None) -> PreflightReport:
+                       workspace: Workspace | None = None, *, backend: str | None = None) -> PreflightReport:
         real = (workspace or self.workspace).input_file(path)
+        limits = self.limits_for(backend)
         checked = real.stat().st_mtime_ns  # before reading: a change made while checking is noticed too
-        report = await anyio.to_thread.run_sync(lambda: preflight(real, provider, endpoint, self.limits))
+        report = await anyio.to_thread.run_sync(lambda: preflight(real, provider, endpoint, limits))
         return report.model_copy(update={"mtime_ns": checked})
 
     async def _checked(self, path: str, provider: str | None, endpoint: str | None,
-                       workspace: Workspace | None) -> PreflightReport:
-        report = await self.validate(path, provider, endpoint, workspace)
+                       workspace: Workspace | None, backend: str | None) -> PreflightReport:
+        report = await self.validate(path, provider, endpoint, workspace, backend=backend)
         if not report.valid:
             raise InvalidBatchFile(report)
         return report
@@ -131,6 +182,13 @@ def unchanged_since_check(report: PreflightReport) -> None:
         raise FileChanged(f"{report.path} changed after it was checked, so what was sent may not be what was "
                           "validated; nothing was submitted. Call the tool again to check and send its "
                           "current content.")
+
+
+def limits_text(limits: Limits) -> str:
+    """One batch's limits as a message names them; a limit the backend does not document is left out."""
+    parts = [f"{limits.max_requests:,} requests" if limits.max_requests is not None else None,
+             f"{limits.max_bytes:,} bytes" if limits.max_bytes is not None else None]
+    return ", ".join(part for part in parts if part) or "none documented"
 
 
 def file_stem(job_id: str) -> str:

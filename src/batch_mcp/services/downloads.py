@@ -38,7 +38,7 @@ class Downloads(ServiceCore):
             return ResultLinksView(batch_id=batch_id, parts=parts,
                                    expires_at=min((p.expires_at for p in parts if p.expires_at), default=None))
         try:
-            links = await self.client.get_results(batch_id)
+            links = await self.client.get_results(self.native_id(batch_id))
         except ResultsNotReadyError:
             view = await self.view(batch_id)
             if view.terminal and not view.results_ready:
@@ -103,7 +103,7 @@ class Downloads(ServiceCore):
     async def _download_files(self, batch_id: str, targets: dict[str, Path], overwrite: bool,
                               on_progress: Progress | None) -> dict[str, Path]:
         for attempt in (1, 2):  # presigned links are short-lived: one refresh if storage refuses them
-            links = await self.client.get_results(batch_id)
+            links = await self.client.get_results(self.native_id(batch_id))
             urls = {"output": links.output_file_url, "errors": links.error_file_url}
             saved: dict[str, Path] = {}
             try:

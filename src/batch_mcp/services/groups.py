@@ -20,6 +20,7 @@ from batch_mcp.services.core import (
     RESUBMITTABLE,
     Fingerprint,
     ServiceCore,
+    limits_text,
     unchanged_since_check,
 )
 from batch_mcp.services.split import parts_folder, split_requests
@@ -33,9 +34,11 @@ class Groups(ServiceCore):
     """Submit a file as a group of parts, and show the group as one job."""
 
     async def _submit_group(self, report: PreflightReport, metadata: dict[str, str] | None, *, new: bool,
-                            on_progress: Progress | None, parent_batch_id: str | None = None) -> SubmitResult:
+                            on_progress: Progress | None, parent_batch_id: str | None = None,
+                            backend: str | None = None) -> SubmitResult:
         """Split a valid file over one batch's limits into parts that fit and submit each, as one job group."""
         path = Path(report.path)
+        limits = self.limits_for(backend)
         content = report.sha256 if parent_batch_id is None else f"{report.sha256}:retry-of:{parent_batch_id}"
         key = Fingerprint(content, report.provider, report.endpoint, metadata)
         fingerprint = submission_fingerprint(*key)
@@ -44,10 +47,10 @@ class Groups(ServiceCore):
             if group is not None and (await self._group_view(group.group_id)).status in RESUBMITTABLE:
                 group = None
             # beside the input, and checked like any output: a planted link must not send the parts elsewhere
-            parts_name = parts_folder(path, report.sha256, self.limits.max_requests, self.limits.max_bytes)
+            parts_name = parts_folder(path, report.sha256, limits.request_cap, limits.byte_cap)
             folder = Workspace([path.parent]).output_dir(parts_name, default=path.parent)
             parts = await anyio.to_thread.run_sync(
-                lambda: split_requests(path, folder, self.limits.max_requests, self.limits.max_bytes))
+                lambda: split_requests(path, folder, limits.request_cap, limits.byte_cap))
             unchanged_since_check(report)
             reused = group is not None
             group = group or self.store.create_group(path, report.sha256, fingerprint, len(parts), parent_batch_id,
@@ -59,15 +62,15 @@ class Groups(ServiceCore):
                     await self._resend(submission)
                 elif submission is None:
                     part_report = await self._checked(str(part), report.provider, report.endpoint,
-                                                      Workspace([folder]))
-                    upload = await self._upload_checked(part_report, on_progress)
+                                                      Workspace([folder]), backend)
+                    upload = await self._upload_checked(part_report, on_progress, backend)
                     await self._create(Fingerprint(part_report.sha256, report.provider, report.endpoint, metadata),
                                        upload.file_id, path=part, group_id=group.group_id, claim=claim)
             view = await self._group_view(group.group_id)
         return SubmitResult(batch=view, reused_existing_job=reused, requests=report.requests,
-                            warnings=[f"The file exceeds one batch's limits ({self.limits.max_requests:,} requests, "
-                                      f"{self.limits.max_bytes:,} bytes), so it runs as {len(parts)} batches in "
-                                      f"job group {group.group_id}; use that id with every batch tool."],
+                            warnings=[f"The file exceeds one batch's limits ({limits_text(limits)}), so it runs as "
+                                      f"{len(parts)} batches in job group {group.group_id}; use that id with every "
+                                      "batch tool."],
                             next_step="Call wait_for_batch with the group id.")
 
     async def _group_view(self, group_id: str) -> BatchView:

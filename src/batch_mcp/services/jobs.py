@@ -36,7 +36,7 @@ class Jobs(ServiceCore):
     """Read and steer jobs; every answer is recorded so nothing the server made is forgotten."""
 
     async def get(self, batch_id: str) -> Batch:
-        batch = await self.client.get_batch(batch_id)
+        batch = await self.client.get_batch(self.native_id(batch_id))
         await self._seen(batch)
         return batch
 
@@ -75,8 +75,9 @@ class Jobs(ServiceCore):
             return None
         return BatchView.from_group(job_id, self._recorded_parts(job_id), group.parts)
 
-    async def list(self, status: str | None = None, limit: int = 20, cursor: str | None = None) -> BatchList:
-        page = await self.client.list_batches(status=status, limit=limit, after=cursor)
+    async def list(self, status: str | None = None, limit: int = 20, cursor: str | None = None, *,
+                   backend: str | None = None) -> BatchList:
+        page = await self.client_for(backend).list_batches(status=status, limit=limit, after=cursor)
         summaries = []
         for batch in page.data:
             record = self.store.get_job(batch.batch_id)
@@ -88,13 +89,13 @@ class Jobs(ServiceCore):
     async def cancel(self, batch_id: str) -> BatchView:
         """Cancel a job, or every running part of a job group (a part that cannot be cancelled is skipped)."""
         if not is_group_id(batch_id):
-            await self.client.cancel_batch(batch_id)
+            await self.client.cancel_batch(self.native_id(batch_id))
             return BatchView.from_batch(await self.get(batch_id))  # some answers carry only id and status
         view = await self._group_view(batch_id)
         refusals: list[ConflictError] = []
         for part in view.parts or []:
             try:
-                await self.client.cancel_batch(part)
+                await self.client.cancel_batch(self.native_id(part))
             except ConflictError as exc:
                 refusals.append(exc)
         if refusals and len(refusals) == len(view.parts or []):

@@ -21,7 +21,8 @@ class LocalChecks(ServiceCore):
     """Prepare and estimate; nothing leaves the machine."""
 
     async def prepare(self, source: str, template: RequestTemplate, output: str | None = None, *,
-                      overwrite: bool = False, workspace: Workspace | None = None) -> PrepareResult:
+                      overwrite: bool = False, workspace: Workspace | None = None,
+                      backend: str | None = None) -> PrepareResult:
         """Render records into a request file beside the source (or at ``output``), then validate it."""
         workspace = workspace or self.workspace
         src = workspace.input_file(source)
@@ -33,7 +34,7 @@ class LocalChecks(ServiceCore):
         source_sha = await anyio.to_thread.run_sync(lambda: sha256_of(src))
         self.store.record_prepared(target, src, prepared.source_format, template.id_column, source_sha)
         endpoint = template.endpoint if template.provider == "openai" else None
-        report = await self.validate(str(target), template.provider, endpoint, workspace)
+        report = await self.validate(str(target), template.provider, endpoint, workspace, backend=backend)
         problems = [f"line {p.line}: {p.message}" if p.line else p.message for p in report.problems]
         return PrepareResult(
             path=str(target), source=str(src), records=prepared.records, columns=prepared.columns,
@@ -45,14 +46,15 @@ class LocalChecks(ServiceCore):
         )
 
     async def estimate_cost(self, path: str, provider: str | None = None, endpoint: str | None = None,
-                            workspace: Workspace | None = None) -> CostReport:
-        report = await self.validate(path, provider, endpoint, workspace)
+                            workspace: Workspace | None = None, *, backend: str | None = None) -> CostReport:
+        report = await self.validate(path, provider, endpoint, workspace, backend=backend)
         return self.estimate(report)
 
     def estimate(self, report: PreflightReport) -> CostReport:
         """Before submission: estimated input tokens, and max output tokens as the ceiling, per model."""
         usage = {model: (u.requests, u.input_tokens, u.max_output_tokens) for model, u in report.model_usage.items()}
-        cost = self.prices.report(usage, estimated=True)
+        checked_for = report.backend.name if report.backend else self.backend_name(None)
+        cost = self.prices.report(usage, estimated=True, backend=checked_for)
         caveats = [cost.note]
         if not report.valid:
             caveats.append(f"The file has {report.error_count:,} error(s), and requests that could not be read are "

@@ -25,6 +25,7 @@ from batch_mcp.services.core import (
     RESUBMITTABLE,
     Fingerprint,
     ServiceCore,
+    limits_text,
     unchanged_since_check,
 )
 from batch_mcp.services.errors import (
@@ -53,17 +54,18 @@ class Submitting(ServiceCore):
     """Upload, create, submit, and re-send what a crash left unanswered."""
 
     async def upload(self, path: str, provider: str | None = None, endpoint: str | None = None, *,
-                     on_progress: Progress | None = None, workspace: Workspace | None = None) -> UploadResult:
-        report = await self._checked(path, provider, endpoint, workspace)
+                     on_progress: Progress | None = None, workspace: Workspace | None = None,
+                     backend: str | None = None) -> UploadResult:
+        report = await self._checked(path, provider, endpoint, workspace, backend)
         if report.batches > 1:
             raise OverBatchLimits(
                 f"{report.path} holds {report.requests:,} requests in {report.bytes:,} bytes, over one batch's "
-                f"limits ({self.limits.max_requests:,} requests, {self.limits.max_bytes:,} bytes); nothing was "
-                f"uploaded. Call submit_batch with this path instead: it runs the file as {report.batches} "
-                "batches in one job group.")
-        return await self._upload_checked(report, on_progress)
+                f"limits ({limits_text(self.limits_for(backend))}); nothing was uploaded. Call submit_batch with "
+                f"this path instead: it runs the file as {report.batches} batches in one job group.")
+        return await self._upload_checked(report, on_progress, backend)
 
-    async def _upload_checked(self, report: PreflightReport, on_progress: Progress | None) -> UploadResult:
+    async def _upload_checked(self, report: PreflightReport, on_progress: Progress | None,
+                              backend: str | None) -> UploadResult:
         warnings = [p.message for p in report.problems if p.severity == "warning"]
         common = {"path": report.path, "bytes": report.bytes, "requests": report.requests, "sha256": report.sha256,
                   "provider": report.provider, "endpoint": report.endpoint, "warnings": warnings}
@@ -71,7 +73,7 @@ class Submitting(ServiceCore):
         if reusable is not None:
             return UploadResult(file_id=reusable.file_id, upload_expires_at=reusable.intent_expires_at, reused=True,
                                 **common)
-        intent = await self.client.upload_file(Path(report.path), on_progress=on_progress)
+        intent = await self.client_for(backend).upload_file(Path(report.path), on_progress=on_progress)
         unchanged_since_check(report)
         self.store.record_upload(UploadRecord(
             file_id=intent.file_id, path=Path(report.path), sha256=report.sha256, size_bytes=report.bytes,
@@ -82,22 +84,23 @@ class Submitting(ServiceCore):
     async def submit(self, path: str, provider: str | None = None, endpoint: str | None = None,
                      metadata: dict[str, str] | None = None, *, new: bool = False,
                      on_progress: Progress | None = None, workspace: Workspace | None = None,
-                     parent_batch_id: str | None = None) -> SubmitResult:
+                     parent_batch_id: str | None = None, backend: str | None = None) -> SubmitResult:
         """Validate, upload (or reuse an upload), and create the job exactly once.
 
         A file over the per-batch limits (but otherwise valid) becomes a job group of parts that fit.
         """
-        report = await self._checked(path, provider, endpoint, workspace)
+        report = await self._checked(path, provider, endpoint, workspace, backend)
+        self.client_for(backend)  # before anything is split or uploaded: a backend that cannot run it costs nothing
         if report.batches > 1:
             return await self._submit_group(report, metadata, new=new, on_progress=on_progress,
-                                            parent_batch_id=parent_batch_id)
+                                            parent_batch_id=parent_batch_id, backend=backend)
         # a retry is the same job only as a retry of the same parent: an identical rerun of a later round is new
         content = report.sha256 if parent_batch_id is None else f"{report.sha256}:retry-of:{parent_batch_id}"
         key = Fingerprint(content, report.provider, report.endpoint, metadata)
         async with self._claimed(key) as claim:
             if not new and (existing := await self._existing(key)) is not None:
                 return existing.model_copy(update={"requests": report.requests})
-            upload = await self._upload_checked(report, on_progress)
+            upload = await self._upload_checked(report, on_progress, backend)
             try:
                 result = await self._create(key, upload.file_id, path=Path(report.path),
                                             parent_batch_id=parent_batch_id, claim=claim)
@@ -105,7 +108,7 @@ class Submitting(ServiceCore):
                 if not upload.reused:
                     raise
                 self.store.forget_upload(upload.file_id)  # an upload the API no longer knows: send it again
-                upload = await self._upload_checked(report, on_progress)
+                upload = await self._upload_checked(report, on_progress, backend)
                 result = await self._create(key, upload.file_id, path=Path(report.path),
                                             parent_batch_id=parent_batch_id, claim=claim)
         return result.model_copy(update={"requests": report.requests, "warnings": upload.warnings})
@@ -114,11 +117,12 @@ class Submitting(ServiceCore):
                      metadata: dict[str, str] | None = None, *, new: bool = False) -> SubmitResult:
         """Create a job from an uploaded file; the same call again returns the same job."""
         upload = self.store.get_upload(file_id)  # known when this server uploaded it: same file, same job
-        if upload and (upload.line_count > self.limits.max_requests or upload.size_bytes > self.limits.max_bytes):
+        limits = self.limits_for(None)
+        if upload and (upload.line_count > limits.request_cap or upload.size_bytes > limits.byte_cap):
             raise OverBatchLimits(
                 f"{file_id} ({upload.path}) holds {upload.line_count:,} requests in {upload.size_bytes:,} bytes, "
-                f"over one batch's limits ({self.limits.max_requests:,} requests, {self.limits.max_bytes:,} "
-                "bytes); no job was created. Call submit_batch with that path: it runs the file as a job group.")
+                f"over one batch's limits ({limits_text(limits)}); no job was created. Call submit_batch with "
+                "that path: it runs the file as a job group.")
         content = upload.sha256 if upload else f"file_id:{file_id}"
         key = Fingerprint(content, provider, endpoint, metadata)
         async with self._claimed(key) as claim:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+import inspect
+from collections.abc import Callable
+from typing import Annotated, Any, Literal, TypeVar
 
 from mcp.server import MCPServer
 from mcp.server.mcpserver import Context, Resolve
@@ -10,6 +12,7 @@ from mcp.server.mcpserver.exceptions import ToolError
 from mcp.types import ListRootsResult, ToolAnnotations
 from pydantic import AfterValidator, Field
 
+from batch_mcp.backends.registry import CATALOG, Registry
 from batch_mcp.schemas.jobs import (
     BatchList,
     BatchView,
@@ -25,6 +28,7 @@ from batch_mcp.schemas.jobs import (
 from batch_mcp.schemas.preflight import PreflightReport
 from batch_mcp.services.prepare import RequestTemplate
 from batch_mcp.tools.context import AppState, client_roots, progress_reporter, state_of, workspace_for
+from batch_mcp.tools.describe import discount_text, limits_text
 from batch_mcp.tools.errors import agent_errors
 
 MAX_METADATA_KEYS = 16
@@ -69,7 +73,34 @@ CREATES_REMOTE = ToolAnnotations(read_only_hint=False, destructive_hint=False, i
                                  open_world_hint=True)
 
 
-def register_batch_tools(mcp: MCPServer) -> None:
+Tool = TypeVar("Tool", bound=Callable[..., Any])
+
+
+def backend_choice(registry: Registry) -> Callable[[Tool], Tool]:
+    """Offer a tool's ``backend`` argument only when there is a choice: with one backend configured the tool's
+    schema stays as it always was, with several it takes one of their names (each described by its limits)."""
+    names = registry.names
+    if len(names) > 1:
+        facts = "; ".join(f"{name} ({limits_text(CATALOG[name].capabilities)}, "
+                          f"{discount_text(CATALOG[name].capabilities)})" for name in names)
+        offered: Any = Annotated[Literal[names] | None,  # type: ignore[valid-type]
+                                 Field(description=f"Which backend runs it: {facts}. Default: {registry.default}.")]
+
+    def offer(tool: Tool) -> Tool:
+        signature = inspect.signature(tool, eval_str=True)
+        others = [param for name, param in signature.parameters.items() if name != "backend"]
+        if len(names) > 1:
+            others.append(inspect.Parameter("backend", inspect.Parameter.KEYWORD_ONLY, default=None,
+                                            annotation=offered))
+        tool.__signature__ = signature.replace(parameters=others)  # type: ignore[attr-defined]
+        return tool
+
+    return offer
+
+
+def register_batch_tools(mcp: MCPServer, registry: Registry) -> None:
+    choosable = backend_choice(registry)
+
     @mcp.tool(
         title="Validate a batch file",
         annotations=READ_ONLY_LOCAL,
@@ -80,11 +111,13 @@ def register_batch_tools(mcp: MCPServer) -> None:
                     "submit_batch runs it as, in one job group. Nothing leaves the machine. Next: fix any errors "
                     "(warnings do not block), then submit_batch.",
     )
+    @choosable
     @agent_errors
     async def validate_batch_file(path: Path_, ctx: Context[AppState, Any], roots: Roots,
-                                  provider: ProviderArg = None, endpoint: EndpointArg = None) -> PreflightReport:
+                                  provider: ProviderArg = None, endpoint: EndpointArg = None,
+                                  backend: str | None = None) -> PreflightReport:
         state = state_of(ctx)
-        return await state.service.validate(path, provider, endpoint, workspace_for(state, roots))
+        return await state.service.validate(path, provider, endpoint, workspace_for(state, roots), backend=backend)
 
     @mcp.tool(
         title="Upload a batch file",
@@ -93,12 +126,14 @@ def register_batch_tools(mcp: MCPServer) -> None:
                     "Returns the file_id for create_batch. Prefer submit_batch, which also creates the job and is "
                     "the only way to send a file over one batch's limits (it runs as a job group).",
     )
+    @choosable
     @agent_errors
     async def upload_batch_file(path: Path_, ctx: Context[AppState, Any], roots: Roots,
-                                provider: ProviderArg = None, endpoint: EndpointArg = None) -> UploadResult:
+                                provider: ProviderArg = None, endpoint: EndpointArg = None,
+                                backend: str | None = None) -> UploadResult:
         state = state_of(ctx)
         return await state.service.upload(path, provider, endpoint, workspace=workspace_for(state, roots),
-                                          on_progress=progress_reporter(ctx, "bytes uploaded"))
+                                          on_progress=progress_reporter(ctx, "bytes uploaded"), backend=backend)
 
     @mcp.tool(
         title="Create a batch from an uploaded file",
@@ -131,12 +166,13 @@ def register_batch_tools(mcp: MCPServer) -> None:
                     "instead of paying twice (unless it failed, was cancelled or expired, or new=true). "
                     "Next: wait_for_batch with the returned batch_id.",
     )
+    @choosable
     @agent_errors
     async def submit_batch(path: Path_, ctx: Context[AppState, Any], roots: Roots, provider: ProviderArg = None,
                            endpoint: EndpointArg = None, metadata: Metadata = None,
-                           new: NewJob = False) -> SubmitResult:
+                           new: NewJob = False, backend: str | None = None) -> SubmitResult:
         state = state_of(ctx)
-        return await state.service.submit(path, provider, endpoint, metadata, new=new,
+        return await state.service.submit(path, provider, endpoint, metadata, new=new, backend=backend,
                                           workspace=workspace_for(state, roots),
                                           on_progress=progress_reporter(ctx, "bytes uploaded"))
 
@@ -176,6 +212,7 @@ def register_batch_tools(mcp: MCPServer) -> None:
         description="The account's batch jobs, newest first, optionally only those with one status. "
                     "Pass next_cursor back as cursor for the next page.",
     )
+    @choosable
     @agent_errors
     async def list_batches(
         ctx: Context[AppState, Any],
@@ -184,8 +221,9 @@ def register_batch_tools(mcp: MCPServer) -> None:
                           Field(description="Only jobs with this status.")] = None,
         limit: Annotated[int, Field(ge=1, le=100, description="Jobs per page, 1-100.")] = 20,
         cursor: Annotated[str | None, Field(max_length=512, description="next_cursor of the previous page.")] = None,
+        backend: str | None = None,
     ) -> BatchList:
-        return await state_of(ctx).service.list(status, limit, cursor)
+        return await state_of(ctx).service.list(status, limit, cursor, backend=backend)
 
     @mcp.tool(
         title="Cancel a batch",
@@ -241,6 +279,7 @@ def register_batch_tools(mcp: MCPServer) -> None:
                     "returns a rendered example and a cost estimate. Next: submit_batch with the returned path. "
                     "Results of such a file come back joined with the original records' columns.",
     )
+    @choosable
     @agent_errors
     async def prepare_batch_file(
         source: Annotated[str, Field(min_length=1, max_length=4096, description="The CSV, JSONL or text file.")],
@@ -261,12 +300,13 @@ def register_batch_tools(mcp: MCPServer) -> None:
                                                "custom_id (unique); default: row-1, row-2, ...")] = None,
         output: Annotated[str | None, Field(max_length=4096, description="Where to write the JSONL.")] = None,
         overwrite: Annotated[bool, Field(description="Replace an existing output file.")] = False,
+        backend: str | None = None,
     ) -> PrepareResult:
         state = state_of(ctx)
         template = RequestTemplate(prompt=prompt, model=model, provider=provider, endpoint=endpoint, system=system,
                                    max_tokens=max_tokens, temperature=temperature, id_column=id_column)
         return await state.service.prepare(source, template, output, overwrite=overwrite,
-                                           workspace=workspace_for(state, roots))
+                                           workspace=workspace_for(state, roots), backend=backend)
 
     @mcp.tool(
         title="Estimate a batch's cost",
@@ -275,11 +315,14 @@ def register_batch_tools(mcp: MCPServer) -> None:
                     "from the prompts, output tokens at most each request's max_tokens. Prices come from a dated "
                     "table; a model it does not know is reported as unknown, not priced at zero.",
     )
+    @choosable
     @agent_errors
     async def estimate_batch_cost(path: Path_, ctx: Context[AppState, Any], roots: Roots,
-                                  provider: ProviderArg = None, endpoint: EndpointArg = None) -> CostReport:
+                                  provider: ProviderArg = None, endpoint: EndpointArg = None,
+                                  backend: str | None = None) -> CostReport:
         state = state_of(ctx)
-        return await state.service.estimate_cost(path, provider, endpoint, workspace_for(state, roots))
+        return await state.service.estimate_cost(path, provider, endpoint, workspace_for(state, roots),
+                                                 backend=backend)
 
     @mcp.tool(
         title="Retry failed requests",

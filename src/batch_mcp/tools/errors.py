@@ -10,6 +10,7 @@ from typing import ParamSpec, TypeVar
 from mcp.server.mcpserver.exceptions import ToolError
 from pydantic import ValidationError
 
+from batch_mcp.backends import base
 from batch_mcp.client import BatchAPIError
 from batch_mcp.services.errors import (
     FileChanged,
@@ -21,6 +22,7 @@ from batch_mcp.services.errors import (
     OverBatchLimits,
     ResultsExist,
 )
+from batch_mcp.services.once import SubmissionUnresolved
 from batch_mcp.services.preflight import UnusableInput
 from batch_mcp.services.prepare import PrepareError
 from batch_mcp.services.workspace import PathNotAllowed
@@ -33,13 +35,47 @@ R = TypeVar("R")
 #: Failures whose message already says what to do.
 _SELF_EXPLAINING = (FileChanged, IncompleteDownload, InvalidBatchFile, JobHasNoResults, JobStillRunning, NotConfigured,
                     OverBatchLimits, PrepareError, ResultsExist, UnusableInput, PathNotAllowed, ClaimLost,
-                    StoreUnavailable)
+                    StoreUnavailable, SubmissionUnresolved)
+
+#: What an agent does next after a backend error, by the error's kind (the most specific kind listed wins).
+_BACKEND_NEXT = (
+    (base.NotConfigured, "Set that variable in the MCP server's environment and restart it, or run "
+                         "`batch-mcp serve --sandbox` to try every tool offline."),
+    (base.CreateNotConfirmed, "The submission is remembered: call the same tool again with the same arguments "
+                              "(not new=true); it looks for the job before anything is sent again."),
+    (base.OutcomeUnknown, "It may have taken effect: check with get_batch or list_batches before calling again."),
+    (base.RecoveryInconclusive, "Look at the candidates with get_batch, cancel any that should not run, and submit "
+                                "again with new=true only if none is yours."),
+    (base.RateLimitedError, "Wait a minute, then call the tool again; nothing was changed."),
+    (base.Redirected, base.Redirected.hint),
+    (base.ServiceError, "The service is failing; try again in a few minutes."),
+    (base.ConnectionFailed, "Check the network and the backend's base URL, then call the tool again."),
+    (base.NotFoundError, "Check the id: list_batches shows this account's jobs (ids look like backend:id)."),
+    (base.ConflictError, "The job's state does not allow this: call get_batch to see its status."),
+    (base.InvalidRequestError, "Fix what the message names, then call the tool again."),
+    (base.ResultsNotReady, "Call wait_for_batch until the job has ended, then download_batch_results."),
+    (base.LinkRefused, "Call download_batch_results again in a few minutes; it fetches fresh links."),
+)
+
+
+def _backend_text(exc: base.BackendError) -> str:
+    text = str(exc)
+    if isinstance(exc, base.RecoveryInconclusive) and exc.candidates:
+        named = (f"{exc.backend}:{c}" if exc.backend and not c.startswith(f"{exc.backend}:") else c
+                 for c in exc.candidates)
+        text += f" Candidates: {', '.join(named)}."
+    follow = next((hint for kind, hint in _BACKEND_NEXT if isinstance(exc, kind)), exc.hint)
+    if exc.code == "ambiguous_id":
+        follow = "Pass the id with its backend prefix, as submit_batch and list_batches return it."
+    return f"{text} {follow}"
 
 
 def explain(exc: BaseException) -> str:
     """The agent-facing text of a failure. Never includes tokens or presigned query strings."""
     if isinstance(exc, BatchAPIError):
         return f"{exc} {exc.hint}"
+    if isinstance(exc, base.BackendError):
+        return _backend_text(exc)
     if isinstance(exc, _SELF_EXPLAINING):
         return str(exc)
     return (f"Unexpected internal error ({type(exc).__name__}); the server log has details. "
@@ -75,7 +111,7 @@ def agent_errors(fn: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
         except ToolError:
             raise
         except Exception as exc:
-            if not isinstance(exc, (BatchAPIError, *_SELF_EXPLAINING)):
+            if not isinstance(exc, (BatchAPIError, base.BackendError, *_SELF_EXPLAINING)):
                 log.exception("tool %s failed", fn.__name__)
             raise ToolError(explain(exc)) from None
 

@@ -12,6 +12,7 @@ from mcp.server.mcpserver.exceptions import ResourceError, ResourceNotFoundError
 from mcp.types import INVALID_PARAMS, EmptyResult, SubscribeRequestParams, UnsubscribeRequestParams
 from pydantic import Field
 
+from batch_mcp.backends import base
 from batch_mcp.client import BatchAPIError, NotFoundError
 from batch_mcp.schemas.jobs import JOBS_URI
 from batch_mcp.services.batches import BatchService
@@ -56,9 +57,9 @@ def register_resources(mcp: MCPServer, app_state: AppState) -> None:
     async def job(batch_id: str, ctx: Context[AppState, Any]) -> dict[str, Any]:
         try:
             return await state_of(ctx).service.job_detail(batch_id)
-        except NotFoundError:
+        except (NotFoundError, base.NotFoundError):
             raise ResourceNotFoundError(f"No batch job {batch_id!r}. Read batch://jobs for the known ids.") from None
-        except (BatchAPIError, NotConfigured, StoreUnavailable) as exc:
+        except (BatchAPIError, base.BackendError, NotConfigured, StoreUnavailable) as exc:
             raise ResourceError(explain(exc)) from None
 
 
