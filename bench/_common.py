@@ -118,7 +118,7 @@ def percentile(values: Sequence[float], fraction: float) -> float:
 class ChildWorker:
     """A fresh interpreter running ``script --child``, doing one measured operation per :meth:`run`.
 
-    The child stays up between operations (as the client does inside the server), so only its first
+    The child stays up between operations (as the backend does inside the server), so only its first
     operation pays for cold code paths; a benchmark alternates its runs with the baseline's.
     """
 
@@ -256,7 +256,7 @@ class SandboxProcess:
 
 @contextmanager
 def sandbox_process(backend: str = "digitalocean") -> Iterator[SandboxProcess]:
-    """The sandbox in a process of its own, so its CPU and memory never count against the measured client.
+    """The sandbox in a process of its own, so its CPU and memory never count against the measured backend.
 
     It emulates ``backend``'s API, and ``base_url`` is that API's base (what an SDK takes). Its rate
     limit is lifted (a benchmark makes many calls); its storage is ``.bench/sandbox-storage``.

@@ -3,14 +3,15 @@
 Generates (once, into .bench/) the results of the 50,000 requests of bench_validate.py's file as the
 service writes them (compact UTF-8 JSON lines): an output file of ~66 MB, one chat completion with a
 ~0.8 KB answer per succeeded request in completion order, and an errors file for the 1% that failed.
-A static file server in its own process (``python -m http.server``) serves both; curl and the client
-fetch the same URLs from it. (The sandbox's storage route serves only results of jobs it ran itself,
-and running 50,000 requests through it would measure the sandbox, not the client.)
+A static file server in its own process (``python -m http.server``) serves both; curl and the backend
+fetch the same URLs from it, as the presigned result links they stand for. (The sandbox's storage
+route serves only results of jobs it ran itself, and running 50,000 requests through it would measure
+the sandbox, not the backend.)
 
-In a child process of its own, so that the peak RSS is the client's alone, each run times
+In a child process of its own, so that the peak RSS is the backend's alone, each run times
 
-    download  DigitalOceanBatchClient.download() of both files (through NewFile, as the server does),
-              against curl fetching the same URLs
+    download  DigitalOceanBackend.download() of both ResultSources, each into a NewFile's partial file
+              as the services write them, against curl fetching the same URLs
     summary   ResultIndex + build_results_table joined with the 50,000-line request file: the CSV and
               JSONL tables and counts that download_batch_results produces after downloading
 
@@ -36,7 +37,8 @@ from typing import Any
 import anyio
 from bench_validate import MODELS, sentences
 
-from batch_mcp.client import DigitalOceanBatchClient
+from batch_mcp.backends.digitalocean import DigitalOceanBackend
+from batch_mcp.domain import ResultSource
 from batch_mcp.services.results import ResultIndex, build_results_table, request_prompts
 from batch_mcp.services.workspace import NewFile
 
@@ -115,13 +117,19 @@ def download_and_summarise(output_url: str, errors_url: str, requests: str, work
     folder.mkdir(parents=True)
     output, errors = folder / "output.jsonl", folder / "errors.jsonl"
 
+    sources = [(ResultSource(kind="output", locator="bench", shareable_url=output_url), output),
+               (ResultSource(kind="errors", locator="bench", shareable_url=errors_url), errors)]
+
     async def download() -> float:
-        async with DigitalOceanBatchClient(token="unused-by-storage") as client:
+        backend = DigitalOceanBackend(api_key="unused-by-storage")
+        try:
             start = time.perf_counter()
-            for url, target in ((output_url, output), (errors_url, errors)):
-                with NewFile(target) as new:  # as the server writes them: a partial file, then moved into place
-                    await client.download(url, new.out)
+            for source, target in sources:
+                with NewFile(target) as new:  # as the services write them: a partial file, then moved into place
+                    await backend.download(source, new.out)
             return time.perf_counter() - start
+        finally:
+            await backend.aclose()
 
     download_s = anyio.run(download)
     rss_after_download = own_peak_rss_mb()
@@ -155,7 +163,7 @@ def main() -> int:
         succeeded = sum(1 for _ in lines)
     for path in (*files, request_path):
         warm_page_cache(path)
-    print_header("download + summary: DigitalOceanBatchClient.download and build_results_table vs curl",
+    print_header("download + summary: DigitalOceanBackend.download and build_results_table vs curl",
                  f"output {files[0].stat().st_size / 1e6:.1f} MB ({succeeded:,} lines) + errors "
                  f"{files[1].stat().st_size / 1e3:.0f} kB ({requests - succeeded:,} lines), joined with "
                  f"{request_path.name} ({request_path.stat().st_size / 1e6:.0f} MB); "
@@ -163,40 +171,40 @@ def main() -> int:
 
     port = free_port()
     urls = [f"http://127.0.0.1:{port}/{f.name}" for f in files]
-    curl_dir, client_dir = BENCH_DIR / "download-curl", BENCH_DIR / "download-client"
+    curl_dir, backend_dir = BENCH_DIR / "download-curl", BENCH_DIR / "download-backend"
     curl_dir.mkdir(exist_ok=True)
     curl_args = [arg for url, f in zip(urls, files, strict=True)
                  for arg in ("-o", str(curl_dir / f.name), url)]
     server = [sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1",
               "--directory", str(served)]
-    curl_times, client_runs = [], []
-    with background("http-server", server, port), child_worker(__file__) as client:
+    curl_times, backend_runs = [], []
+    with background("http-server", server, port), child_worker(__file__) as child:
         for _ in range(runs):
             curl_times.append(curl_seconds(*curl_args))
-            client_runs.append(client.run(*urls, str(request_path), str(client_dir)))
+            backend_runs.append(child.run(*urls, str(request_path), str(backend_dir)))
     for f in files:
-        assert filecmp.cmp(client_dir / f.name, f, shallow=False), f"client download of {f.name} differs"
+        assert filecmp.cmp(backend_dir / f.name, f, shallow=False), f"backend download of {f.name} differs"
         assert filecmp.cmp(curl_dir / f.name, f, shallow=False), f"curl download of {f.name} differs"
     shutil.rmtree(curl_dir)
-    shutil.rmtree(client_dir)
+    shutil.rmtree(backend_dir)
 
-    counts = client_runs[0]["counts"]
+    counts = backend_runs[0]["counts"]
     assert counts == [succeeded, requests - succeeded, 0], counts
     baseline = min(curl_times)
-    download = min(run["download_s"] for run in client_runs)
-    summary = min(run["summary_s"] for run in client_runs)
-    peak = max(run["peak_rss_mib"] for run in client_runs)
+    download = min(run["download_s"] for run in backend_runs)
+    summary = min(run["summary_s"] for run in backend_runs)
+    peak = max(run["peak_rss_mib"] for run in backend_runs)
     print_ratio("curl download (baseline)", baseline, baseline)
-    print_ratio("client download", download, baseline)
+    print_ratio("backend download", download, baseline)
     print(f"{'summary (results table)':<28} {summary:8.3f} s   {counts[0]:,} succeeded, "
-          f"{counts[1]:,} failed, {counts[2]} missing; tables {client_runs[0]['table_bytes'] / 1e6:.0f} MB")
+          f"{counts[1]:,} failed, {counts[2]} missing; tables {backend_runs[0]['table_bytes'] / 1e6:.0f} MB")
     print_ratio("download + summary", download + summary, baseline)
-    rss_met = print_limit("client peak RSS", peak, "MiB", TARGET_RSS_MIB)
+    rss_met = print_limit("backend peak RSS", peak, "MiB", TARGET_RSS_MIB)
     read = result_bytes + request_path.stat().st_size
     print(f"throughput: curl {result_bytes / baseline / 1e6:,.0f} MB/s, "
-          f"client {result_bytes / download / 1e6:,.0f} MB/s; "
+          f"backend {result_bytes / download / 1e6:,.0f} MB/s; "
           f"summary {read / summary / 1e6:,.0f} MB/s of results + requests read; "
-          f"RSS after downloading {client_runs[0]['rss_after_download_mib']:.0f} MiB")
+          f"RSS after downloading {backend_runs[0]['rss_after_download_mib']:.0f} MiB")
     print(f"targets: {'all met' if rss_met else 'MISSED'}")
     return 0
 

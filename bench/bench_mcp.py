@@ -27,14 +27,15 @@ import sys
 import time
 import uuid
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from pathlib import Path
 
 import anyio
 import httpx2
 from mcp import Client, StdioServerParameters
 
-from batch_mcp.client import DigitalOceanBatchClient
-from batch_mcp.schemas import CreateBatchRequest
+from batch_mcp.backends.digitalocean import DigitalOceanBackend
+from batch_mcp.domain import CreateSpec
 
 from _common import (
     BENCH_DIR,
@@ -79,12 +80,15 @@ def tiny_request_file() -> Path:
 
 async def create_batch(sandbox: SandboxProcess, path: Path) -> str:
     """A real job in the sandbox, for get_batch to fetch."""
-    async with DigitalOceanBatchClient(token=sandbox.token, base_url=sandbox.base_url) as client:
-        intent = await client.upload_file(path)
-        batch = await client.create_batch(CreateBatchRequest(
-            file_id=intent.file_id, provider="openai", endpoint="/v1/chat/completions",
-            request_id=str(uuid.uuid4())))
-    return batch.batch_id
+    backend = DigitalOceanBackend(api_key=sandbox.token, base_url=sandbox.base_url)
+    try:
+        staged = await backend.upload(path, "openai")
+        job = await backend.create(CreateSpec(input_ref=staged.ref, line_format="openai",
+                                              endpoint="/v1/chat/completions", client_token=uuid.uuid4().hex,
+                                              planned_at=datetime.now(UTC)))
+    finally:
+        await backend.aclose()
+    return job.id
 
 
 def batch_mcp_server(sandbox: SandboxProcess) -> StdioServerParameters:

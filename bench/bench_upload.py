@@ -1,12 +1,15 @@
-"""Upload speed of the client to the sandbox over loopback, as a ratio to ``curl -T`` of the same file.
+"""Upload speed of the DigitalOcean backend to the sandbox over loopback, as a ratio to ``curl -T`` of the same file.
 
 The sandbox runs in a process of its own and every upload gets a fresh presigned URL (so a fresh
-connection, for both). The client's uploads (``DigitalOceanBatchClient.upload_to_url``, timed from
-the call to the storage's answer) run in a child process of their own, whose peak RSS is the
-client's alone; curl's figure is its own ``time_total``. Runs alternate between the two and each
-figure is the best run. Targets: ratio <= 1.3, client peak RSS <= 100 MiB. Every upload is checked
-to have arrived whole, then deleted. The CPU time of sender and receiver is printed too: when the
-sandbox's CPU per upload approaches the wall time, the sandbox, not the sender, sets the pace.
+connection, for both). The backend's uploads run in a child process of their own, whose peak RSS is
+the backend's alone; each is the whole ``DigitalOceanBackend.upload``, timed from the call to the
+StagedInput: the file intent (one small POST for the presigned URL) and then the PUT of the file.
+curl's figure is its own ``time_total`` for the PUT alone (its intent is made beforehand, untimed),
+so the ratio charges the backend for one extra round trip of a few milliseconds. Runs alternate
+between the two and each figure is the best run. Targets: ratio <= 1.3, backend peak RSS <= 100 MiB.
+Every upload is checked to have arrived whole, then deleted. The CPU time of sender and receiver is
+printed too: when the sandbox's CPU per upload approaches the wall time, the sandbox, not the
+sender, sets the pace.
 
     python bench/bench_upload.py            # the 200 MB / 50,000-line request file of bench_validate.py
     python bench/bench_upload.py --quick    # its 20 MB version, as a smoke test
@@ -24,7 +27,8 @@ from typing import NamedTuple
 
 import anyio
 
-from batch_mcp.client import DigitalOceanBatchClient
+from batch_mcp.backends.base import Backend
+from batch_mcp.backends.digitalocean import DigitalOceanBackend
 
 from _common import (
     CHILD_FLAG,
@@ -50,7 +54,7 @@ TARGET_RSS_MIB = 100.0
 
 
 class Upload(NamedTuple):
-    """One upload: its wall time, the CPU time spent on each side, and (the client's only) RSS."""
+    """One upload: its wall time, the CPU time spent on each side, and (the backend's only) RSS."""
 
     seconds: float
     sender_cpu_s: float
@@ -59,32 +63,39 @@ class Upload(NamedTuple):
     peak_rss_mib: float = math.nan
 
 
-def upload(base_url: str, upload_url: str, path: str) -> dict[str, float]:
-    """The child's work: one upload, with its wall and CPU time and the RSS before it."""
+def timed_upload(backend: Backend, path: str) -> dict[str, float]:
+    """One whole ``backend.upload`` of ``path``: its wall and CPU time and the RSS before it; then close it."""
 
     async def timed() -> dict[str, float]:
-        async with DigitalOceanBatchClient(token="unused-by-storage", base_url=base_url) as client:
+        try:
             rss_before = own_peak_rss_mb()
             cpu, start = cpu_seconds(), time.perf_counter()
-            await client.upload_to_url(upload_url, Path(path))
+            await backend.upload(Path(path), "openai")
             return {"seconds": time.perf_counter() - start, "cpu_s": cpu_seconds() - cpu,
                     "rss_before_mib": rss_before}
+        finally:
+            await backend.aclose()
 
     return anyio.run(timed)
 
 
-def upload_once(sandbox: SandboxProcess, size: int, send: Callable[[str], Upload]) -> Upload:
-    """``send`` to a fresh upload URL; add the sandbox's CPU time meanwhile to what it reports.
+def upload(base_url: str, token: str, path: str) -> dict[str, float]:
+    """The child's work: one upload (intent + PUT)."""
+    return timed_upload(DigitalOceanBackend(api_key=token, base_url=base_url), path)
 
-    Checks the sandbox stored the whole file, then deletes it (a full run would otherwise fill gigabytes).
+
+def upload_once(sandbox: SandboxProcess, size: int, send: Callable[[], Upload]) -> Upload:
+    """``send`` one file; add the sandbox's CPU time meanwhile; check the one stored file, then delete it.
+
+    (Deleting matters: a full run would otherwise fill gigabytes.)
     """
-    file_id, url = create_file_intent(sandbox)
     received = process_cpu_seconds(sandbox.pid)
-    sent = send(url)
+    sent = send()
     received = process_cpu_seconds(sandbox.pid) - received
-    stored = sandbox.storage_dir / "uploads" / f"{file_id}.jsonl"
-    assert stored.stat().st_size == size, f"upload incomplete: {stored.stat().st_size} of {size} bytes"
-    stored.unlink()
+    stored = list((sandbox.storage_dir / "uploads").iterdir())
+    assert len(stored) == 1, f"expected one stored upload, found {[p.name for p in stored]}"
+    assert stored[0].stat().st_size == size, f"upload incomplete: {stored[0].stat().st_size} of {size} bytes"
+    stored[0].unlink()
     return sent._replace(receiver_cpu_s=received)
 
 
@@ -101,38 +112,39 @@ def main() -> int:
     path = request_file(requests)
     size = path.stat().st_size
     warm_page_cache(path)  # both senders read it from memory
-    print_header("upload: DigitalOceanBatchClient.upload_to_url vs curl -T, to the sandbox over loopback",
+    print_header("upload: DigitalOceanBackend.upload (intent + PUT) vs curl -T (PUT), to the sandbox over loopback",
                  f"{path.name}: {size / 1e6:.1f} MB, {requests:,} lines; best of {runs} runs each, "
                  "alternating")
 
-    def with_curl(url: str) -> Upload:
-        before = children_cpu_seconds()
-        seconds = curl_seconds("-H", "Expect:", "-T", str(path), "-o", "/dev/null", url)
-        return Upload(seconds, children_cpu_seconds() - before)
+    uploads: dict[str, list[Upload]] = {"curl": [], "backend": []}
+    with sandbox_process() as sandbox, child_worker(__file__) as child:
 
-    uploads: dict[str, list[Upload]] = {"curl": [], "client": []}
-    with sandbox_process() as sandbox, child_worker(__file__) as client:
+        def with_curl() -> Upload:
+            _, url = create_file_intent(sandbox)
+            before = children_cpu_seconds()
+            seconds = curl_seconds("-H", "Expect:", "-T", str(path), "-o", "/dev/null", url)
+            return Upload(seconds, children_cpu_seconds() - before)
 
-        def with_client(url: str) -> Upload:
-            figures = client.run(sandbox.base_url, url, str(path))
+        def with_backend() -> Upload:
+            figures = child.run(sandbox.base_url, sandbox.token, str(path))
             return Upload(figures["seconds"], figures["cpu_s"], rss_before_mib=figures["rss_before_mib"],
                           peak_rss_mib=figures["peak_rss_mib"])
 
         for _ in range(runs):
             uploads["curl"].append(upload_once(sandbox, size, with_curl))
-            uploads["client"].append(upload_once(sandbox, size, with_client))
+            uploads["backend"].append(upload_once(sandbox, size, with_backend))
 
     best = {name: min(u.seconds for u in done) for name, done in uploads.items()}
-    peak = max(u.peak_rss_mib for u in uploads["client"])
+    peak = max(u.peak_rss_mib for u in uploads["backend"])
     print_ratio("curl -T (baseline)", best["curl"], best["curl"])
-    ratio_met = print_ratio("client upload_to_url", best["client"], best["curl"], TARGET_RATIO)
-    rss_met = print_limit("client peak RSS", peak, "MiB", TARGET_RSS_MIB)
+    ratio_met = print_ratio("backend upload (intent+PUT)", best["backend"], best["curl"], TARGET_RATIO)
+    rss_met = print_limit("backend peak RSS", peak, "MiB", TARGET_RSS_MIB)
     speed = {name: size / seconds / 1e6 for name, seconds in best.items()}
-    print(f"throughput: curl {speed['curl']:,.0f} MB/s, client {speed['client']:,.0f} MB/s; "
-          f"client RSS before its first upload {uploads['client'][0].rss_before_mib:.0f} MiB")
+    print(f"throughput: curl {speed['curl']:,.0f} MB/s, backend {speed['backend']:,.0f} MB/s; "
+          f"backend RSS before its first upload {uploads['backend'][0].rss_before_mib:.0f} MiB")
     cpu = {name: f"{statistics.mean(u.sender_cpu_s for u in done):.2f} / "
                  f"{statistics.mean(u.receiver_cpu_s for u in done):.2f}" for name, done in uploads.items()}
-    print(f"CPU s per upload (mean), sender / sandbox receiving: curl {cpu['curl']}, client {cpu['client']}")
+    print(f"CPU s per upload (mean), sender / sandbox receiving: curl {cpu['curl']}, backend {cpu['backend']}")
     print(f"targets: {'all met' if ratio_met and rss_met else 'MISSED'}")
     return 0
 

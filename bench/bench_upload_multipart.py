@@ -14,27 +14,19 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import time
-from collections.abc import Callable
-from pathlib import Path
 
-import anyio
-from bench_upload import TARGET_RATIO, TARGET_RSS_MIB, Upload
+from bench_upload import TARGET_RATIO, TARGET_RSS_MIB, Upload, timed_upload, upload_once
 
 from batch_mcp.backends.openai_compat import VARIANTS, OpenAICompatBackend
 
 from _common import (
     CHILD_FLAG,
-    SandboxProcess,
     child_worker,
     children_cpu_seconds,
-    cpu_seconds,
     curl_seconds,
-    own_peak_rss_mb,
     print_header,
     print_limit,
     print_ratio,
-    process_cpu_seconds,
     request_file,
     sandbox_process,
     serve_parent,
@@ -45,32 +37,8 @@ BACKEND = "openai"
 
 
 def upload(base_url: str, token: str, path: str) -> dict[str, float]:
-    """The child's work: one multipart upload, with its wall and CPU time and the RSS before it."""
-
-    async def timed() -> dict[str, float]:
-        backend = OpenAICompatBackend(VARIANTS[BACKEND], api_key=token, base_url=base_url)
-        try:
-            rss_before = own_peak_rss_mb()
-            cpu, start = cpu_seconds(), time.perf_counter()
-            await backend.upload(Path(path), "openai")
-            return {"seconds": time.perf_counter() - start, "cpu_s": cpu_seconds() - cpu,
-                    "rss_before_mib": rss_before}
-        finally:
-            await backend.aclose()
-
-    return anyio.run(timed)
-
-
-def upload_once(sandbox: SandboxProcess, size: int, send: Callable[[], Upload]) -> Upload:
-    """``send`` one file; add the sandbox's CPU time meanwhile; check the one stored file, then delete it."""
-    received = process_cpu_seconds(sandbox.pid)
-    sent = send()
-    received = process_cpu_seconds(sandbox.pid) - received
-    stored = list((sandbox.storage_dir / "uploads").iterdir())
-    assert len(stored) == 1, f"expected one stored upload, found {[p.name for p in stored]}"
-    assert stored[0].stat().st_size == size, f"upload incomplete: {stored[0].stat().st_size} of {size} bytes"
-    stored[0].unlink()
-    return sent._replace(receiver_cpu_s=received)
+    """The child's work: one multipart upload."""
+    return timed_upload(OpenAICompatBackend(VARIANTS[BACKEND], api_key=token, base_url=base_url), path)
 
 
 def main() -> int:
