@@ -84,3 +84,24 @@ async def test_list_batches_offers_only_the_statuses_the_api_filters_by(sandbox:
     offered = next(option["enum"] for option in tool.input_schema["properties"]["status"]["anyOf"] if "enum" in option)
     assert offered == LIST_STATUSES
     assert not any(result.is_error for result in listed)
+
+
+def test_refused_tool_calls_are_logged_only_at_debug(caplog: pytest.LogCaptureFixture) -> None:
+    """MCP hosts print a stdio server's stderr to the user: an agent's bad argument is not news for them."""
+    import logging
+
+    from batch_mcp.cli import SDK_SERVER_LOGGER, USER_ERRORS_QUIETLY
+
+    sdk = logging.getLogger(SDK_SERVER_LOGGER)
+    sdk.addFilter(USER_ERRORS_QUIETLY)
+    try:
+        with caplog.at_level(logging.INFO):
+            sdk.info("Tool %r failed: %r", "validate_batch_file", "outside the allowed folders")
+            sdk.info("Tool %r rejected arguments: %r", "submit_batch", ["path"])
+            sdk.error("Tool %r raised an unexpected exception", "submit_batch")
+        assert [r.levelname for r in caplog.records] == ["ERROR"]  # the server's own fault stays loud
+        with caplog.at_level(logging.DEBUG):
+            sdk.info("Tool %r failed: %r", "validate_batch_file", "outside the allowed folders")
+        assert caplog.records[-1].levelname == "DEBUG"  # and -v still shows it
+    finally:
+        sdk.removeFilter(USER_ERRORS_QUIETLY)

@@ -21,6 +21,24 @@ if TYPE_CHECKING:
 QUIET_LOGGERS = ("httpx2", "httpcore2", "uvicorn.access")
 
 
+#: The SDK logs every refused tool call at INFO; MCP hosts print a stdio server's stderr to the user.
+SDK_SERVER_LOGGER = "mcp.server.mcpserver.server"
+
+
+class _UserErrorsAtDebug(logging.Filter):
+    """A tool call refused for the caller's input is the agent's business, not the user's console's: it is
+    logged at DEBUG (shown with -v); faults of the server itself keep their level."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno == logging.INFO and record.msg in ("Tool %r rejected arguments: %r", "Tool %r failed: %r"):
+            record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+            return logging.getLogger(record.name).isEnabledFor(logging.DEBUG)
+        return True
+
+
+USER_ERRORS_QUIETLY = _UserErrorsAtDebug()
+
+
 def configure_logging(verbose: bool) -> None:
     """Logs go to stderr (stdout is the stdio transport). HTTP client loggers are kept quiet: a line
     per request is noise (and their URLs lose query strings anyway, see ``batch_mcp.client``)."""
@@ -29,6 +47,7 @@ def configure_logging(verbose: bool) -> None:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     for name in QUIET_LOGGERS:
         logging.getLogger(name).setLevel(logging.WARNING)
+    logging.getLogger(SDK_SERVER_LOGGER).addFilter(USER_ERRORS_QUIETLY)
 
 
 def serve_settings(args: argparse.Namespace) -> Settings:

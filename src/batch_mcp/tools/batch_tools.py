@@ -67,6 +67,11 @@ Metadata = Annotated[
 Roots = Annotated[ListRootsResult, Resolve(client_roots)]
 NewJob = Annotated[bool, Field(description="Force a new job even if this exact submission already made one.")]
 
+def titled(title: str, annotations: ToolAnnotations) -> dict[str, Any]:
+    """The tool's title, also as its annotation title: some clients (langchain's) read only the latter."""
+    return {"title": title, "annotations": annotations.model_copy(update={"title": title})}
+
+
 READ_ONLY_LOCAL = ToolAnnotations(read_only_hint=True, idempotent_hint=True, open_world_hint=False)
 READ_ONLY_REMOTE = ToolAnnotations(read_only_hint=True, idempotent_hint=True, open_world_hint=True)
 CREATES_REMOTE = ToolAnnotations(read_only_hint=False, destructive_hint=False, idempotent_hint=True,
@@ -102,8 +107,7 @@ def register_batch_tools(mcp: MCPServer, registry: Registry) -> None:
     choosable = backend_choice(registry)
 
     @mcp.tool(
-        title="Validate a batch file",
-        annotations=READ_ONLY_LOCAL,
+        **titled("Validate a batch file", READ_ONLY_LOCAL),
         description="Check a JSONL batch file locally before anything is uploaded: JSON on every line, unique "
                     "custom_id, the provider's line shape. Returns counts, the detected provider and endpoint, "
                     "models, an input-token estimate and problems with line numbers. A file over one batch's "
@@ -120,8 +124,7 @@ def register_batch_tools(mcp: MCPServer, registry: Registry) -> None:
         return await state.service.validate(path, provider, endpoint, workspace_for(state, roots), backend=backend)
 
     @mcp.tool(
-        title="Upload a batch file",
-        annotations=CREATES_REMOTE,
+        **titled("Upload a batch file", CREATES_REMOTE),
         description="Validate a JSONL file, then upload it for a batch (an identical earlier upload is reused). "
                     "Returns the file_id for create_batch. Prefer submit_batch, which also creates the job and is "
                     "the only way to send a file over one batch's limits (it runs as a job group).",
@@ -136,8 +139,7 @@ def register_batch_tools(mcp: MCPServer, registry: Registry) -> None:
                                           on_progress=progress_reporter(ctx, "bytes uploaded"), backend=backend)
 
     @mcp.tool(
-        title="Create a batch from an uploaded file",
-        annotations=CREATES_REMOTE,
+        **titled("Create a batch from an uploaded file", CREATES_REMOTE),
         description="Create a batch job from a file_id returned by upload_batch_file. Idempotent: calling it "
                     "again with the same arguments returns the same job (pass new=true for another). "
                     "Next: wait_for_batch.",
@@ -159,8 +161,7 @@ def register_batch_tools(mcp: MCPServer, registry: Registry) -> None:
                                                   metadata, new=new)
 
     @mcp.tool(
-        title="Submit a batch file",
-        annotations=CREATES_REMOTE,
+        **titled("Submit a batch file", CREATES_REMOTE),
         description="The usual way to run a batch: validates the JSONL file, uploads it and creates the job in "
                     "one call. Submitting the same file with the same options again returns the existing job "
                     "instead of paying twice (unless it failed, was cancelled or expired, or new=true). "
@@ -177,8 +178,7 @@ def register_batch_tools(mcp: MCPServer, registry: Registry) -> None:
                                           on_progress=progress_reporter(ctx, "bytes uploaded"))
 
     @mcp.tool(
-        title="Get a batch",
-        annotations=READ_ONLY_REMOTE,
+        **titled("Get a batch", READ_ONLY_REMOTE),
         description="Current status of a batch job: counts, percent done, timestamps, errors, whether results "
                     "are ready, and what to do next.",
     )
@@ -187,8 +187,7 @@ def register_batch_tools(mcp: MCPServer, registry: Registry) -> None:
         return await state_of(ctx).service.view(batch_id)
 
     @mcp.tool(
-        title="Wait for a batch",
-        annotations=READ_ONLY_REMOTE,
+        **titled("Wait for a batch", READ_ONLY_REMOTE),
         description="Wait until a batch job finishes or the timeout passes, polling with backoff and sending "
                     "progress (requests done of total). A timeout is a normal answer (timed_out=true): the job "
                     "keeps running; call again to keep waiting. Next: download_batch_results.",
@@ -207,8 +206,7 @@ def register_batch_tools(mcp: MCPServer, registry: Registry) -> None:
                                                 on_progress=progress_reporter(ctx, "requests done"))
 
     @mcp.tool(
-        title="List batches",
-        annotations=READ_ONLY_REMOTE,
+        **titled("List batches", READ_ONLY_REMOTE),
         description="The account's batch jobs, newest first, optionally only those with one status. "
                     "Pass next_cursor back as cursor for the next page.",
     )
@@ -226,9 +224,8 @@ def register_batch_tools(mcp: MCPServer, registry: Registry) -> None:
         return await state_of(ctx).service.list(status, limit, cursor, backend=backend)
 
     @mcp.tool(
-        title="Cancel a batch",
-        annotations=ToolAnnotations(read_only_hint=False, destructive_hint=True, idempotent_hint=True,
-                                    open_world_hint=True),
+        **titled("Cancel a batch",
+            ToolAnnotations(read_only_hint=False, destructive_hint=True, idempotent_hint=True, open_world_hint=True)),
         description="Cancel a running batch job. Requests already finished are kept (and billed); the job goes "
                     "cancelling, then cancelled. Fails if the job already finished, or is still validating "
                     "(not yet handed to the provider: wait a moment and retry).",
@@ -238,8 +235,7 @@ def register_batch_tools(mcp: MCPServer, registry: Registry) -> None:
         return await state_of(ctx).service.cancel(batch_id)
 
     @mcp.tool(
-        title="Get batch result links",
-        annotations=READ_ONLY_REMOTE,
+        **titled("Get batch result links", READ_ONLY_REMOTE),
         description="Short-lived presigned URLs of a finished job's results and errors files. Most agents "
                     "want download_batch_results instead, which saves and summarises them.",
     )
@@ -248,9 +244,8 @@ def register_batch_tools(mcp: MCPServer, registry: Registry) -> None:
         return await state_of(ctx).service.result_links(batch_id)
 
     @mcp.tool(
-        title="Download batch results",
-        annotations=ToolAnnotations(read_only_hint=False, destructive_hint=False, idempotent_hint=True,
-                                    open_world_hint=True),
+        **titled("Download batch results",
+            ToolAnnotations(read_only_hint=False, destructive_hint=False, idempotent_hint=True, open_world_hint=True)),
         description="Save a finished job's results and errors files into an allowed folder (default "
                     "./batch-results) and summarise them: succeeded/failed/missing counts, error codes, token "
                     "usage and a preview. Never overwrites unless overwrite=true.",
@@ -270,9 +265,8 @@ def register_batch_tools(mcp: MCPServer, registry: Registry) -> None:
                                             on_progress=progress_reporter(ctx, "bytes downloaded"))
 
     @mcp.tool(
-        title="Prepare a batch file from data",
-        annotations=ToolAnnotations(read_only_hint=False, destructive_hint=False, idempotent_hint=True,
-                                    open_world_hint=False),
+        **titled("Prepare a batch file from data",
+            ToolAnnotations(read_only_hint=False, destructive_hint=False, idempotent_hint=True, open_world_hint=False)),
         description="Turn records into a batch request file: a CSV (header row), JSONL (one object per line) or "
                     "plain-text file (one record per line, column `text`) plus a prompt template with {column} "
                     "placeholders. Writes <source>.batch.jsonl beside the source (or `output`), validates it and "
@@ -309,8 +303,7 @@ def register_batch_tools(mcp: MCPServer, registry: Registry) -> None:
                                            workspace=workspace_for(state, roots), backend=backend)
 
     @mcp.tool(
-        title="Estimate a batch's cost",
-        annotations=READ_ONLY_LOCAL,
+        **titled("Estimate a batch's cost", READ_ONLY_LOCAL),
         description="Estimate what a batch file will cost at batch prices, per model: input tokens estimated "
                     "from the prompts, output tokens at most each request's max_tokens. Prices come from a dated "
                     "table; a model it does not know is reported as unknown, not priced at zero.",
@@ -325,9 +318,8 @@ def register_batch_tools(mcp: MCPServer, registry: Registry) -> None:
                                                  backend=backend)
 
     @mcp.tool(
-        title="Retry failed requests",
-        annotations=ToolAnnotations(read_only_hint=False, destructive_hint=False, idempotent_hint=False,
-                                    open_world_hint=True),
+        **titled("Retry failed requests",
+            ToolAnnotations(read_only_hint=False, destructive_hint=False, idempotent_hint=False, open_world_hint=True)),
         description="For a finished job (or job group): put the original requests that failed, expired, were "
                     "cancelled or have no result into a new file and submit it as a new job linked to this one. "
                     "Downloading the new job's results merges both, preferring the newest success. Call it on "
