@@ -3,6 +3,7 @@ get one naming the cause and the fix, before anything reaches the API."""
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 from typing import Any
@@ -105,3 +106,12 @@ def test_refused_tool_calls_are_logged_only_at_debug(caplog: pytest.LogCaptureFi
         assert caplog.records[-1].levelname == "DEBUG"  # and -v still shows it
     finally:
         sdk.removeFilter(USER_ERRORS_QUIETLY)
+
+
+async def test_the_text_beside_structured_content_is_compact_json(sandbox: SandboxServer, workdir: Path) -> None:
+    """Clients that show (or truncate) the text block get the same data, without indentation."""
+    async with mcp_session(settings_for(sandbox, workdir)) as (client, _):
+        result = await client.call_tool("validate_batch_file", {"path": "data/tickets.jsonl"})
+    text = result.content[0].text
+    assert json.loads(text) == result.structured_content
+    assert "\n" not in text and len(text) < 0.9 * len(json.dumps(result.structured_content, indent=2))
