@@ -41,3 +41,11 @@ async def test_estimates_are_priced_for_the_named_backend(groq_too: None, sandbo
     async with mcp_session(settings_for(sandbox, workdir)) as (client, _):
         cost = await client.call_tool("estimate_batch_cost", {"path": "data/tickets.jsonl", "backend": "groq"})
     assert not cost.is_error and cost.structured_content["backend"] == "groq"
+
+
+async def test_descriptions_state_each_configured_backends_limits(groq_too: None, sandbox: SandboxServer,
+                                                                  workdir: Path) -> None:
+    async with mcp_session(settings_for(sandbox, workdir)) as (client, _):
+        tools = {tool.name: tool.description for tool in (await client.list_tools()).tools}
+    assert "DigitalOcean: 50,000 requests, 200 MB" in tools["validate_batch_file"]
+    assert "Groq:" in tools["validate_batch_file"] and "100 MB" in tools["validate_batch_file"]

@@ -28,7 +28,7 @@ from batch_mcp.schemas.jobs import (
 from batch_mcp.schemas.preflight import PreflightReport
 from batch_mcp.services.prepare import RequestTemplate
 from batch_mcp.tools.context import AppState, client_roots, progress_reporter, state_of, workspace_for
-from batch_mcp.tools.describe import discount_text, limits_text
+from batch_mcp.tools.describe import discount_text, limits_sentence, limits_text
 from batch_mcp.tools.errors import agent_errors
 
 MAX_METADATA_KEYS = 16
@@ -105,15 +105,15 @@ def backend_choice(registry: Registry) -> Callable[[Tool], Tool]:
 
 def register_batch_tools(mcp: MCPServer, registry: Registry) -> None:
     choosable = backend_choice(registry)
+    limits = limits_sentence(registry)
 
     @mcp.tool(
         **titled("Validate a batch file", READ_ONLY_LOCAL),
         description="Check a JSONL batch file locally before anything is uploaded: JSON on every line, unique "
                     "custom_id, the provider's line shape. Returns counts, the detected provider and endpoint, "
-                    "models, an input-token estimate and problems with line numbers. A file over one batch's "
-                    "limits (50,000 requests, 200 MB) is still valid: `batches` says how many batches "
-                    "submit_batch runs it as, in one job group. Nothing leaves the machine. Next: fix any errors "
-                    "(warnings do not block), then submit_batch.",
+                    f"models, an input-token estimate and problems with line numbers. A file over {limits} is "
+                    "still valid: `batches` says how many batches submit_batch runs it as, in one job group. "
+                    "Nothing leaves the machine. Next: fix any errors (warnings do not block), then submit_batch.",
     )
     @choosable
     @agent_errors
