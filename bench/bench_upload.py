@@ -23,7 +23,7 @@ import statistics
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import anyio
 
@@ -99,6 +99,39 @@ def upload_once(sandbox: SandboxProcess, size: int, send: Callable[[], Upload]) 
     return sent._replace(receiver_cpu_s=received)
 
 
+def compare(sandbox: SandboxProcess, child: Any, path: Path, size: int, runs: int,
+            with_curl: Callable[[], Upload]) -> dict[str, list[Upload]]:
+    """``runs`` uploads by curl and by the backend (in ``child``), alternating."""
+
+    def with_backend() -> Upload:
+        figures = child.run(sandbox.base_url, sandbox.token, str(path))
+        return Upload(figures["seconds"], figures["cpu_s"], rss_before_mib=figures["rss_before_mib"],
+                      peak_rss_mib=figures["peak_rss_mib"])
+
+    uploads: dict[str, list[Upload]] = {"curl": [], "backend": []}
+    for _ in range(runs):
+        uploads["curl"].append(upload_once(sandbox, size, with_curl))
+        uploads["backend"].append(upload_once(sandbox, size, with_backend))
+    return uploads
+
+
+def report(uploads: dict[str, list[Upload]], size: int, curl_label: str, backend_label: str) -> int:
+    """Best times as ratios to curl's, the backend's peak RSS, throughput and CPU, and the targets."""
+    best = {name: min(u.seconds for u in done) for name, done in uploads.items()}
+    peak = max(u.peak_rss_mib for u in uploads["backend"])
+    print_ratio(f"{curl_label} (baseline)", best["curl"], best["curl"])
+    ratio_met = print_ratio(backend_label, best["backend"], best["curl"], TARGET_RATIO)
+    rss_met = print_limit("backend peak RSS", peak, "MiB", TARGET_RSS_MIB)
+    speed = {name: size / seconds / 1e6 for name, seconds in best.items()}
+    print(f"throughput: curl {speed['curl']:,.0f} MB/s, backend {speed['backend']:,.0f} MB/s; "
+          f"backend RSS before its first upload {uploads['backend'][0].rss_before_mib:.0f} MiB")
+    cpu = {name: f"{statistics.mean(u.sender_cpu_s for u in done):.2f} / "
+                 f"{statistics.mean(u.receiver_cpu_s for u in done):.2f}" for name, done in uploads.items()}
+    print(f"CPU s per upload (mean), sender / sandbox receiving: curl {cpu['curl']}, backend {cpu['backend']}")
+    print(f"targets: {'all met' if ratio_met and rss_met else 'MISSED'}")
+    return 0
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="use the 20 MB file (smoke test)")
@@ -116,7 +149,6 @@ def main() -> int:
                  f"{path.name}: {size / 1e6:.1f} MB, {requests:,} lines; best of {runs} runs each, "
                  "alternating")
 
-    uploads: dict[str, list[Upload]] = {"curl": [], "backend": []}
     with sandbox_process() as sandbox, child_worker(__file__) as child:
 
         def with_curl() -> Upload:
@@ -125,28 +157,8 @@ def main() -> int:
             seconds = curl_seconds("-H", "Expect:", "-T", str(path), "-o", "/dev/null", url)
             return Upload(seconds, children_cpu_seconds() - before)
 
-        def with_backend() -> Upload:
-            figures = child.run(sandbox.base_url, sandbox.token, str(path))
-            return Upload(figures["seconds"], figures["cpu_s"], rss_before_mib=figures["rss_before_mib"],
-                          peak_rss_mib=figures["peak_rss_mib"])
-
-        for _ in range(runs):
-            uploads["curl"].append(upload_once(sandbox, size, with_curl))
-            uploads["backend"].append(upload_once(sandbox, size, with_backend))
-
-    best = {name: min(u.seconds for u in done) for name, done in uploads.items()}
-    peak = max(u.peak_rss_mib for u in uploads["backend"])
-    print_ratio("curl -T (baseline)", best["curl"], best["curl"])
-    ratio_met = print_ratio("backend upload (intent+PUT)", best["backend"], best["curl"], TARGET_RATIO)
-    rss_met = print_limit("backend peak RSS", peak, "MiB", TARGET_RSS_MIB)
-    speed = {name: size / seconds / 1e6 for name, seconds in best.items()}
-    print(f"throughput: curl {speed['curl']:,.0f} MB/s, backend {speed['backend']:,.0f} MB/s; "
-          f"backend RSS before its first upload {uploads['backend'][0].rss_before_mib:.0f} MiB")
-    cpu = {name: f"{statistics.mean(u.sender_cpu_s for u in done):.2f} / "
-                 f"{statistics.mean(u.receiver_cpu_s for u in done):.2f}" for name, done in uploads.items()}
-    print(f"CPU s per upload (mean), sender / sandbox receiving: curl {cpu['curl']}, backend {cpu['backend']}")
-    print(f"targets: {'all met' if ratio_met and rss_met else 'MISSED'}")
-    return 0
+        uploads = compare(sandbox, child, path, size, runs, with_curl)
+    return report(uploads, size, "curl -T", "backend upload (intent+PUT)")
 
 
 if __name__ == "__main__":

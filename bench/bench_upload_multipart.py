@@ -13,9 +13,8 @@ ratio <= 1.3, peak RSS <= 100 MiB. Every upload is checked to have arrived whole
 from __future__ import annotations
 
 import argparse
-import statistics
 
-from bench_upload import TARGET_RATIO, TARGET_RSS_MIB, Upload, timed_upload, upload_once
+from bench_upload import Upload, compare, report, timed_upload
 
 from batch_mcp.backends.openai_compat import VARIANTS, OpenAICompatBackend
 
@@ -25,8 +24,6 @@ from _common import (
     children_cpu_seconds,
     curl_seconds,
     print_header,
-    print_limit,
-    print_ratio,
     request_file,
     sandbox_process,
     serve_parent,
@@ -57,7 +54,6 @@ def main() -> int:
     print_header(f"multipart upload: OpenAICompatBackend.upload vs curl -F, to the {BACKEND} sandbox over loopback",
                  f"{path.name}: {size / 1e6:.1f} MB, {requests:,} lines; best of {runs} runs each, alternating")
 
-    uploads: dict[str, list[Upload]] = {"curl": [], "backend": []}
     with sandbox_process(BACKEND) as sandbox, child_worker(__file__) as child:
         files_url = f"{sandbox.base_url}/files"
 
@@ -67,28 +63,8 @@ def main() -> int:
                                    "-F", f"file=@{path}", "-F", "purpose=batch", "-o", "/dev/null", files_url)
             return Upload(seconds, children_cpu_seconds() - before)
 
-        def with_backend() -> Upload:
-            figures = child.run(sandbox.base_url, sandbox.token, str(path))
-            return Upload(figures["seconds"], figures["cpu_s"], rss_before_mib=figures["rss_before_mib"],
-                          peak_rss_mib=figures["peak_rss_mib"])
-
-        for _ in range(runs):
-            uploads["curl"].append(upload_once(sandbox, size, with_curl))
-            uploads["backend"].append(upload_once(sandbox, size, with_backend))
-
-    best = {name: min(u.seconds for u in done) for name, done in uploads.items()}
-    peak = max(u.peak_rss_mib for u in uploads["backend"])
-    print_ratio("curl -F (baseline)", best["curl"], best["curl"])
-    ratio_met = print_ratio("backend upload (multipart)", best["backend"], best["curl"], TARGET_RATIO)
-    rss_met = print_limit("backend peak RSS", peak, "MiB", TARGET_RSS_MIB)
-    speed = {name: size / seconds / 1e6 for name, seconds in best.items()}
-    print(f"throughput: curl {speed['curl']:,.0f} MB/s, backend {speed['backend']:,.0f} MB/s; "
-          f"backend RSS before its first upload {uploads['backend'][0].rss_before_mib:.0f} MiB")
-    cpu = {name: f"{statistics.mean(u.sender_cpu_s for u in done):.2f} / "
-                 f"{statistics.mean(u.receiver_cpu_s for u in done):.2f}" for name, done in uploads.items()}
-    print(f"CPU s per upload (mean), sender / sandbox receiving: curl {cpu['curl']}, backend {cpu['backend']}")
-    print(f"targets: {'all met' if ratio_met and rss_met else 'MISSED'}")
-    return 0
+        uploads = compare(sandbox, child, path, size, runs, with_curl)
+    return report(uploads, size, "curl -F", "backend upload (multipart)")
 
 
 if __name__ == "__main__":
