@@ -9,8 +9,6 @@ except storage refusals, which answer like S3 with XML.
 from __future__ import annotations
 
 import math
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from typing import Literal
 from xml.sax.saxutils import escape
 
@@ -27,7 +25,15 @@ from batch_mcp.sandbox.anthropic_lines import AnthropicLineFormat
 from batch_mcp.sandbox.config import SandboxConfig
 from batch_mcp.sandbox.dialects import DIALECTS, ResultUrls, rfc3339
 from batch_mcp.sandbox.openai.lines import OpenAILineFormat
-from batch_mcp.sandbox.pipeline import Body, Handler, RateLimitHeaders, discard_body, operation_route, parse_json
+from batch_mcp.sandbox.pipeline import (
+    Body,
+    Handler,
+    RateLimitHeaders,
+    closing,
+    discard_body,
+    operation_route,
+    parse_json,
+)
 from batch_mcp.sandbox.ratelimit import digitalocean_headers
 from batch_mcp.sandbox.results import LineFormat
 from batch_mcp.sandbox.state import TERMINAL_STATUSES, ApiError, Job, Sandbox, new_id
@@ -325,18 +331,11 @@ def create_app(config: SandboxConfig | None = None) -> Starlette:
     """A new sandbox (fresh state) as an ASGI app; its state is ``app.state.sandbox``."""
     sandbox = Sandbox((config or SandboxConfig()).model_copy())
 
-    @asynccontextmanager
-    async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        try:
-            yield
-        finally:
-            sandbox.close()
-
     app = Starlette(
         routes=_routes(),
         middleware=[Middleware(RateLimitHeaders, sandbox=sandbox, render=digitalocean_headers)],
         exception_handlers={HTTPException: _unrouted},
-        lifespan=lifespan,
+        lifespan=closing(sandbox),
     )
     app.state.sandbox = sandbox
     return app

@@ -7,11 +7,13 @@ sends; the order of the checks and the fault kinds are written once here.
 from __future__ import annotations
 
 import hmac
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import TypeVar
 
 import anyio
 from pydantic import BaseModel, ValidationError
+from starlette.applications import Starlette
 from starlette.datastructures import MutableHeaders
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
@@ -156,6 +158,19 @@ def operation_route(
             return Response(status_code=400)
 
     return Route(path, endpoint, methods=[method])
+
+
+def closing(sandbox: Sandbox) -> Callable[[Starlette], AbstractAsyncContextManager[None]]:
+    """An app lifespan that closes the sandbox's account (its files) when the server stops."""
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        try:
+            yield
+        finally:
+            sandbox.close()
+
+    return lifespan
 
 
 class RateLimitHeaders:

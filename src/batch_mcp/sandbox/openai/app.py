@@ -16,8 +16,6 @@ DigitalOcean's emulator. Choices where the vendors document nothing:
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from typing import Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -42,7 +40,7 @@ from batch_mcp.sandbox.openai.wire import (
     has_output,
     ratelimit_headers,
 )
-from batch_mcp.sandbox.pipeline import Handler, RateLimitHeaders, operation_route, parse_json
+from batch_mcp.sandbox.pipeline import Handler, RateLimitHeaders, closing, operation_route, parse_json
 from batch_mcp.sandbox.state import ApiError, Job, Sandbox, StoredFile
 
 Operation = Literal[
@@ -292,13 +290,6 @@ def create_app(config: SandboxConfig) -> Starlette:
     variant = VARIANTS[config.backend]
     sandbox = Sandbox(config.model_copy(), OPERATIONS, (variant.max_requests, variant.max_batch_bytes))
 
-    @asynccontextmanager
-    async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        try:
-            yield
-        finally:
-            sandbox.close()
-
     app = Starlette(
         routes=_routes(variant.base_path),
         middleware=[
@@ -306,7 +297,7 @@ def create_app(config: SandboxConfig) -> Starlette:
             Middleware(RateLimitHeaders, sandbox=sandbox, render=ratelimit_headers),
         ],
         exception_handlers={HTTPException: _unrouted},
-        lifespan=lifespan,
+        lifespan=closing(sandbox),
     )
     app.state.sandbox = sandbox
     app.state.variant = variant
