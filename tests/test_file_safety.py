@@ -73,7 +73,7 @@ async def test_a_retry_file_linked_to_the_input_leaves_the_input_whole(flaky: Sa
     original = source.read_bytes()
     async with mcp_session(settings_for(flaky, workdir)) as (client, _):
         batch_id = await finished(client)
-        link = source.with_name(f"tickets.retry-{batch_id}.jsonl")
+        link = source.with_name(f"tickets.retry-{batch_id.replace(':', '_')}.jsonl")
         link.symlink_to(source)
         result = await client.call_tool("retry_failed_requests", {"batch_id": batch_id})
         assert result.is_error and "is a symbolic link" in text_of(result), text_of(result)
@@ -94,7 +94,8 @@ async def test_a_link_to_another_file_in_the_folder_is_never_written_through(
     async with mcp_session(settings_for(flaky, workdir)) as (client, _):
         if tool == "retry_failed_requests":
             batch_id = await finished(client)
-            link, arguments = workdir / "data" / f"tickets.retry-{batch_id}.jsonl", {"batch_id": batch_id}
+            stem = batch_id.replace(":", "_")
+            link, arguments = workdir / "data" / f"tickets.retry-{stem}.jsonl", {"batch_id": batch_id}
         else:
             link = workdir / "data" / "reviews.batch.jsonl"
             arguments = {"source": "data/reviews.csv", "model": "gpt-4o-mini", "prompt": "Summarise: {review}",
@@ -108,7 +109,7 @@ async def test_a_link_to_another_file_in_the_folder_is_never_written_through(
 async def test_nothing_to_retry_deletes_no_file_it_did_not_make(reliable: SandboxServer, workdir: Path) -> None:
     async with mcp_session(settings_for(reliable, workdir)) as (client, _):
         batch_id = await finished(client)
-        mine = workdir / "data" / f"tickets.retry-{batch_id}.jsonl"
+        mine = workdir / "data" / f"tickets.retry-{batch_id.replace(':', '_')}.jsonl"
         mine.write_text("kept by the user\n")
         retried = await call(client, "retry_failed_requests", batch_id=batch_id)
     assert retried["retried"] == 0 and "Nothing to retry" in retried["next_step"]
@@ -119,7 +120,7 @@ async def test_nothing_to_retry_deletes_no_file_it_did_not_make(reliable: Sandbo
 async def test_a_retry_file_with_other_content_is_not_replaced(flaky: SandboxServer, workdir: Path) -> None:
     async with mcp_session(settings_for(flaky, workdir)) as (client, _):
         batch_id = await finished(client)
-        taken = workdir / "data" / f"tickets.retry-{batch_id}.jsonl"
+        taken = workdir / "data" / f"tickets.retry-{batch_id.replace(':', '_')}.jsonl"
         taken.write_text("kept by the user\n")
         result = await client.call_tool("retry_failed_requests", {"batch_id": batch_id})
         assert result.is_error and "already exists; move it away" in text_of(result), text_of(result)

@@ -255,7 +255,8 @@ async def test_retry_files_are_written_only_inside(secret_sandbox: SandboxServer
     is refused."""
     async with mcp_session(settings_for(secret_sandbox, workdir)) as (client, _):
         batch_id = await _finished_batch(client)
-        untouched = plant_link(workdir / "data" / f"tickets.retry-{batch_id}.jsonl", tmp_path / "victim.jsonl",
+        stem = batch_id.replace(":", "_")
+        untouched = plant_link(workdir / "data" / f"tickets.retry-{stem}.jsonl", tmp_path / "victim.jsonl",
                                target_exists)
         result = await client.call_tool("retry_failed_requests", {"batch_id": batch_id})
     assert result.is_error and "is a symbolic link" in text_of(result), text_of(result)

@@ -41,7 +41,7 @@ USER_ERRORS_QUIETLY = _UserErrorsAtDebug()
 
 def configure_logging(verbose: bool) -> None:
     """Logs go to stderr (stdout is the stdio transport). HTTP client loggers are kept quiet: a line
-    per request is noise (and their URLs lose query strings anyway, see ``batch_mcp.client``)."""
+    per request is noise (and their URLs lose query strings anyway, see ``batch_mcp.backends.http``)."""
     level = "DEBUG" if verbose else os.environ.get("BATCH_MCP_LOG_LEVEL", "INFO").upper()
     logging.basicConfig(level=level, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")

@@ -28,7 +28,6 @@ from batch_mcp.backends.http import HttpOptions
 from batch_mcp.backends.registry import CATALOG, Registry
 from batch_mcp.backends.retries import RetryPolicy as BackendRetryPolicy
 from batch_mcp.backends.settings import BackendSettings, settings_for
-from batch_mcp.client import DigitalOceanBatchClient, RetryPolicy, timeouts
 from batch_mcp.config import MIN_PUBLIC_AUTH_TOKEN, Settings, is_loopback
 from batch_mcp.services.batches import BatchService
 from batch_mcp.services.workspace import Workspace, scratch_folder
@@ -77,12 +76,6 @@ async def open_app_state(settings: Settings) -> AsyncIterator[AppState]:
                               timeout_s=settings.timeout_s)
         registry = Registry.open(options, default=settings.backend, settings=every)
         stack.push_async_callback(registry.aclose)
-        base_url, token = every[_DO.name].base_url, every[_DO.name].api_key_value()
-        client = None
-        if token:
-            retry = RetryPolicy(max_attempts=settings.max_attempts, base_delay_s=settings.retry_base_delay_s)
-            client = await stack.enter_async_context(DigitalOceanBatchClient(
-                token=token, base_url=base_url, retry=retry, timeout=timeouts(settings.timeout_s)))
         if not registry.configured:
             log.warning("no backend configured: set %s (tools will say so)",
                         "; ".join(" or ".join(entry.capabilities.token_env) for entry in CATALOG.values()))
@@ -93,7 +86,6 @@ async def open_app_state(settings: Settings) -> AsyncIterator[AppState]:
             log.error("%s", exc)
         service = BatchService(
             registry=registry,
-            client=client,
             store=store,
             workspace=Workspace(settings.effective_allowed_dirs()),
             max_requests=settings.max_requests, max_bytes=settings.max_bytes,
@@ -102,7 +94,7 @@ async def open_app_state(settings: Settings) -> AsyncIterator[AppState]:
         state = AppState(service=service, bus=InMemorySubscriptionBus(), registry=registry)
         service.status_listeners.append(state.announce)
         async with anyio.create_task_group() as background:
-            if client is not None:  # in the background: a slow or unreachable API must not delay the handshake
+            if registry.names:  # in the background: a slow or unreachable API must not delay the handshake
                 background.start_soon(_resume, service)
             yield state
             background.cancel_scope.cancel()

@@ -325,9 +325,11 @@ class HttpClient:
         if not idempotent and (status >= 500 or status == 408):
             raise OutcomeUnknown(f"{operation}: {message}; the request was received, so it may or may not "
                                  "have taken effect", **common)
-        if status == 429:
-            raise RateLimitedError(message, retry_after_s=server_wait_s(response) or
-                                   (self._wait_hint(response) if self._wait_hint else None), **common)
+        if status == 429:  # the server's own wait, even "0", wins over what its budget headers suggest
+            wait = server_wait_s(response)
+            if wait is None and self._wait_hint:
+                wait = self._wait_hint(response)
+            raise RateLimitedError(message, retry_after_s=wait, **common)
         raise self._errors.get(status, ServiceError if status >= 500 else BackendError)(message, **common)
 
     def _auth_for(self, url: str, authenticated: bool) -> dict[str, str]:

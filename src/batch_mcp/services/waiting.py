@@ -13,14 +13,15 @@ from collections.abc import Awaitable, Callable
 
 import anyio
 
-from batch_mcp.client import APIConnectionError, APITimeoutError, BatchAPIError, Progress, RateLimitedError, ServerError
+from batch_mcp.backends.base import BackendError, ConnectionFailed, RateLimitedError, ServiceError, TimedOut
+from batch_mcp.domain import Progress
 from batch_mcp.schemas.jobs import BatchView, WaitResult
 
 log = logging.getLogger(__name__)
 
 MAX_POLL_INTERVAL_S = 60.0
 #: Poll failures a wait rides out until its deadline: the next poll may well get through.
-TRANSIENT = (ServerError, RateLimitedError, APIConnectionError)
+TRANSIENT = (ServiceError, RateLimitedError, ConnectionFailed)
 
 
 async def wait_for(job_id: str, poll: Callable[[], Awaitable[BatchView]],
@@ -30,7 +31,7 @@ async def wait_for(job_id: str, poll: Callable[[], Awaitable[BatchView]],
     start = anyio.current_time()
     deadline = start + timeout_s
     view: BatchView | None = None
-    problem: BatchAPIError | None = None  # of the last poll that ended, cleared by an answer
+    problem: BackendError | None = None  # of the last poll that ended, cleared by an answer
     interval, last_done, poll_took = interval_s, -1, 0.0
     while True:
         polled_at, fresh = anyio.current_time(), None
@@ -56,13 +57,13 @@ async def wait_for(job_id: str, poll: Callable[[], Awaitable[BatchView]],
         # after an answer, poll early enough for the next one to arrive by the deadline too
         lead = poll_took if fresh is not None else 0.0
         if now + lead >= deadline:
-            cut = APITimeoutError(f"get_batch: no answer for {job_id} before the deadline", code="deadline")
+            cut = TimedOut(f"get_batch: no answer for {job_id} before the deadline", code="deadline")
             return _timed_out(view or recorded(), None if fresh else problem or cut, now - start)
         come_back = getattr(problem, "retry_after_s", None) or 0.0
         await anyio.sleep(min(max(interval, come_back), deadline - now - lead))
 
 
-def _timed_out(view: BatchView | None, unanswered: BatchAPIError | None, waited: float) -> WaitResult:
+def _timed_out(view: BatchView | None, unanswered: BackendError | None, waited: float) -> WaitResult:
     """The normal answer at the deadline: the last status known, even if no poll got through."""
     if view is None:  # nothing at all is known about the job: the failure is all there is to say
         raise unanswered or AssertionError("a wait that learnt nothing always has a failure")

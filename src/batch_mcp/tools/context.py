@@ -14,8 +14,7 @@ from mcp.server.subscriptions import ResourceUpdated, SubscriptionBus
 from mcp.types import ListRootsResult
 
 from batch_mcp.backends.registry import Registry
-from batch_mcp.client import Progress
-from batch_mcp.schemas import Batch
+from batch_mcp.domain import Job, Progress
 from batch_mcp.schemas.jobs import JOBS_URI
 from batch_mcp.services.batches import BatchService
 from batch_mcp.services.workspace import Workspace, local_file_uri
@@ -51,9 +50,9 @@ class AppState:
     def unsubscribe(self, connection: Connection, uri: str) -> None:
         self.subscriptions.get(connection, set()).discard(uri)
 
-    async def announce(self, batch: Batch) -> None:
+    async def announce(self, job: Job) -> None:
         """A job changed status, and so did the job list: tell whoever subscribed to either, in both eras."""
-        for uri in (job_uri(batch.batch_id), JOBS_URI):
+        for uri in (job_uri(job.ref), JOBS_URI):
             await self.bus.publish(ResourceUpdated(uri=uri))
             for connection, uris in list(self.subscriptions.items()):
                 if uri in uris:

@@ -13,10 +13,8 @@ from mcp.types import INVALID_PARAMS, EmptyResult, SubscribeRequestParams, Unsub
 from pydantic import Field
 
 from batch_mcp.backends import base
-from batch_mcp.client import BatchAPIError, NotFoundError
 from batch_mcp.schemas.jobs import JOBS_URI
 from batch_mcp.services.batches import BatchService
-from batch_mcp.services.errors import NotConfigured
 from batch_mcp.services.listing import JOBS_PAGE_SIZE, InvalidCursor
 from batch_mcp.store import StoreUnavailable
 from batch_mcp.tools.context import AppState, TooManySubscriptions, connection_of, state_of
@@ -57,9 +55,9 @@ def register_resources(mcp: MCPServer, app_state: AppState) -> None:
     async def job(batch_id: str, ctx: Context[AppState, Any]) -> dict[str, Any]:
         try:
             return await state_of(ctx).service.job_detail(batch_id)
-        except (NotFoundError, base.NotFoundError):
+        except base.NotFoundError:
             raise ResourceNotFoundError(f"No batch job {batch_id!r}. Read batch://jobs for the known ids.") from None
-        except (BatchAPIError, base.BackendError, NotConfigured, StoreUnavailable) as exc:
+        except (base.BackendError, StoreUnavailable) as exc:
             raise ResourceError(explain(exc)) from None
 
 
