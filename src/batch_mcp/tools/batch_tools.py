@@ -52,10 +52,9 @@ def _check_metadata(metadata: dict[str, str] | None) -> dict[str, str] | None:
 
 Path_ = Annotated[str, Field(min_length=1, max_length=4096,
                              description="Path of the .jsonl file; relative paths start at the first allowed folder.")]
-ProviderArg = Annotated[Literal["openai", "anthropic"] | None,
-                        Field(description="openai or anthropic; detected from the lines when omitted.")]
-EndpointArg = Annotated[Literal["/v1/chat/completions", "/v1/responses"] | None,
-                        Field(description="openai only: the endpoint every line's url uses; detected when omitted.")]
+#: Line format and endpoint: ArgumentShapes offers what the configured backends accept.
+ProviderArg = str | None
+EndpointArg = str | None
 BatchId = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$",
                                description="The batch_id returned by submit_batch, create_batch or list_batches "
                                            "(or a job group's id, group-...).")]
@@ -79,32 +78,62 @@ CREATES_REMOTE = ToolAnnotations(read_only_hint=False, destructive_hint=False, i
 
 
 Tool = TypeVar("Tool", bound=Callable[..., Any])
+#: A completion window as the backends write them: ``24h``, ``48h``, ``7d``.
+WINDOW_PATTERN = r"^[1-9][0-9]{0,3}[hd]$"
 
 
-def backend_choice(registry: Registry) -> Callable[[Tool], Tool]:
-    """Offer a tool's ``backend`` argument only when there is a choice: with one backend configured the tool's
-    schema stays as it always was, with several it takes one of their names (each described by its limits)."""
-    names = registry.names
-    if len(names) > 1:
+class ArgumentShapes:
+    """Tool arguments shaped from the configured backends (the default one when none is): a choice offers what
+    one of them accepts, and an argument with a single possible value is not offered at all. With DigitalOcean
+    alone, every schema stays as it always was."""
+
+    def __init__(self, registry: Registry) -> None:
+        self.names = registry.names
+        shown = [CATALOG[name].capabilities for name in registry.names or (registry.default,)]
+        self.formats = tuple(dict.fromkeys(f for caps in shown for f in caps.line_formats))
+        self.endpoints = tuple(dict.fromkeys(e for caps in shown for e in caps.endpoints))
+        self.windows = "; ".join(f"{caps.name}: {caps.windows}" for caps in shown)
+        self.one_window = all(str(caps.windows) == "24h" for caps in shown)
         facts = "; ".join(f"{name} ({limits_text(CATALOG[name].capabilities)}, "
-                          f"{discount_text(CATALOG[name].capabilities)})" for name in names)
-        offered: Any = Annotated[Literal[names] | None,  # type: ignore[valid-type]
-                                 Field(description=f"Which backend runs it: {facts}. Default: {registry.default}.")]
+                          f"{discount_text(CATALOG[name].capabilities)})" for name in self.names)
+        self._backend: Any = Annotated[Literal[self.names] | None,  # type: ignore[valid-type]
+                                       Field(description=f"Which backend runs it: {facts}. "
+                                                         f"Default: {registry.default}.")]
 
-    def offer(tool: Tool) -> Tool:
+    def _annotation(self, param: inspect.Parameter) -> Any:
+        formats: Any = Literal[self.formats]  # type: ignore[valid-type]
+        endpoints: Any = Literal[self.endpoints]  # type: ignore[valid-type]
+        optional = param.default is None
+        if param.name == "provider":
+            said = " or ".join(self.formats)
+            return Annotated[formats | None if optional else formats,
+                             Field(description=f"{said}; detected from the lines when omitted." if optional
+                                   else f"{said}.")]
+        if param.name == "endpoint":
+            return Annotated[endpoints | None if optional else endpoints,
+                             Field(description="openai only: the endpoint every line's url uses; detected when "
+                                               "omitted." if optional else "openai only.")]
+        if param.name == "completion_window" and not self.one_window:
+            return Annotated[str, Field(pattern=WINDOW_PATTERN, description="How long the backend may take to "
+                                        f"finish, as 24h or 7d ({self.windows}). Default 24h.")]
+        return param.annotation
+
+    def __call__(self, tool: Tool) -> Tool:
         signature = inspect.signature(tool, eval_str=True)
-        others = [param for name, param in signature.parameters.items() if name != "backend"]
-        if len(names) > 1:
-            others.append(inspect.Parameter("backend", inspect.Parameter.KEYWORD_ONLY, default=None,
-                                            annotation=offered))
-        tool.__signature__ = signature.replace(parameters=others)  # type: ignore[attr-defined]
+        params = []
+        for param in signature.parameters.values():
+            if param.name == "backend" and len(self.names) < 2:
+                continue
+            if param.name == "completion_window" and self.one_window and param.annotation is str:
+                continue  # offered where there is a choice; create_batch has always shown its one value
+            annotation = self._backend if param.name == "backend" else self._annotation(param)
+            params.append(param.replace(annotation=annotation))
+        tool.__signature__ = signature.replace(parameters=params)  # type: ignore[attr-defined]
         return tool
-
-    return offer
 
 
 def register_batch_tools(mcp: MCPServer, registry: Registry) -> None:
-    choosable = backend_choice(registry)
+    choosable = ArgumentShapes(registry)
     limits = limits_sentence(registry)
 
     @mcp.tool(
@@ -144,10 +173,11 @@ def register_batch_tools(mcp: MCPServer, registry: Registry) -> None:
                     "again with the same arguments returns the same job (pass new=true for another). "
                     "Next: wait_for_batch.",
     )
+    @choosable
     @agent_errors
     async def create_batch(
         file_id: Annotated[str, Field(min_length=1, max_length=128, description="From upload_batch_file.")],
-        provider: Annotated[Literal["openai", "anthropic"], Field(description="openai or anthropic.")],
+        provider: str,
         ctx: Context[AppState, Any],
         endpoint: EndpointArg = None,
         metadata: Metadata = None,
@@ -155,10 +185,10 @@ def register_batch_tools(mcp: MCPServer, registry: Registry) -> None:
         new: NewJob = False,
     ) -> SubmitResult:
         if provider == "openai" and endpoint is None:
-            raise ToolError("endpoint is required for openai: pass the url used on every line "
-                            "(/v1/chat/completions or /v1/responses).")
+            raise ToolError("endpoint is required for openai lines: pass the url used on every line "
+                            f"({' or '.join(choosable.endpoints)}).")
         return await state_of(ctx).service.create(file_id, provider, endpoint if provider == "openai" else None,
-                                                  metadata, new=new)
+                                                  metadata, new=new, completion_window=completion_window)
 
     @mcp.tool(
         **titled("Submit a batch file", CREATES_REMOTE),
@@ -171,9 +201,11 @@ def register_batch_tools(mcp: MCPServer, registry: Registry) -> None:
     @agent_errors
     async def submit_batch(path: Path_, ctx: Context[AppState, Any], roots: Roots, provider: ProviderArg = None,
                            endpoint: EndpointArg = None, metadata: Metadata = None,
-                           new: NewJob = False, backend: str | None = None) -> SubmitResult:
+                           new: NewJob = False, completion_window: str = "24h",
+                           backend: str | None = None) -> SubmitResult:
         state = state_of(ctx)
         return await state.service.submit(path, provider, endpoint, metadata, new=new, backend=backend,
+                                          completion_window=completion_window,
                                           workspace=workspace_for(state, roots),
                                           on_progress=progress_reporter(ctx, "bytes uploaded"))
 
@@ -282,9 +314,8 @@ def register_batch_tools(mcp: MCPServer, registry: Registry) -> None:
         model: Annotated[str, Field(min_length=1, max_length=200, description="Model for every request.")],
         ctx: Context[AppState, Any],
         roots: Roots,
-        provider: Annotated[Literal["openai", "anthropic"], Field(description="openai or anthropic.")] = "openai",
-        endpoint: Annotated[Literal["/v1/chat/completions", "/v1/responses"],
-                            Field(description="openai only.")] = "/v1/chat/completions",
+        provider: str = "openai",
+        endpoint: str = "/v1/chat/completions",
         system: Annotated[str | None, Field(max_length=100_000, description="Optional system prompt "
                                             "(may use {column} too).")] = None,
         max_tokens: Annotated[int | None, Field(ge=1, le=1_000_000, description="Output token limit per request "
