@@ -362,6 +362,6 @@ def test_demo_output_has_no_token_or_signed_url(tmp_path: Path) -> None:
     output = done.stdout + done.stderr
     assert done.returncode == 0, output[-3000:]
     assert "every step passed" in done.stdout and "DEBUG" in done.stderr
-    for step in ("1. validate_batch_file", "same job: True", "completed", "batch://jobs lists"):
+    for step in ("1. validate_batch_file", "same job: True", "300/300", "completed", "batch://jobs lists"):
         assert step in done.stdout, step
     assert_no_secrets(output, SandboxConfig().token)

@@ -2,7 +2,8 @@
 
 The snapshot was taken from main before the multi-backend tools: no ``backend`` argument, the same
 names, types, choices, defaults and required sets. Descriptions are left out of the comparison: they
-may say more about limits without changing what a client may send.
+may say more about limits without changing what a client may send. Changed on purpose since: wait_for_batch's
+``timeout_s`` defaults to none (a short wait, or a longer one for a client that listens to progress: #12).
 """
 
 from __future__ import annotations

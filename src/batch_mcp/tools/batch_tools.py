@@ -27,7 +27,15 @@ from batch_mcp.schemas.jobs import (
 )
 from batch_mcp.schemas.preflight import PreflightReport
 from batch_mcp.services.prepare import RequestTemplate
-from batch_mcp.tools.context import AppState, client_roots, progress_reporter, state_of, workspace_for
+from batch_mcp.services.waiting import QUICK_WAIT_S, WATCHED_WAIT_S
+from batch_mcp.tools.context import (
+    AppState,
+    asked_for_progress,
+    client_roots,
+    progress_reporter,
+    state_of,
+    workspace_for,
+)
 from batch_mcp.tools.describe import discount_text, limits_sentence, limits_text
 from batch_mcp.tools.errors import agent_errors
 
@@ -220,22 +228,25 @@ def register_batch_tools(mcp: MCPServer, registry: Registry) -> None:
 
     @mcp.tool(
         **titled("Wait for a batch", READ_ONLY_REMOTE),
-        description="Wait until a batch job finishes or the timeout passes, polling with backoff and sending "
-                    "progress (requests done of total). A timeout is a normal answer (timed_out=true): the job "
-                    "keeps running; call again to keep waiting. Next: download_batch_results.",
+        description="Wait for a batch job to finish: checks at once, then polls with backoff. Returns within "
+                    f"about {QUICK_WAIT_S:.0f} s (up to {WATCHED_WAIT_S:.0f} s when the client asked for progress, "
+                    "sent every few seconds), or at timeout_s if given. timed_out=true is a normal answer: the "
+                    "job keeps running; call again to keep waiting. Next: download_batch_results.",
     )
     @agent_errors
     async def wait_for_batch(
         batch_id: BatchId,
         ctx: Context[AppState, Any],
-        timeout_s: Annotated[float, Field(gt=0, le=3600, description="Longest wait in seconds. The default "
-                                          "stays under the 60 s request timeout many MCP clients use; call "
-                                          "again to keep waiting.")] = 50,
+        timeout_s: Annotated[float | None, Field(gt=0, le=3600, description="Longest wait in seconds; give it "
+                                                 "only if your client waits that long for a tool.")] = None,
         poll_interval_s: Annotated[float | None, Field(ge=0.05, le=600, description="First poll interval; "
                                                        "it grows while nothing changes.")] = None,
     ) -> WaitResult:
-        return await state_of(ctx).service.wait(batch_id, timeout_s, poll_interval_s,
-                                                on_progress=progress_reporter(ctx, "requests done"))
+        watched = asked_for_progress(ctx)
+        wait_s = timeout_s or (WATCHED_WAIT_S if watched else QUICK_WAIT_S)
+        return await state_of(ctx).service.wait(batch_id, wait_s, poll_interval_s,
+                                                on_progress=progress_reporter(ctx, "requests done") if watched
+                                                else None)
 
     @mcp.tool(
         **titled("List batches", READ_ONLY_REMOTE),

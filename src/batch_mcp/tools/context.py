@@ -97,6 +97,20 @@ def state_of(ctx: Context[Any, Any]) -> AppState:
     return ctx.request_context.lifespan_context
 
 
+def asked_for_progress(ctx: Context[Any, Any]) -> bool:
+    """Whether the client listens for this call's progress (and so may extend its timeout on it). mcp 2.3 keeps
+    that on the request's dispatch channel with no public accessor: the caller's token over JSON-RPC, its
+    callback in process (private attributes, like ``connection_of``)."""
+    if (ctx.request_context.meta or {}).get("progress_token") is not None:
+        return True
+    channel = getattr(ctx.request_context.session, "_request_outbound", None)
+    while channel is not None:  # the runner may wrap the dispatcher's channel in its own
+        if any(getattr(channel, name, None) is not None for name in ("_progress_token", "_on_progress")):
+            return True
+        channel = getattr(channel, "_inner", None)
+    return False
+
+
 def progress_reporter(ctx: Context[Any, Any], unit: str) -> Progress:
     """A progress callback that forwards to the client (a no-op when it asked for none)."""
 
