@@ -258,7 +258,8 @@ async def test_resources(sandbox: SandboxServer, workdir: Path, mode: str) -> No
         one = (await client.read_resource(f"batch://jobs/{batch_id}")).contents[0]
         assert one.mime_type == "application/json" and json.loads(one.text)["batch_id"] == batch_id
         templates = (await client.list_resource_templates()).resource_templates
-        assert sorted(t.uri_template for t in templates) == ["batch://jobs/{batch_id}", "batch://jobs{?cursor}"]
+        assert sorted(t.uri_template for t in templates) == ["batch://jobs/{batch_id}", "batch://jobs{?cursor}",
+                                                          "batch://results/{batch_id}{?cursor}"]
         with pytest.raises(MCPError) as missing:
             await client.read_resource("batch://jobs/00000000-0000-0000-0000-000000000000")
         assert "batch://jobs" in missing.value.message

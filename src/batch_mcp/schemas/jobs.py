@@ -15,6 +15,8 @@ from batch_mcp.domain import TERMINAL_STATUSES, Job
 
 #: The resource listing this server's jobs; one job is ``{JOBS_URI}/{batch_id}``, a later page ``?cursor=...``.
 JOBS_URI = "batch://jobs"
+#: A downloaded job's merged results table, a page at a time: ``{RESULTS_URI}/{batch_id}``, then ``?cursor=...``.
+RESULTS_URI = "batch://results"
 _NEXT_STEP = {
     "completed": "Done: call download_batch_results to fetch and summarise the results.",
     "cancelled": "Cancelled: results of requests finished before the cancel are kept; "
@@ -319,3 +321,17 @@ class PrepareResult(BaseModel):
     problems: list[str] = Field(default_factory=list, description="Validation problems, if any.")
     estimated_cost: CostReport | None = None
     next_step: str
+
+
+class ResultsPage(BaseModel):
+    """One page of a downloaded job's merged results table (long cells cut; the files have them whole)."""
+
+    batch_id: str
+    rows: list[dict[str, Any]] = Field(description="Table rows: custom_id, status, output_text, error, tokens, "
+                                                   "and the input's columns.")
+    first_row: int = Field(description="Number of this page's first row (1-based).")
+    count: int
+    cut_cells: int = Field(default=0, description="Cells shortened on this page.")
+    next: str | None = Field(default=None, description="URI of the next page; absent on the last one.")
+    table_csv_path: str
+    table_jsonl_path: str

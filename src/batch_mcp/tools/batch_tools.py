@@ -9,7 +9,7 @@ from typing import Annotated, Any, Literal, TypeVar
 from mcp.server import MCPServer
 from mcp.server.mcpserver import Context, Resolve
 from mcp.server.mcpserver.exceptions import ToolError
-from mcp.types import ListRootsResult, ToolAnnotations
+from mcp.types import ListRootsResult, ResourceLink, ToolAnnotations
 from pydantic import AfterValidator, Field
 
 from batch_mcp.backends.registry import CATALOG, Registry
@@ -27,6 +27,7 @@ from batch_mcp.schemas.jobs import (
 )
 from batch_mcp.schemas.preflight import PreflightReport
 from batch_mcp.services.prepare import RequestTemplate
+from batch_mcp.services.result_pages import ROWS_PER_PAGE, results_uri
 from batch_mcp.services.waiting import QUICK_WAIT_S, WATCHED_WAIT_S
 from batch_mcp.tools.context import (
     AppState,
@@ -138,6 +139,13 @@ class ArgumentShapes:
             params.append(param.replace(annotation=annotation))
         tool.__signature__ = signature.replace(parameters=params)  # type: ignore[attr-defined]
         return tool
+
+
+def results_links(summary: Any) -> list[ResourceLink]:
+    """The merged table as a resource to read in pages, rather than rows inlined into the answer."""
+    return [ResourceLink(type="resource_link", uri=results_uri(summary.batch_id), name="results_table",
+                         title=f"Results of {summary.batch_id}", mime_type="application/json",
+                         description=f"The merged results table, {ROWS_PER_PAGE} rows a page; follow `next`.")]
 
 
 def register_batch_tools(mcp: MCPServer, registry: Registry) -> None:
@@ -291,9 +299,10 @@ def register_batch_tools(mcp: MCPServer, registry: Registry) -> None:
             ToolAnnotations(read_only_hint=False, destructive_hint=False, idempotent_hint=True, open_world_hint=True)),
         description="Save a finished job's results and errors files into an allowed folder (default "
                     "./batch-results) and summarise them: succeeded/failed/missing counts, error codes, token "
-                    "usage and a preview. Never overwrites unless overwrite=true.",
+                    "usage and a preview; the whole table is linked as the resource batch://results/{batch_id}, "
+                    "read in pages. Never overwrites unless overwrite=true.",
     )
-    @agent_errors
+    @agent_errors(links=results_links)
     async def download_batch_results(
         batch_id: BatchId,
         ctx: Context[AppState, Any],

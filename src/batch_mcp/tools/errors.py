@@ -5,10 +5,10 @@ from __future__ import annotations
 import functools
 import logging
 from collections.abc import Awaitable, Callable
-from typing import ParamSpec, TypeVar
+from typing import Any, ParamSpec, TypeVar
 
 from mcp.server.mcpserver.exceptions import ToolError
-from mcp.types import CallToolResult, TextContent
+from mcp.types import CallToolResult, ResourceLink, TextContent
 from pydantic import BaseModel, ValidationError
 
 from batch_mcp.backends import base
@@ -107,23 +107,31 @@ def unknown_arguments(tool: str, unknown: list[str], accepted: list[str]) -> str
             f"{'them' if len(unknown) > 1 else 'it'}.")
 
 
-def compact(result: R) -> R:
+#: Extra content blocks for a result (resource links), beside its compact JSON text.
+Links = Callable[[BaseModel], list[ResourceLink]]
+
+
+def compact(result: R, links: Links | None = None) -> R:
     """A model result as structured content plus its text as compact JSON: the SDK would indent the text,
-    about a fifth more for every client to carry (and some to truncate)."""
+    about a fifth more for every client to carry (and some to truncate). ``links`` adds resource links."""
     if not isinstance(result, BaseModel):
         return result
     text = result.model_dump_json(by_alias=True)
-    return CallToolResult(content=[TextContent(type="text", text=text)],  # type: ignore[return-value]
+    content: list[TextContent | ResourceLink] = [TextContent(type="text", text=text), *(links(result) if links else [])]
+    return CallToolResult(content=content,  # type: ignore[return-value]
                           structured_content=result.model_dump(mode="json", by_alias=True))
 
 
-def agent_errors(fn: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
-    """Wrap a tool so that every exception reaches the model as a readable ``isError`` result."""
+def agent_errors(fn: Callable[P, Awaitable[R]] | None = None, *, links: Links | None = None) -> Any:
+    """Wrap a tool so that every exception reaches the model as a readable ``isError`` result (as
+    ``@agent_errors``, or ``@agent_errors(links=...)`` to add resource links to its results)."""
+    if fn is None:
+        return functools.partial(agent_errors, links=links)
 
     @functools.wraps(fn)
     async def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         try:
-            return compact(await fn(*args, **kwargs))
+            return compact(await fn(*args, **kwargs), links)
         except ToolError:
             raise
         except Exception as exc:
