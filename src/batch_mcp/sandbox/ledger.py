@@ -200,7 +200,9 @@ class Ledger:
     # --- jobs --------------------------------------------------------------------------------------
 
     def add_job(self, job: Job, key: str | None) -> Job:
-        """Record the job, unless one already holds the idempotency ``key``: return the one that does."""
+        """Record the job, unless one already holds the idempotency ``key``: return the one that does.
+
+        The request is stored as it was sent (unset fields left out), so the one revived equals a replay."""
         with self._transaction() as db:
             if key is not None and (held := db.execute("SELECT * FROM jobs WHERE idempotency_key = ?",
                                                        (key,)).fetchone()) is not None:
@@ -208,7 +210,7 @@ class Ledger:
             job.seq = db.execute(
                 "INSERT INTO jobs (batch_id, idempotency_key, request, input_file_id, input_path, created_at,"
                 " window_s, pace, output_file_id, error_file_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (job.batch_id, key, job.request.model_dump_json(), job.input_file_id,
+                (job.batch_id, key, job.request.model_dump_json(exclude_unset=True), job.input_file_id,
                  self._relative(job.input_path), job.created_at, job.window_s, msgspec.json.encode(job.pace),
                  job.output_file_id, job.error_file_id),
             ).lastrowid or 0

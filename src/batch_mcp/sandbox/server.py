@@ -114,7 +114,8 @@ class SandboxServer:
                 try:
                     self._build()
                 except Exception:
-                    log.exception("the %s sandbox could not start", self._config.backend)
+                    log.exception("the %s sandbox could not start (its account: %s)", self._config.backend,
+                                  self._config.storage_dir or "a temporary folder")
                     self._socket.close()  # refuse the waiting calls rather than leave them hanging
                     return
         assert self._server is not None
