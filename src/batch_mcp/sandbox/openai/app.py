@@ -96,10 +96,12 @@ async def _write_results(sandbox: Sandbox, file_id: str) -> None:
     if job is None or job.results is not None:
         return
     snap = await sandbox.snapshot(job)
-    if has_output(snap) if file_id == job.output_file_id else has_errors(snap):
+    advertised = has_output(snap) if file_id == job.output_file_id else has_errors(snap)
+    if advertised:
         expiry = job.request.output_expires_after
         # an output file never advertised (nothing succeeded) stays unreachable
-        await sandbox.result_files(job, snap, publish_output=has_output(snap), ttl_s=expiry.seconds if expiry else None)
+        await sandbox.result_files(job, snap, publish_output=has_output(snap),
+                                   ttl_s=expiry.seconds if expiry else None)
 
 
 async def _find_file(sandbox: Sandbox, file_id: str) -> StoredFile:
@@ -202,7 +204,7 @@ async def list_batches(request: Request, sandbox: Sandbox) -> Response:
     limit = _page_size(request.query_params.get("limit"))
     jobs = sandbox.ledger.jobs()
     if after := request.query_params.get("after"):
-        anchor = sandbox.jobs.get(after)
+        anchor = sandbox.ledger.job(after)
         if anchor is None:
             raise ApiError(400, f"after must be the id of a listed batch; '{after}' is unknown.", param="after")
         jobs = [job for job in jobs if job.seq < anchor.seq]
