@@ -270,24 +270,25 @@ async def test_partial_files_a_killed_download_left_are_cleaned_up(reliable: San
 
 # --- the sandbox's store (item 6) -------------------------------------------------------------------
 
-async def test_sandbox_mode_removes_only_the_store_folder_it_made(workdir: Path) -> None:
-    """`serve --sandbox --state-dir DIR` once deleted DIR/sandbox and everything in it at start-up."""
+async def test_sandbox_mode_keeps_its_state_in_its_own_folder_and_deletes_nothing(workdir: Path) -> None:
+    """`serve --sandbox --state-dir DIR` once deleted DIR/sandbox and everything in it at start-up. Now its
+    jobs and their store live on in DIR/sandbox (the next process needs them), and nothing there is removed."""
     state = workdir.parent / "state"
     (state / "sandbox").mkdir(parents=True)
     (state / "sandbox" / "precious.txt").write_text("not the server's\n")
     (state / "jobs.sqlite3").write_text("the real store, not the sandbox's\n")
-    abandoned = state / f"sandbox.abcd1234.batch-mcp-{dead_pid()}"  # from a sandbox run that was killed
-    abandoned.mkdir()
-    another_run = state / f"sandbox.efgh5678.batch-mcp-{os.getppid()}"  # a sandbox server still running
+    another_run = state / f"sandbox.efgh5678.batch-mcp-{os.getppid()}"  # an older release's running sandbox
     another_run.mkdir()
     settings = Settings(sandbox=True, state_dir=state, allowed_dirs=[workdir], poll_interval_s=0.05)
     async with mcp_session(settings) as (client, _):
-        assert (state / "sandbox" / "precious.txt").is_file()
         submitted = await call(client, "submit_batch", path="data/tickets.jsonl")
+    batch_id = submitted["batch"]["batch_id"]
+    assert (state / "sandbox" / "jobs.sqlite3").is_file()
+    assert (state / "sandbox" / "digitalocean" / "sandbox.sqlite3").is_file()
+    async with mcp_session(settings) as (client, _):
         jobs = json.loads((await client.read_resource("batch://jobs")).contents[0].text)
-        assert submitted["batch"]["batch_id"] in {job["batch_id"] for job in jobs["jobs"]}
-        [ours] = set(state.glob(f"sandbox.*.batch-mcp-{os.getpid()}"))
-        assert (ours / "jobs.sqlite3").is_file()
-    assert not ours.exists() and not abandoned.exists() and another_run.is_dir()
+        assert batch_id in {job["batch_id"] for job in jobs["jobs"]}
+        assert (await call(client, "get_batch", batch_id=batch_id))["batch_id"] == batch_id
+    assert another_run.is_dir()
     assert (state / "sandbox" / "precious.txt").read_text() == "not the server's\n"
     assert (state / "jobs.sqlite3").read_text() == "the real store, not the sandbox's\n"

@@ -30,7 +30,7 @@ from batch_mcp.backends.retries import RetryPolicy as BackendRetryPolicy
 from batch_mcp.backends.settings import BackendSettings, settings_for
 from batch_mcp.config import MIN_PUBLIC_AUTH_TOKEN, Settings, is_loopback
 from batch_mcp.services.batches import BatchService
-from batch_mcp.services.workspace import Workspace, scratch_folder
+from batch_mcp.services.workspace import Workspace
 from batch_mcp.store import JobStore, StoreUnavailable
 from batch_mcp.tools import register_all
 from batch_mcp.tools.context import AppState
@@ -48,13 +48,17 @@ def backend_settings(settings: Settings) -> dict[str, BackendSettings]:
     return {_DO.name: settings_for(_DO).given(settings.token_value(), settings.base_url), **read}
 
 
-def start_sandboxes(stack: AsyncExitStack) -> dict[str, BackendSettings]:
-    """One emulator per backend, each backend configured against its own (real keys are never used here)."""
+def start_sandboxes(stack: AsyncExitStack, folder: Path) -> dict[str, BackendSettings]:
+    """One emulator per backend, each backend configured against its own (real keys are never used here).
+
+    Each keeps its account in ``folder/<backend>``, which outlives the process, and starts on its first call.
+    """
     from batch_mcp.sandbox import SandboxConfig, SandboxServer
 
     configured = {}
     for name, entry in CATALOG.items():
-        sandbox = stack.enter_context(SandboxServer(SandboxConfig(backend=name)))  # type: ignore[arg-type]
+        config = SandboxConfig(backend=name, storage_dir=folder / name)  # type: ignore[arg-type]
+        sandbox = stack.enter_context(SandboxServer(config, on_demand=True))
         configured[name] = settings_for(entry.capabilities).given(sandbox.token, sandbox.base_url)
         log.info("sandbox mode: %s emulated at %s", entry.capabilities.label, sandbox.base_url)
     return configured
@@ -66,9 +70,10 @@ async def open_app_state(settings: Settings) -> AsyncIterator[AppState]:
     async with AsyncExitStack() as stack:
         state_dir = settings.state_dir
         if settings.sandbox:
-            every = start_sandboxes(stack)
-            # the sandbox forgets its jobs on exit, so its store lives in a folder of this run's own
-            state_dir = stack.enter_context(scratch_folder(settings.state_dir, "sandbox"))
+            # the sandbox's jobs, and the store that records them, outlive the process (an MCP client may start
+            # one per tool call) apart from the real store: state_dir/sandbox is shared by every sandbox run
+            state_dir = settings.state_dir / "sandbox"
+            every = start_sandboxes(stack, state_dir)
         else:
             every = backend_settings(settings)
         options = HttpOptions(retry=BackendRetryPolicy(max_attempts=settings.max_attempts,

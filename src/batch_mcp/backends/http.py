@@ -18,9 +18,11 @@ from __future__ import annotations
 import ipaddress
 import logging
 import re
+import ssl
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 from typing import Any, BinaryIO, TypeVar
 from urllib.parse import quote, urlsplit, urlunsplit
@@ -173,6 +175,13 @@ class HttpOptions:
     timeout_s: float = 60.0
 
 
+@cache
+def _trust_roots() -> ssl.SSLContext:
+    """The verifying TLS context every backend's pool shares: loading the trust roots takes ~20 ms per context,
+    which each pool paid at every start (and some MCP clients start a process per tool call)."""
+    return httpx2.create_ssl_context()
+
+
 class HttpClient:
     """One backend's connection pool and credentials, behind the shared retry loop."""
 
@@ -192,6 +201,7 @@ class HttpClient:
             headers={"User-Agent": f"batch-mcp/{__version__}", **(headers or {})},
             limits=httpx2.Limits(max_connections=20, max_keepalive_connections=10),
             follow_redirects=False,
+            verify=_trust_roots(),
         )
 
     def __repr__(self) -> str:  # never the credentials
