@@ -130,7 +130,7 @@ async def test_two_processes_at_once_share_the_sandbox_without_corrupting_it(wor
     assert integrity(ledger) == "ok" and integrity(state_of(workdir) / "sandbox" / "jobs.sqlite3") == "ok"
     with sqlite3.connect(f"file:{ledger}?mode=ro", uri=True) as db:
         rows = db.execute("SELECT batch_id, results FROM jobs").fetchall()
-    assert {batch_id for batch_id, _ in rows} == set(finished) and all(results for _, results in rows)
+    assert {f"digitalocean:{batch_id}" for batch_id, _ in rows} == set(finished) and all(results for _, results in rows)
 
 
 # --- the emulators themselves, two on one folder ---------------------------------------------------
