@@ -3,6 +3,10 @@
 The snapshot was taken from main before the multi-backend tools: no ``backend`` argument, the same
 names, types, choices, defaults and required sets. Descriptions are left out of the comparison: they
 may say more about limits without changing what a client may send.
+
+One change was made to it on purpose (issue 12, strict tool schemas), by regenerating it: ``metadata``
+of create_batch and submit_batch is a list of ``{key, value}`` pairs instead of an object with free-form
+keys, which strict tool calling refuses (tests/test_strict_schemas.py). Nothing else in it changed.
 """
 
 from __future__ import annotations

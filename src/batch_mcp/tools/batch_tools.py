@@ -10,7 +10,7 @@ from mcp.server import MCPServer
 from mcp.server.mcpserver import Context, Resolve
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp.types import ListRootsResult, ToolAnnotations
-from pydantic import AfterValidator, Field
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema
 
 from batch_mcp.backends.registry import CATALOG, Registry
 from batch_mcp.schemas.jobs import (
@@ -34,20 +34,40 @@ from batch_mcp.tools.errors import agent_errors
 MAX_METADATA_KEYS = 16
 MAX_METADATA_KEY_CHARS = 64
 MAX_METADATA_VALUE_CHARS = 512
+METADATA_EXAMPLE = '[{"key": "project", "value": "triage"}]'
 
 
-def _check_metadata(metadata: dict[str, str] | None) -> dict[str, str] | None:
-    if metadata is None:
-        return None
-    if len(metadata) > MAX_METADATA_KEYS:
-        raise ValueError(f"metadata has {len(metadata)} keys; at most {MAX_METADATA_KEYS} are allowed")
-    for key, value in metadata.items():
-        if not key or len(key) > MAX_METADATA_KEY_CHARS:
-            raise ValueError(f"metadata key {key[:80]!r} must be 1-{MAX_METADATA_KEY_CHARS} characters")
-        if len(value) > MAX_METADATA_VALUE_CHARS:
-            raise ValueError(f"metadata value of {key!r} is {len(value)} characters; "
-                             f"at most {MAX_METADATA_VALUE_CHARS} are allowed")
-    return metadata
+# Labels come as a list of pairs, not as an object with free-form keys: strict tool calling (OpenAI's,
+# openai-agents' strict mode) accepts no such object. The service and the backends keep a dict.
+class MetadataPair(BaseModel):
+    """One label of the job."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    key: Annotated[str, Field(strict=True, min_length=1, max_length=MAX_METADATA_KEY_CHARS)]
+    value: Annotated[str, Field(strict=True, max_length=MAX_METADATA_VALUE_CHARS)]
+
+
+#: Spelled out in place rather than as a ``$ref``: openai-agents' strict mode refuses references in a tool schema.
+MetadataItem = Annotated[MetadataPair, WithJsonSchema(MetadataPair.model_json_schema())]
+
+
+def _pairs_not_an_object(given: Any) -> Any:
+    if isinstance(given, dict):
+        raise ValueError(f"metadata is a list of key/value pairs, e.g. {METADATA_EXAMPLE}, not an object")
+    return given
+
+
+def _unique_keys(pairs: list[MetadataPair] | None) -> list[MetadataPair] | None:
+    keys = [pair.key for pair in pairs or ()]
+    if twice := next((key for key in keys if keys.count(key) > 1), None):
+        raise ValueError(f"metadata key {twice!r} is given more than once; give each key once")
+    return pairs
+
+
+def metadata_dict(pairs: list[MetadataPair] | None) -> dict[str, str] | None:
+    """The labels as the service and the backends take them."""
+    return None if pairs is None else {pair.key: pair.value for pair in pairs}
 
 
 Path_ = Annotated[str, Field(min_length=1, max_length=4096,
@@ -59,9 +79,12 @@ BatchId = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0
                                description="The batch_id returned by submit_batch, create_batch or list_batches "
                                            "(or a job group's id, group-...).")]
 Metadata = Annotated[
-    dict[str, Annotated[str, Field(strict=True)]] | None,
-    AfterValidator(_check_metadata),
-    Field(description=f"Optional string labels for the job (at most {MAX_METADATA_KEYS} keys, string values)."),
+    Annotated[list[MetadataItem], Field(max_length=MAX_METADATA_KEYS)] | None,
+    BeforeValidator(_pairs_not_an_object),
+    AfterValidator(_unique_keys),
+    Field(description=f"Optional labels for the job as key/value pairs, e.g. {METADATA_EXAMPLE}: at most "
+                      f"{MAX_METADATA_KEYS}, each key once (1-{MAX_METADATA_KEY_CHARS} characters), values up to "
+                      f"{MAX_METADATA_VALUE_CHARS} characters. get_batch shows them as an object."),
 ]
 Roots = Annotated[ListRootsResult, Resolve(client_roots)]
 NewJob = Annotated[bool, Field(description="Force a new job even if this exact submission already made one.")]
@@ -188,7 +211,8 @@ def register_batch_tools(mcp: MCPServer, registry: Registry) -> None:
             raise ToolError("endpoint is required for openai lines: pass the url used on every line "
                             f"({' or '.join(choosable.endpoints)}).")
         return await state_of(ctx).service.create(file_id, provider, endpoint if provider == "openai" else None,
-                                                  metadata, new=new, completion_window=completion_window)
+                                                  metadata_dict(metadata), new=new,
+                                                  completion_window=completion_window)
 
     @mcp.tool(
         **titled("Submit a batch file", CREATES_REMOTE),
@@ -204,8 +228,8 @@ def register_batch_tools(mcp: MCPServer, registry: Registry) -> None:
                            new: NewJob = False, completion_window: str = "24h",
                            backend: str | None = None) -> SubmitResult:
         state = state_of(ctx)
-        return await state.service.submit(path, provider, endpoint, metadata, new=new, backend=backend,
-                                          completion_window=completion_window,
+        return await state.service.submit(path, provider, endpoint, metadata_dict(metadata), new=new,
+                                          backend=backend, completion_window=completion_window,
                                           workspace=workspace_for(state, roots),
                                           on_progress=progress_reporter(ctx, "bytes uploaded"))
 
