@@ -27,12 +27,8 @@ from agents.tool_context import ToolContext
 
 from batch_mcp.sandbox import SandboxServer
 
+from conftest import OTHER_BACKENDS
 from test_stdio import server_env
-
-NOWHERE = "http://127.0.0.1:9"  # configured, never called: listing tools sends nothing to a backend
-ALL_FOUR = {"OPENAI_API_KEY": "sk-test-not-real", "OPENAI_BASE_URL": f"{NOWHERE}/v1",
-            "DEEPINFRA_TOKEN": "di-test-not-real", "DEEPINFRA_BASE_URL": f"{NOWHERE}/v1/openai",
-            "GROQ_API_KEY": "gsk-test-not-real", "GROQ_BASE_URL": f"{NOWHERE}/openai/v1"}
 
 
 @asynccontextmanager
@@ -53,7 +49,7 @@ def refusal(tool: FunctionTool) -> str:
     return "converted here, yet the tool is not strict"
 
 
-@pytest.mark.parametrize("backends", [{}, ALL_FOUR], ids=["digitalocean only", "four backends"])
+@pytest.mark.parametrize("backends", [{}, OTHER_BACKENDS], ids=["digitalocean only", "four backends"])
 async def test_every_tool_converts_in_strict_mode(sandbox: SandboxServer, workdir: Path,
                                                   backends: dict[str, str]) -> None:
     async with strict_tools({**server_env(sandbox, workdir), **backends}, workdir) as tools:
