@@ -281,7 +281,8 @@ async def run_every_tool(client: Client, authorised: bool = True) -> list[str]:
         await call("submit_batch", path="data/tickets.jsonl")
         return seen
     upload = (await call("upload_batch_file", path="data/reviews-anthropic.jsonl")).structured_content
-    await call("create_batch", file_id=upload["file_id"], provider="anthropic", metadata={"run": "secrets"})
+    await call("create_batch", file_id=upload["file_id"], provider="anthropic",
+               metadata=[{"key": "run", "value": "secrets"}])
     submitted = await call("submit_batch", path="data/tickets.jsonl", new=True)
     batch_id = submitted.structured_content["batch"]["batch_id"]
     await call("get_batch", batch_id=batch_id)

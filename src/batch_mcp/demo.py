@@ -107,11 +107,11 @@ async def _tickets(folder: Path) -> int:
         ids: dict[str, str] = {}
         for backend in SIDE_BY_SIDE:
             submitted = await _call(client, "submit_batch", path="data/tickets.jsonl", backend=backend,
-                                    metadata={"project": "support-triage"})
+                                    metadata=[{"key": "project", "value": "support-triage"}])
             ids[backend] = submitted["batch"]["batch_id"]
             _say(f"   {backend:<13} batch_id={ids[backend]}  status={submitted['batch']['status']}")
         again = await _call(client, "submit_batch", path="data/tickets.jsonl", backend=SIDE_BY_SIDE[-1],
-                            metadata={"project": "support-triage"})
+                            metadata=[{"key": "project", "value": "support-triage"}])
         _say(f"   submitted again by mistake -> same job: {again['batch']['batch_id'] == ids[SIDE_BY_SIDE[-1]]} "
              f"(reused_existing_job={again['reused_existing_job']}; {SIDE_BY_SIDE[-1]} has no idempotency key: "
              "the job carries batch-mcp's token in its metadata)")

@@ -19,6 +19,7 @@ from mcp.server import MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp.server.subscriptions import InMemorySubscriptionBus
 from mcp.server.transport_security import TransportSecuritySettings
+from mcp.types import Tool as MCPTool
 from pydantic import ValidationError
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -36,6 +37,7 @@ from batch_mcp.tools import register_all
 from batch_mcp.tools.context import AppState
 from batch_mcp.tools.describe import instructions
 from batch_mcp.tools.errors import invalid_arguments, unknown_arguments
+from batch_mcp.tools.output_schemas import lean_tools
 
 log = logging.getLogger(__name__)
 Transport = Literal["stdio", "streamable-http", "sse"]
@@ -115,9 +117,18 @@ async def _resume(service: BatchService) -> None:
 
 
 class BatchMCPServer(MCPServer):
-    """MCPServer whose argument errors read as instructions rather than as a pydantic report, and which
+    """MCPServer whose argument errors read as instructions rather than as a pydantic report, which
     refuses arguments a tool does not take (the SDK drops them silently, so a misspelt option would be
-    ignored)."""
+    ignored), and whose tools list lean output schemas (tools/output_schemas.py)."""
+
+    _listed: tuple[tuple[str, ...], list[MCPTool]] | None = None
+
+    async def list_tools(self) -> list[MCPTool]:
+        derived = await super().list_tools()
+        names = tuple(tool.name for tool in derived)
+        if self._listed is None or self._listed[0] != names:  # the tools are registered once, before serving
+            self._listed = (names, lean_tools(derived))
+        return self._listed[1]
 
     async def call_tool(self, name: str, arguments: dict[str, Any], context: Any = None) -> Any:
         accepted = next((list(tool.input_schema.get("properties", {})) for tool in await self.list_tools()

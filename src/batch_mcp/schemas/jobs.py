@@ -181,7 +181,7 @@ class UploadResult(BaseModel):
 class SubmitResult(BaseModel):
     """The outcome of submit_batch or create_batch."""
 
-    batch: BatchView
+    batch: BatchView = Field(description="The job.")
     file_id: str | None = Field(default=None, description="The uploaded file (null for a job group).")
     request_id: str | None = Field(default=None, description="Idempotency key: the same call again returns this "
                                                              "same job (null for a job group).")
@@ -194,7 +194,7 @@ class SubmitResult(BaseModel):
 class WaitResult(BaseModel):
     """Where a job stands after waiting."""
 
-    batch: BatchView
+    batch: BatchView = Field(description="The job.")
     timed_out: bool = Field(description="True if the wait ended at the timeout; the job goes on running.")
     waited_s: float
     next_step: str

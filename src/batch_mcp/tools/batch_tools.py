@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import inspect
-from collections.abc import Callable
-from typing import Annotated, Any, Literal, TypeVar
+from typing import Annotated, Any, Literal
 
 from mcp.server import MCPServer
-from mcp.server.mcpserver import Context, Resolve
+from mcp.server.mcpserver import Context
 from mcp.server.mcpserver.exceptions import ToolError
-from mcp.types import ListRootsResult, ResourceLink, ToolAnnotations
-from pydantic import AfterValidator, Field
+from mcp.types import ResourceLink, ToolAnnotations
+from pydantic import Field
 
-from batch_mcp.backends.registry import CATALOG, Registry
+from batch_mcp.backends.registry import Registry
 from batch_mcp.schemas.jobs import (
     BatchList,
     BatchView,
@@ -29,116 +27,30 @@ from batch_mcp.schemas.preflight import PreflightReport
 from batch_mcp.services.prepare import RequestTemplate
 from batch_mcp.services.result_pages import ROWS_PER_PAGE, results_uri
 from batch_mcp.services.waiting import QUICK_WAIT_S, WATCHED_WAIT_S
+from batch_mcp.tools.arguments import (
+    CREATES_REMOTE,
+    READ_ONLY_LOCAL,
+    READ_ONLY_REMOTE,
+    ArgumentShapes,
+    BatchId,
+    EndpointArg,
+    Metadata,
+    NewJob,
+    Path_,
+    ProviderArg,
+    Roots,
+    metadata_dict,
+    titled,
+)
 from batch_mcp.tools.context import (
     AppState,
     asked_for_progress,
-    client_roots,
     progress_reporter,
     state_of,
     workspace_for,
 )
-from batch_mcp.tools.describe import discount_text, limits_sentence, limits_text
+from batch_mcp.tools.describe import limits_sentence
 from batch_mcp.tools.errors import agent_errors
-
-MAX_METADATA_KEYS = 16
-MAX_METADATA_KEY_CHARS = 64
-MAX_METADATA_VALUE_CHARS = 512
-
-
-def _check_metadata(metadata: dict[str, str] | None) -> dict[str, str] | None:
-    if metadata is None:
-        return None
-    if len(metadata) > MAX_METADATA_KEYS:
-        raise ValueError(f"metadata has {len(metadata)} keys; at most {MAX_METADATA_KEYS} are allowed")
-    for key, value in metadata.items():
-        if not key or len(key) > MAX_METADATA_KEY_CHARS:
-            raise ValueError(f"metadata key {key[:80]!r} must be 1-{MAX_METADATA_KEY_CHARS} characters")
-        if len(value) > MAX_METADATA_VALUE_CHARS:
-            raise ValueError(f"metadata value of {key!r} is {len(value)} characters; "
-                             f"at most {MAX_METADATA_VALUE_CHARS} are allowed")
-    return metadata
-
-
-Path_ = Annotated[str, Field(min_length=1, max_length=4096,
-                             description="Path of the .jsonl file; relative paths start at the first allowed folder.")]
-#: Line format and endpoint: ArgumentShapes offers what the configured backends accept.
-ProviderArg = str | None
-EndpointArg = str | None
-BatchId = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$",
-                               description="The batch_id returned by submit_batch, create_batch or list_batches "
-                                           "(or a job group's id, group-...).")]
-Metadata = Annotated[
-    dict[str, Annotated[str, Field(strict=True)]] | None,
-    AfterValidator(_check_metadata),
-    Field(description=f"Optional string labels for the job (at most {MAX_METADATA_KEYS} keys, string values)."),
-]
-Roots = Annotated[ListRootsResult, Resolve(client_roots)]
-NewJob = Annotated[bool, Field(description="Force a new job even if this exact submission already made one.")]
-
-def titled(title: str, annotations: ToolAnnotations) -> dict[str, Any]:
-    """The tool's title, also as its annotation title: some clients (langchain's) read only the latter."""
-    return {"title": title, "annotations": annotations.model_copy(update={"title": title})}
-
-
-READ_ONLY_LOCAL = ToolAnnotations(read_only_hint=True, idempotent_hint=True, open_world_hint=False)
-READ_ONLY_REMOTE = ToolAnnotations(read_only_hint=True, idempotent_hint=True, open_world_hint=True)
-CREATES_REMOTE = ToolAnnotations(read_only_hint=False, destructive_hint=False, idempotent_hint=True,
-                                 open_world_hint=True)
-
-
-Tool = TypeVar("Tool", bound=Callable[..., Any])
-#: A completion window as the backends write them: ``24h``, ``48h``, ``7d``.
-WINDOW_PATTERN = r"^[1-9][0-9]{0,3}[hd]$"
-
-
-class ArgumentShapes:
-    """Tool arguments shaped from the configured backends (the default one when none is): a choice offers what
-    one of them accepts, and an argument with a single possible value is not offered at all. With DigitalOcean
-    alone, every schema stays as it always was."""
-
-    def __init__(self, registry: Registry) -> None:
-        self.names = registry.names
-        shown = [CATALOG[name].capabilities for name in registry.names or (registry.default,)]
-        self.formats = tuple(dict.fromkeys(f for caps in shown for f in caps.line_formats))
-        self.endpoints = tuple(dict.fromkeys(e for caps in shown for e in caps.endpoints))
-        self.windows = "; ".join(f"{caps.name}: {caps.windows}" for caps in shown)
-        self.one_window = all(str(caps.windows) == "24h" for caps in shown)
-        facts = "; ".join(f"{name} ({limits_text(CATALOG[name].capabilities)}, "
-                          f"{discount_text(CATALOG[name].capabilities)})" for name in self.names)
-        self._backend: Any = Annotated[Literal[self.names] | None,  # type: ignore[valid-type]
-                                       Field(description=f"Which backend runs it: {facts}. "
-                                                         f"Default: {registry.default}.")]
-
-    def _annotation(self, param: inspect.Parameter) -> Any:
-        formats: Any = Literal[self.formats]  # type: ignore[valid-type]
-        endpoints: Any = Literal[self.endpoints]  # type: ignore[valid-type]
-        optional = param.default is None
-        if param.name == "provider":
-            said = " or ".join(self.formats)
-            return Annotated[formats | None if optional else formats,
-                             Field(description=f"{said}; detected from the lines when omitted." if optional
-                                   else f"{said}.")]
-        if param.name == "endpoint":
-            return Annotated[endpoints | None if optional else endpoints,
-                             Field(description="openai only: the endpoint every line's url uses; detected when "
-                                               "omitted." if optional else "openai only.")]
-        if param.name == "completion_window" and not self.one_window:
-            return Annotated[str, Field(pattern=WINDOW_PATTERN, description="How long the backend may take to "
-                                        f"finish, as 24h or 7d ({self.windows}). Default 24h.")]
-        return param.annotation
-
-    def __call__(self, tool: Tool) -> Tool:
-        signature = inspect.signature(tool, eval_str=True)
-        params = []
-        for param in signature.parameters.values():
-            if param.name == "backend" and len(self.names) < 2:
-                continue
-            if param.name == "completion_window" and self.one_window and param.annotation is str:
-                continue  # offered where there is a choice; create_batch has always shown its one value
-            annotation = self._backend if param.name == "backend" else self._annotation(param)
-            params.append(param.replace(annotation=annotation))
-        tool.__signature__ = signature.replace(parameters=params)  # type: ignore[attr-defined]
-        return tool
 
 
 def results_links(summary: Any) -> list[ResourceLink]:
@@ -204,7 +116,8 @@ def register_batch_tools(mcp: MCPServer, registry: Registry) -> None:
             raise ToolError("endpoint is required for openai lines: pass the url used on every line "
                             f"({' or '.join(choosable.endpoints)}).")
         return await state_of(ctx).service.create(file_id, provider, endpoint if provider == "openai" else None,
-                                                  metadata, new=new, completion_window=completion_window)
+                                                  metadata_dict(metadata), new=new,
+                                                  completion_window=completion_window)
 
     @mcp.tool(
         **titled("Submit a batch file", CREATES_REMOTE),
@@ -220,8 +133,8 @@ def register_batch_tools(mcp: MCPServer, registry: Registry) -> None:
                            new: NewJob = False, completion_window: str = "24h",
                            backend: str | None = None) -> SubmitResult:
         state = state_of(ctx)
-        return await state.service.submit(path, provider, endpoint, metadata, new=new, backend=backend,
-                                          completion_window=completion_window,
+        return await state.service.submit(path, provider, endpoint, metadata_dict(metadata), new=new,
+                                          backend=backend, completion_window=completion_window,
                                           workspace=workspace_for(state, roots),
                                           on_progress=progress_reporter(ctx, "bytes uploaded"))
 
