@@ -119,3 +119,22 @@ def test_cli_validate_takes_a_backend(tmp_path: Path) -> None:
     assert unknown.returncode == 2 and "unknown backend 'nope'" in unknown.stderr
     with_provider = validate("--backend", "groq", "--provider", "openai", "--max-bytes", "100")
     assert with_provider.returncode == 1 and "over the 100-byte limit" in with_provider.stdout
+
+
+@pytest.mark.parametrize(("extra", "code", "fix"), [
+    ({"stream": True}, "stream_requested", "never stream"),
+    ({"betas": ["message-batches-2024-09-24"]}, "betas_in_params", "anthropic-beta header"),
+])
+def test_anthropic_lines_that_ask_to_stream_or_carry_betas_are_refused_with_their_line(
+        tmp_path: Path, extra: dict, code: str, fix: str) -> None:
+    lines = [anthropic_line(1), anthropic_line(2), anthropic_line(3)]
+    lines[1]["params"].update(extra)
+    path = tmp_path / "requests.jsonl"
+    path.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    report = preflight(path, limits=Limits.of(caps("digitalocean")))
+    assert not report.valid and [(p.line, p.code) for p in report.problems] == [(2, code)]
+    assert fix in report.problems[0].message
+    lines[1]["params"]["stream"] = False
+    lines[1]["params"].pop("betas", None)
+    path.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    assert preflight(path, limits=Limits.of(caps("digitalocean"))).valid  # stream: false is harmless

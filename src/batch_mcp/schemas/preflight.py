@@ -66,6 +66,10 @@ class ProblemCode(StrEnum):
     INVALID_INPUT = "invalid_input"
     MISSING_MAX_TOKENS = "missing_max_tokens"
     INVALID_MAX_TOKENS = "invalid_max_tokens"
+    #: ``stream: true`` in a batch request (batches never stream).
+    STREAM_REQUESTED = "stream_requested"
+    #: Anthropic beta flags inside ``params``: they travel as a request header, not in the body.
+    BETAS_IN_PARAMS = "betas_in_params"
 
 
 class Problem(BaseModel):

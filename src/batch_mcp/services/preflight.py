@@ -123,6 +123,8 @@ class _AnthropicParams(msgspec.Struct, gc=False):
     max_tokens: Any = UNSET
     messages: _Shallow | UnsetType = UNSET
     system: _Shallow | UnsetType = UNSET
+    stream: Any = UNSET
+    betas: Any = UNSET
 
 
 class _Request(msgspec.Struct, gc=False):
@@ -494,6 +496,13 @@ class _Scan:
             self.bad_field(number, max_tokens, _MAX_TOKENS)
         if type(params.messages) is not list or not params.messages:
             self.bad_field(number, params.messages, _PARAMS_MESSAGES)
+        if params.stream is True:
+            self.add(number, "error", ProblemCode.STREAM_REQUESTED,
+                     "params.stream is true; batch requests never stream: remove it (or set it to false)")
+        if params.betas is not UNSET:
+            self.add(number, "error", ProblemCode.BETAS_IN_PARAMS,
+                     "params.betas is set; beta flags are not part of a request's params: remove betas (a "
+                     "batch takes its beta features from the anthropic-beta header of the create call)")
         self.count_request(number, params.model, _PARAMS_MODEL,
                            _prompt_size(params.messages, params.system), _output_ceiling(max_tokens))
 

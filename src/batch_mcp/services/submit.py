@@ -12,6 +12,8 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
+import anyio
+
 from batch_mcp.backends.base import (
     Backend,
     ConflictError,
@@ -36,10 +38,11 @@ from batch_mcp.services.core import (
 )
 from batch_mcp.services.errors import (
     CreateConflicted,
+    FileChanged,
     OverBatchLimits,
 )
 from batch_mcp.services.once import create_once, recover
-from batch_mcp.services.workspace import Workspace
+from batch_mcp.services.workspace import Workspace, sha256_of
 from batch_mcp.store import (
     Claim,
     Submission,
@@ -185,6 +188,8 @@ class Submitting(ServiceCore):
     async def _send(self, submission: Submission, send: _Sender) -> Job:
         """Send a planned create the way ``send`` does, and record what came of it."""
         backend = self.backend_for(submission.backend)
+        if backend.capabilities.upload == "inline":
+            await self._still_as_checked(submission)
         spec = CreateSpec(input_ref=submission.file_id, line_format=submission.provider, endpoint=submission.endpoint,
                           completion_window=submission.completion_window, metadata=submission.metadata or {},
                           client_token=submission.request_id, planned_at=submission.created_at)
@@ -204,6 +209,17 @@ class Submitting(ServiceCore):
         self.store.attach_batch(submission.request_id, job)
         await self._seen(job)
         return job
+
+    async def _still_as_checked(self, submission: Submission) -> None:
+        """An inline backend reads the input at create (and again to recover a lost answer by its request
+        count): the file must still be the one that was checked, or the job sent would not be that one."""
+        upload = self.store.get_upload(str(Ref(submission.backend, submission.file_id)))
+        path = Path(submission.file_id)
+        now = await anyio.to_thread.run_sync(lambda: sha256_of(path) if path.is_file() else None)
+        if upload is not None and now != upload.sha256:
+            raise FileChanged(f"{path} changed (or went) after it was checked, and {submission.backend} reads it "
+                              "when the job is created, so nothing was sent. Restore it, or submit it again to "
+                              "check and send its current content.")
 
     async def resume_pending(self) -> list[Job]:
         """After a crash: settle every create whose answer was never recorded, on every configured backend."""

@@ -21,7 +21,9 @@ _EXACTLY_ONCE = {
     "metadata_tag": "the planned submission is stored first and its token rides in the batch metadata; after a "
                     "lost answer (and on restart) the newest batches are listed back to the planned time and the "
                     "one carrying the token is taken before anything is created again",
-    "none": "the API offers no way to find a job from a lost create; such a submission is reported, not retried",
+    "none": "the planned submission is stored first and the create is never sent twice blindly; after a lost "
+            "answer (and on restart) the batches created since the planned time are listed and the one with the "
+            "same request count is taken; when several match, they are named and nothing is created",
 }
 
 
