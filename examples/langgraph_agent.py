@@ -1,13 +1,13 @@
 """The canonical batch job through LangGraph and langchain-mcp-adapters, with a small scripted chat model.
 
     pip install langchain-mcp-adapters==0.3.2 langgraph==1.2.22 langchain-core==1.8.3
-    BATCH_MCP_COMMAND="uvx batch-mcp" python langgraph_agent.py    # on the embedded sandbox (serve --sandbox)
-    python langgraph_agent.py --base-url URL                         # against a standalone `batch-mcp sandbox`
+    python langgraph_agent.py                     # on the embedded sandbox (batch-mcp serve --sandbox)
+    python langgraph_agent.py --base-url URL      # against a standalone `batch-mcp sandbox`
 
-langchain-mcp-adapters 0.3 needs mcp 1.x and batch-mcp mcp 2.3, so the server runs from its own environment
-(uvx, or BATCH_MCP_COMMAND naming another venv's `batch-mcp`). MultiServerMCPClient.get_tools() keeps its
-default: every tool call starts its own server process, which finds the jobs of the calls before it in the
-state folder they share.
+langchain-mcp-adapters 0.3 needs mcp 1.x and batch-mcp mcp 2.3, so the server runs from an environment of
+its own: `uvx batch-mcp`, or the command in BATCH_MCP_COMMAND (`/path/to/venv/bin/batch-mcp`).
+MultiServerMCPClient.get_tools() keeps its default, a server process per tool call: each finds the jobs of
+the calls before it in the state folder they share.
 """
 
 from __future__ import annotations
