@@ -99,9 +99,10 @@ def server(workdir: Path, base_url: str | None) -> Server:
     else:
         command, prefix = "uvx", ["batch-mcp"]
     env = {"BATCH_MCP_LOG_LEVEL": "WARNING"}
-    if base_url:  # a standalone DigitalOcean sandbox: its base URL and token, as for a real account
-        env |= {"BATCH_MCP_BASE_URL": base_url, "MODEL_ACCESS_KEY": os.environ.get("MODEL_ACCESS_KEY",
-                                                                                   "sandbox-token")}
+    if base_url:  # a standalone DigitalOcean sandbox, set as a real account is: its URL and its token (never a
+        # real key from this environment: that goes only to DigitalOcean)
+        token = os.environ.get("BATCH_MCP_SANDBOX_TOKEN", "sandbox-token")  # what `batch-mcp sandbox` takes
+        env |= {"BATCH_MCP_BASE_URL": base_url, "MODEL_ACCESS_KEY": token}
     mode = [] if base_url else ["--sandbox"]
     return Server(command, [*prefix, "serve", *mode, "--state-dir", str(workdir / "state")], env, str(workdir))
 

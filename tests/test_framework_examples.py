@@ -24,7 +24,8 @@ import pytest
 
 from test_stdio import free_port, wait_for_port
 
-EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLES, README = ROOT / "examples", ROOT / "README.md"
 REQUESTS = 300  # lines in examples/tickets.jsonl
 #: The 75-second job: the sandbox works through the 300 requests at 4 a second.
 SLOW_PACE = 4.0
@@ -138,3 +139,12 @@ def test_a_75_second_job_completes_against_a_standalone_sandbox(framework: Frame
     # progress, up to 50 s with it); none failed, or the example would have
     assert run.waits >= 2
     print(f"{framework.name}: {run.waits} waits, {run.seconds} s")
+
+
+@pytest.mark.parametrize("framework", frameworks())
+def test_the_readme_shows_each_framework_as_its_example_runs_it(framework: Framework) -> None:
+    section = README.read_text().split("\n## Use it from an agent framework\n", 1)[1].split("\n## ", 1)[0]
+    snippet = re.search(rf"`examples/{framework.script}`.*?```python\n(.*?)```", section, re.S)
+    assert snippet, f"no snippet for {framework.script} in the README"
+    example = (EXAMPLES / framework.script).read_text()
+    assert [line for line in snippet[1].splitlines() if line.strip() not in example] == []
