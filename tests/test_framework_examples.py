@@ -49,9 +49,6 @@ PYDANTIC_AI = Framework("pydantic-ai", "pydantic_ai_agent.py", "pydantic_ai", "'
 OPENAI_AGENTS = Framework("openai-agents", "openai_agents_agent.py", "agents", "openai-agents==0.24.0")
 LANGGRAPH = Framework("langgraph", "langgraph_agent.py", "langchain_mcp_adapters", "langchain-mcp-adapters==0.3.2 "
                       "langgraph==1.2.22 langchain-core==1.8.3 (in a venv without batch-mcp: it needs mcp 1.x)")
-PER_CALL_PROCESSES = pytest.mark.xfail(
-    strict=True, reason="MultiServerMCPClient.get_tools() starts a server per tool call, and each `serve --sandbox` "
-                        "has emulators of its own until the sandbox keeps its state in the state folder")
 
 
 def frameworks(**marks: pytest.MarkDecorator) -> list:
@@ -109,7 +106,7 @@ def standalone_sandbox(requests_per_s: float | None = None) -> Iterator[str]:
         server.wait(timeout=10)
 
 
-@pytest.mark.parametrize("framework", frameworks(langgraph=PER_CALL_PROCESSES))
+@pytest.mark.parametrize("framework", frameworks())
 def test_the_canonical_job_completes_on_the_embedded_sandbox(framework: Framework) -> None:
     run_example(framework)
 
@@ -120,9 +117,6 @@ def test_the_canonical_job_completes_against_a_standalone_sandbox(framework: Fra
         run_example(framework, "--base-url", base_url)
 
 
-@pytest.mark.xfail(strict=True, reason="create_batch and submit_batch take metadata as an object with free keys "
-                                       "(additionalProperties), which strict mode refuses; it is becoming a list "
-                                       "of key/value pairs")
 def test_openai_agents_converts_every_tool_to_strict_mode() -> None:
     with standalone_sandbox() as base_url:
         run = run_example(OPENAI_AGENTS, "--base-url", base_url)

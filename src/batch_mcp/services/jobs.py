@@ -56,9 +56,10 @@ class Jobs(ServiceCore):
     async def wait(self, batch_id: str, timeout_s: float, poll_interval_s: float | None = None,
                    on_progress: Progress | None = None) -> WaitResult:
         """Poll until a terminal status or the (hard) deadline, backing off while nothing changes."""
+        # a short wait polls a few times within it, so a job that ends meanwhile is seen before the deadline
+        interval = poll_interval_s or min(self.default_poll_interval_s, timeout_s / 4)
         return await wait_for(batch_id, lambda: self.view(batch_id), lambda: self._recorded_view(batch_id),
-                              timeout_s=timeout_s, interval_s=poll_interval_s or self.default_poll_interval_s,
-                              on_progress=on_progress)
+                              timeout_s=timeout_s, interval_s=interval, on_progress=on_progress)
 
     def _recorded_view(self, job_id: str) -> BatchView | None:
         """A job (or group) as last recorded, for when the API gives no answer in time."""
