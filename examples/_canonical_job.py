@@ -51,15 +51,24 @@ class Seen:
     error: bool = False
 
 
+def first_object(text: str) -> object:
+    """The tool's structured answer as the framework shows it: its JSON text first, perhaps followed by (or,
+    as a list, beside) other content blocks such as the resource link of a download."""
+    try:
+        value, _ = json.JSONDecoder().raw_decode(text.strip())
+    except ValueError:
+        return None
+    if isinstance(value, list):
+        return next((item for item in value if isinstance(item, dict) and "type" not in item), None)
+    return value
+
+
 def next_call(history: list[Seen]) -> ToolCall | str:
     """The next tool call, or the final answer, given every tool result the model has seen so far."""
     if not history:
         return ToolCall("validate_batch_file", {"path": JOB_FILE})
     tool, text = history[-1].tool, history[-1].text
-    try:
-        result = None if history[-1].error else json.loads(text)
-    except ValueError:
-        result = None
+    result = None if history[-1].error else first_object(text)
     if not isinstance(result, dict):
         raise JobFailed(f"{tool} answered with an error: {text[:500]}")
     if tool == "validate_batch_file":
