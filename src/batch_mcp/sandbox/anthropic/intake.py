@@ -12,6 +12,7 @@ from __future__ import annotations
 import mmap
 import re
 from pathlib import Path
+from typing import Any
 
 import msgspec
 from starlette.requests import Request
@@ -22,8 +23,9 @@ from batch_mcp.sandbox.validation import InputCheck, check_input
 
 #: JSON whitespace inside one request may hold line breaks (strings never do): they become spaces.
 _ONE_LINE = bytes.maketrans(b"\r\n", b"  ")
-#: A problem the line check words as ``'params.max_tokens': ...``.
+#: A problem the line check words as ``'params.max_tokens': ...`` or ``missing required field 'params.model'``.
 _FIELD = re.compile(r"'([^']+)': (.*)", re.DOTALL)
+_MISSING = re.compile(r"missing required field '([^']+)'")
 
 
 class CreateBody(msgspec.Struct, forbid_unknown_fields=True):
@@ -67,16 +69,24 @@ def split(body_path: Path, lines_path: Path, max_requests: int) -> None:
             out.write(bytes(raw).translate(_ONE_LINE) + b"\n")
 
 
+def api_message(error: dict[str, Any]) -> str:
+    """An input-check problem worded as the API words a schema error: ``requests.<index>.<field>: ...``."""
+    message, line = error["message"], error["line"]
+    if line is None:
+        return message
+    where = f"requests.{line - 1}"  # line N of the split file is requests[N - 1]
+    problem = message.removeprefix(f"Line {line}: ").rstrip(".")
+    if field := _FIELD.fullmatch(problem):
+        return f"{where}.{field[1]}: {field[2]}"
+    if missing := _MISSING.fullmatch(problem):
+        return f"{where}.{missing[1]}: Field required"
+    return f"{where}: {problem}"
+
+
 def check(lines_path: Path, *, batch_id: str, failure_rate: float, max_requests: int, max_bytes: int) -> InputCheck:
     """Check every request and draw its outcome; the first problem is the API's 400 (worker thread)."""
     checked = check_input(lines_path, AnthropicLineCheck(), batch_id=batch_id, failure_rate=failure_rate,
                           max_requests=max_requests, max_bytes=max_bytes)
     if checked.errors:
-        first = checked.errors[0]
-        message, line = first["message"], first["line"]
-        if line is not None:  # line N of the split file is requests[N - 1]
-            problem = message.removeprefix(f"Line {line}: ").rstrip(".")
-            field = _FIELD.match(problem)
-            message = (f"requests.{line - 1}.{field[1]}: {field[2]}" if field else f"requests.{line - 1}: {problem}")
-        raise ApiError(400, message)
+        raise ApiError(400, api_message(checked.errors[0]))
     return checked
