@@ -188,6 +188,7 @@ def test_delete_only_after_the_end(emulator: SandboxServer) -> None:
         client.messages.batches.delete(batch.id)
     with pytest.raises(anthropic.BadRequestError, match="results are ready once it has ended"):
         client.get(f"/v1/messages/batches/{batch.id}/results", cast_to=httpx2.Response)
+    later = client.messages.batches.create(requests=REQUESTS[:1])
     poll(emulator, batch.id)
     deleted = client.messages.batches.delete(batch.id)
     assert (deleted.id, deleted.type) == (batch.id, "message_batch_deleted")
@@ -195,6 +196,8 @@ def test_delete_only_after_the_end(emulator: SandboxServer) -> None:
     for call in (client.messages.batches.retrieve, client.messages.batches.delete, client.messages.batches.cancel):
         with pytest.raises(anthropic.NotFoundError):
             call(batch.id)
+    newest = client.messages.batches.create(requests=REQUESTS[:1])  # a deleted batch frees no place in the order
+    assert [b.id for b in client.messages.batches.list(limit=2).data] == [newest.id, later.id]
 
 
 def test_wrong_key_and_unknown_batch(emulator: SandboxServer) -> None:

@@ -10,6 +10,7 @@ writing result files once terminal) run lazily in a worker thread, once per job.
 
 from __future__ import annotations
 
+import itertools
 import math
 import tempfile
 import time
@@ -245,6 +246,8 @@ class Sandbox:
         self.requests: list[RequestRecord] = []
         self.files: dict[str, StoredFile] = {}
         self.jobs: dict[str, Job] = {}
+        #: Creation order, never reused (a deleted job leaves a gap, not a duplicate).
+        self._seq = itertools.count()
         #: Result files by id, once written.
         self.result_records: dict[str, StoredFile] = {}
         self._tempdir: tempfile.TemporaryDirectory[str] | None = None
@@ -305,7 +308,8 @@ class Sandbox:
     ) -> Job:
         """Start a job on an uploaded file; the API checked the request and the file beforehand."""
         path = self.files[input_file_id].path
-        job = Job(batch_id or new_id(), len(self.jobs), request, input_file_id, path, lines, self.clock.now(), window_s)
+        now, seq = self.clock.now(), next(self._seq)
+        job = Job(batch_id or new_id(), seq, request, input_file_id, path, lines, now, window_s)
         self.jobs[job.batch_id] = job
         return job
 
