@@ -142,7 +142,7 @@ def operation_route(
                 operation,
                 request.method,
                 request.url.path,
-                "authorization" in request.headers,
+                "authorization" in request.headers or "x-api-key" in request.headers,
                 request.headers.get("host", ""),
             )
         )
