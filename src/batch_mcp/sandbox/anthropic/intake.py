@@ -36,18 +36,16 @@ _decoder = msgspec.json.Decoder(CreateBody)
 
 
 async def spool(request: Request, path: Path, max_bytes: int) -> None:
-    """Write the request body to ``path`` as it arrives; beyond ``max_bytes`` it is refused with 413."""
+    """Write the request body to ``path`` as it arrives; beyond ``max_bytes`` it is refused with 413.
+
+    The caller removes ``path`` however this ends."""
     size = 0
-    try:
-        with path.open("wb", buffering=1 << 20) as sink:
-            async for chunk in request.stream():
-                size += len(chunk)
-                if size > max_bytes:
-                    raise ApiError(413, f"The request body exceeds {max_bytes} bytes; split the batch.")
-                sink.write(chunk)
-    except BaseException:
-        path.unlink(missing_ok=True)
-        raise
+    with path.open("wb", buffering=1 << 20) as sink:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > max_bytes:
+                raise ApiError(413, f"The request body exceeds {max_bytes} bytes; split the batch.")
+            sink.write(chunk)
 
 
 def split(body_path: Path, lines_path: Path, max_requests: int) -> None:
