@@ -71,7 +71,8 @@ def poll(server: SandboxServer, batch_id: str, client: anthropic.Anthropic | Non
 
 def result_lines(server: SandboxServer, batch_id: str) -> list[MessageBatchIndividualResponse]:
     """The results stream fetched by the SDK from ``results_url``, each line validated strictly."""
-    raw = sdk(server).messages.batches.with_raw_response.results(batch_id).http_response.read()
+    client = sdk(server)  # held: a collected client closes its pool, and the streamed body with it
+    raw = client.messages.batches.with_raw_response.results(batch_id).http_response.read()
     lines = [MessageBatchIndividualResponse.model_validate_json(line) for line in raw.splitlines()]
     assert all(isinstance(line.result.message, Message) for line in lines if line.result.type == "succeeded")
     return lines
