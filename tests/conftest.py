@@ -66,6 +66,18 @@ def groq_too(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("GROQ_BASE_URL", "http://127.0.0.1:9/openai/v1")
 
 
+#: The three OpenAI-family backends, configured beside DigitalOcean at an address never called: with them the
+#: tools take every shape the backends give them (a backend choice, more endpoints, longer windows).
+OTHER_BACKENDS = {"OPENAI_API_KEY": "sk-test-key-not-real", "OPENAI_BASE_URL": "http://127.0.0.1:9/v1",
+                  "DEEPINFRA_TOKEN": "di-test-key-not-real", "DEEPINFRA_BASE_URL": "http://127.0.0.1:9/v1/openai",
+                  "GROQ_API_KEY": "gsk-test-key-not-real", "GROQ_BASE_URL": "http://127.0.0.1:9/openai/v1"}
+
+
+def only_digitalocean(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in (*OTHER_BACKENDS, "DEEPINFRA_API_KEY", "BATCH_MCP_BACKEND"):
+        monkeypatch.delenv(name, raising=False)
+
+
 def settings_for(sandbox: SandboxServer, workdir: Path, **overrides: Any) -> Settings:
     values: dict[str, Any] = dict(token=sandbox.token, base_url=sandbox.base_url, allowed_dirs=[workdir],
                                   state_dir=workdir.parent / "state", poll_interval_s=0.05)

@@ -48,9 +48,12 @@ def test_provider_mismatch_is_invalid(workdir: Path) -> None:
 
 @pytest.mark.parametrize("dialect", ["openapi", "godo"])
 async def test_sandbox_command_serves_the_api(tmp_path: Path, dialect: str) -> None:
-    """`batch-mcp sandbox` as a user starts it, driven by our client in both dialects."""
-    from batch_mcp.client import AuthenticationError, DigitalOceanBatchClient
-    from batch_mcp.schemas import CreateBatchRequest
+    """`batch-mcp sandbox` as a user starts it, driven by our backend in both dialects."""
+    from datetime import UTC, datetime
+
+    from batch_mcp.backends.base import AuthenticationError
+    from batch_mcp.backends.digitalocean import DigitalOceanBackend
+    from batch_mcp.domain import CreateSpec
 
     from test_stdio import free_port, wait_for_port
 
@@ -63,15 +66,21 @@ async def test_sandbox_command_serves_the_api(tmp_path: Path, dialect: str) -> N
         requests = tmp_path / "r.jsonl"
         requests.write_text('{"custom_id": "a", "params": {"model": "claude-3-5-haiku-latest", "max_tokens": 5, '
                             '"messages": [{"role": "user", "content": "hi"}]}}\n')
-        async with DigitalOceanBatchClient(token="t-1", base_url=base) as client:
-            intent = await client.upload_file(requests)
-            batch = await client.create_batch(CreateBatchRequest(file_id=intent.file_id, provider="anthropic",
-                                                                 request_id="r-1"))
-            listed = [b.batch_id async for b in client.iter_batches()]
-        assert listed == [batch.batch_id] and batch.input_file_id == intent.file_id
-        async with DigitalOceanBatchClient(token="wrong", base_url=base) as stranger:
+        backend = DigitalOceanBackend(api_key="t-1", base_url=base)
+        try:
+            staged = await backend.upload(requests, "anthropic")
+            job = await backend.create(CreateSpec(input_ref=staged.ref, line_format="anthropic",
+                                                  client_token="request-1", planned_at=datetime.now(UTC)))
+            listed = [listed.id for listed in (await backend.list()).jobs]
+        finally:
+            await backend.aclose()
+        assert listed == [job.id] and job.input_ref == staged.ref and job.client_token == "request-1"
+        stranger = DigitalOceanBackend(api_key="wrong", base_url=base)
+        try:
             with pytest.raises(AuthenticationError):
-                await stranger.get_batch(batch.batch_id)
+                await stranger.get(job.id)
+        finally:
+            await stranger.aclose()
     finally:
         server.terminate()
         server.wait(timeout=10)

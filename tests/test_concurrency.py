@@ -21,7 +21,7 @@ from conftest import fast_config, mcp_session, settings_for
 SUBMIT = {"path": "data/tickets.jsonl"}
 #: tool -> (arguments, how many of the fifty concurrent calls use it)
 FIFTY_CALLS: dict[str, tuple[dict[str, Any], int]] = {
-    "submit_batch": ({"path": "data/tickets.jsonl", "metadata": {"run": "concurrent"}}, 15),
+    "submit_batch": ({"path": "data/tickets.jsonl", "metadata": [{"key": "run", "value": "concurrent"}]}, 15),
     "upload_batch_file": ({"path": "data/reviews-anthropic.jsonl"}, 10),
     "validate_batch_file": ({"path": "data/tickets.jsonl"}, 15),
     "list_batches": ({"limit": 5}, 10),
@@ -66,8 +66,8 @@ async def test_several_clients_at_once_over_streamable_http(sandbox: SandboxServ
                 transport = httpx2.ASGITransport(app=app)
                 async with httpx2.AsyncClient(transport=transport, timeout=60) as http, \
                         Client(streamable_http_client("http://127.0.0.1:8000/mcp", http_client=http)) as client:
-                    own = await client.call_tool("submit_batch", {"path": "data/tickets.jsonl",
-                                                                  "metadata": {"client": str(number)}})
+                    label = {"key": "client", "value": str(number)}
+                    own = await client.call_tool("submit_batch", {"path": "data/tickets.jsonl", "metadata": [label]})
                     shared = await client.call_tool("submit_batch", {"path": "data/reviews-anthropic.jsonl"})
                     batch_id = own.structured_content["batch"]["batch_id"]
                     await client.call_tool("wait_for_batch", {"batch_id": batch_id, "timeout_s": 30,

@@ -16,8 +16,8 @@ import pytest
 from mcp import Client
 from test_http_transport import http_server_process
 
-from batch_mcp.client import DigitalOceanBatchClient, RetryPolicy
-from batch_mcp.client.digitalocean import CHUNK_BYTES
+from batch_mcp.backends.http import CHUNK_BYTES, HttpClient, HttpOptions
+from batch_mcp.backends.retries import RetryPolicy
 from batch_mcp.config import Settings
 from batch_mcp.sandbox import SandboxServer
 from batch_mcp.sandbox.faults import OPERATIONS, FaultPlan
@@ -88,17 +88,17 @@ Arm = Callable[[FaultPlan], None]
 #: name -> (how the sandbox misbehaves, the tool that meets it, what the agent must be told)
 EXHAUSTED: dict[str, tuple[Arm, str, tuple[str, ...]]] = {
     "429 storm": (lambda f: f.fail_next("get_batch", "rate_limit", times=10, retry_after_s=3600), "get_batch",
-                  ("HTTP 429", "Retry after 3600 s", "wait before calling again")),
+                  ("HTTP 429", "Retry after 3600 s", "Wait a minute")),
     "5xx burst": (lambda f: f.fail_next("get_batch", "server_error", times=10), "get_batch",
-                  ("HTTP 500", "failed after several retries", "try again in a few minutes")),
+                  ("HTTP 500", "try again in a few minutes")),
     "dropped connections": (lambda f: f.fail_next("get_batch", "drop", times=10), "get_batch",
-                            ("connection", "failed after 3 attempts", "check the network")),
+                            ("connection failed after 3 attempts", "Check the network")),
     "answers slower than the timeout": (lambda f: f.slow("get_batch", 1.0), "get_batch",
-                                        ("no answer", "within the timeout after 3 attempts", "try again later")),
+                                        ("no answer within the timeout after 3 attempts", "try again later")),
     "drops during the upload": (lambda f: f.fail_next("upload", "drop", times=10), "submit_batch",
-                                ("upload: connection", "failed after 3 attempts", "check the network")),
+                                ("upload", "connection failed after 3 attempts", "Check the network")),
     "upload URLs that expire": (lambda f: setattr(f, "upload_url_ttl_s", 1e-6), "submit_batch",
-                                ("upload URL", "expired", "Upload again")),
+                                ("upload links", "expired", "fetches fresh upload links")),
 }
 
 
@@ -164,7 +164,7 @@ async def test_a_lost_create_answer_never_makes_a_second_job(faulty: SandboxServ
         failed = await client.call_tool("submit_batch", SUBMIT)
         assert failed.is_error
         if lost == "connection dropped":
-            assert "not confirmed" in text(failed) and "same arguments (not new=true)" in text(failed)
+            assert "may or may not exist" in text(failed) and "same arguments (not new=true)" in text(failed)
         assert faulty.sandbox.stats()["jobs"] == before + (lost == "crash before recording")
         (pending,) = state.service.store.pending_submissions()
         faulty.sandbox.faults.reset()
@@ -179,7 +179,7 @@ async def test_a_lost_create_answer_never_makes_a_second_job(faulty: SandboxServ
                     await anyio.sleep(0.02)
             again = await client.call_tool("submit_batch", SUBMIT)
     batch_id = again.structured_content["batch"]["batch_id"]
-    assert faulty.sandbox.jobs[batch_id].request.request_id == pending.request_id
+    assert faulty.sandbox.jobs[batch_id.partition(":")[2]].request.request_id == pending.request_id
     assert faulty.sandbox.stats()["jobs"] == before + 1
     async with mcp_session(settings) as (client, _):
         assert batch_id in await tracked_jobs(client)
@@ -242,10 +242,13 @@ async def test_a_download_dropped_midway_leaves_no_fragment(tmp_path: Path) -> N
         attempts += 1
         return httpx2.Response(200, content=fragment_then_drop() if attempts == 1 else body)
 
-    async with DigitalOceanBatchClient(token="t", retry=RetryPolicy(base_delay_s=0.01)) as client:
-        await client.aclose()  # swap its pooled HTTP client for one that plays the storage service
-        client._http = httpx2.AsyncClient(transport=httpx2.MockTransport(storage))
-        with NewFile(tmp_path / "out.jsonl") as new:
-            await client.download("https://storage.example/out.jsonl?signature=x", new.out)
+    client = HttpClient(backend="digitalocean", base_url="https://api.example", credentials={},
+                        options=HttpOptions(retry=RetryPolicy(base_delay_s=0.01)))
+    await client.aclose()  # swap its pooled HTTP client for one that plays the storage service
+    client._http = httpx2.AsyncClient(transport=httpx2.MockTransport(storage))
+    with NewFile(tmp_path / "out.jsonl") as new:
+        await client.download("download", "https://storage.example/out.jsonl?signature=x", new.out,
+                              authenticated=False)
+    await client.aclose()
     assert attempts == 2 and (tmp_path / "out.jsonl").read_bytes() == body
     assert [p.name for p in tmp_path.iterdir()] == ["out.jsonl"]

@@ -93,7 +93,7 @@ async def test_empty_result_files_for_finished_requests_are_never_summarised_as_
         batch_id = await finished_job(client)
         links = await client.call_tool("get_batch_results", {"batch_id": batch_id})  # the sandbox writes them
         assert not links.is_error, text(links)
-        for path in faulty.sandbox.jobs[batch_id].results.values():
+        for path in faulty.sandbox.jobs[batch_id.partition(":")[2]].results.values():
             path.write_bytes(b"")
         jobs = faulty.sandbox.stats()["jobs"]
 

@@ -73,7 +73,7 @@ async def test_a_retry_file_linked_to_the_input_leaves_the_input_whole(flaky: Sa
     original = source.read_bytes()
     async with mcp_session(settings_for(flaky, workdir)) as (client, _):
         batch_id = await finished(client)
-        link = source.with_name(f"tickets.retry-{batch_id}.jsonl")
+        link = source.with_name(f"tickets.retry-{batch_id.replace(':', '_')}.jsonl")
         link.symlink_to(source)
         result = await client.call_tool("retry_failed_requests", {"batch_id": batch_id})
         assert result.is_error and "is a symbolic link" in text_of(result), text_of(result)
@@ -94,7 +94,8 @@ async def test_a_link_to_another_file_in_the_folder_is_never_written_through(
     async with mcp_session(settings_for(flaky, workdir)) as (client, _):
         if tool == "retry_failed_requests":
             batch_id = await finished(client)
-            link, arguments = workdir / "data" / f"tickets.retry-{batch_id}.jsonl", {"batch_id": batch_id}
+            stem = batch_id.replace(":", "_")
+            link, arguments = workdir / "data" / f"tickets.retry-{stem}.jsonl", {"batch_id": batch_id}
         else:
             link = workdir / "data" / "reviews.batch.jsonl"
             arguments = {"source": "data/reviews.csv", "model": "gpt-4o-mini", "prompt": "Summarise: {review}",
@@ -108,7 +109,7 @@ async def test_a_link_to_another_file_in_the_folder_is_never_written_through(
 async def test_nothing_to_retry_deletes_no_file_it_did_not_make(reliable: SandboxServer, workdir: Path) -> None:
     async with mcp_session(settings_for(reliable, workdir)) as (client, _):
         batch_id = await finished(client)
-        mine = workdir / "data" / f"tickets.retry-{batch_id}.jsonl"
+        mine = workdir / "data" / f"tickets.retry-{batch_id.replace(':', '_')}.jsonl"
         mine.write_text("kept by the user\n")
         retried = await call(client, "retry_failed_requests", batch_id=batch_id)
     assert retried["retried"] == 0 and "Nothing to retry" in retried["next_step"]
@@ -119,7 +120,7 @@ async def test_nothing_to_retry_deletes_no_file_it_did_not_make(reliable: Sandbo
 async def test_a_retry_file_with_other_content_is_not_replaced(flaky: SandboxServer, workdir: Path) -> None:
     async with mcp_session(settings_for(flaky, workdir)) as (client, _):
         batch_id = await finished(client)
-        taken = workdir / "data" / f"tickets.retry-{batch_id}.jsonl"
+        taken = workdir / "data" / f"tickets.retry-{batch_id.replace(':', '_')}.jsonl"
         taken.write_text("kept by the user\n")
         result = await client.call_tool("retry_failed_requests", {"batch_id": batch_id})
         assert result.is_error and "already exists; move it away" in text_of(result), text_of(result)
@@ -269,24 +270,25 @@ async def test_partial_files_a_killed_download_left_are_cleaned_up(reliable: San
 
 # --- the sandbox's store (item 6) -------------------------------------------------------------------
 
-async def test_sandbox_mode_removes_only_the_store_folder_it_made(workdir: Path) -> None:
-    """`serve --sandbox --state-dir DIR` once deleted DIR/sandbox and everything in it at start-up."""
+async def test_sandbox_mode_keeps_its_state_in_its_own_folder_and_deletes_nothing(workdir: Path) -> None:
+    """`serve --sandbox --state-dir DIR` once deleted DIR/sandbox and everything in it at start-up. Now its
+    jobs and their store live on in DIR/sandbox (the next process needs them), and nothing there is removed."""
     state = workdir.parent / "state"
     (state / "sandbox").mkdir(parents=True)
     (state / "sandbox" / "precious.txt").write_text("not the server's\n")
     (state / "jobs.sqlite3").write_text("the real store, not the sandbox's\n")
-    abandoned = state / f"sandbox.abcd1234.batch-mcp-{dead_pid()}"  # from a sandbox run that was killed
-    abandoned.mkdir()
-    another_run = state / f"sandbox.efgh5678.batch-mcp-{os.getppid()}"  # a sandbox server still running
+    another_run = state / f"sandbox.efgh5678.batch-mcp-{os.getppid()}"  # an older release's running sandbox
     another_run.mkdir()
     settings = Settings(sandbox=True, state_dir=state, allowed_dirs=[workdir], poll_interval_s=0.05)
     async with mcp_session(settings) as (client, _):
-        assert (state / "sandbox" / "precious.txt").is_file()
         submitted = await call(client, "submit_batch", path="data/tickets.jsonl")
+    batch_id = submitted["batch"]["batch_id"]
+    assert (state / "sandbox" / "jobs.sqlite3").is_file()
+    assert (state / "sandbox" / "digitalocean" / "sandbox.sqlite3").is_file()
+    async with mcp_session(settings) as (client, _):
         jobs = json.loads((await client.read_resource("batch://jobs")).contents[0].text)
-        assert submitted["batch"]["batch_id"] in {job["batch_id"] for job in jobs["jobs"]}
-        [ours] = set(state.glob(f"sandbox.*.batch-mcp-{os.getpid()}"))
-        assert (ours / "jobs.sqlite3").is_file()
-    assert not ours.exists() and not abandoned.exists() and another_run.is_dir()
+        assert batch_id in {job["batch_id"] for job in jobs["jobs"]}
+        assert (await call(client, "get_batch", batch_id=batch_id))["batch_id"] == batch_id
+    assert another_run.is_dir()
     assert (state / "sandbox" / "precious.txt").read_text() == "not the server's\n"
     assert (state / "jobs.sqlite3").read_text() == "the real store, not the sandbox's\n"

@@ -18,10 +18,7 @@ import pytest
 
 from test_stdio import _inspector, free_port, wait_for_port
 
-#: The job workflow runs on DigitalOcean; on the OpenAI family it is refused until it is moved onto their
-#: backends (issue 10). strict: the day it works, these marks must go.
-_NOT_WIRED = pytest.mark.xfail(strict=True, reason="submitting through the tools is not wired for this backend yet")
-BACKENDS = ("digitalocean", *(pytest.param(name, marks=_NOT_WIRED) for name in ("openai", "deepinfra", "groq")))
+BACKENDS = ("digitalocean", "openai", "deepinfra", "groq")
 Inspect = Callable[..., dict[str, Any]]
 
 
@@ -73,3 +70,4 @@ def test_submit_wait_download_on_each_backend(inspect: Inspect, backend: str) ->
     summary = inspect("download_batch_results", batch_id=batch_id, dest_dir=f"results/{backend}")
     assert summary["succeeded"] > 250 and summary["succeeded"] + summary["failed"] == 300
     assert Path(summary["table_csv_path"]).is_file()
+    assert batch_id.startswith(f"{backend}:")

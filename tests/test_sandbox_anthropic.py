@@ -10,6 +10,7 @@ raw HTTP. Each sandbox runs on a frozen clock that the tests advance, so timings
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import anthropic
@@ -270,3 +271,26 @@ def test_the_sdk_rides_out_a_500_and_keeps_one_batch(emulator: SandboxServer) ->
     before = len(emulator.sandbox.jobs)
     batch = sdk(emulator, max_retries=2).messages.batches.create(requests=REQUESTS[:1])
     assert len(emulator.sandbox.jobs) == before + 1 and batch.id in emulator.sandbox.jobs
+
+
+def test_batches_outlive_the_emulator_on_its_storage_dir(tmp_path: Path) -> None:
+    """As under ``serve --sandbox``: the next emulator on the folder (built on its first call) finds the batch
+    running on, and a batch deleted before the restart frees no place in the order."""
+    account = config(storage_dir=tmp_path / "account")
+    with SandboxServer(account) as first:
+        first.sandbox.clock.freeze()
+        client = sdk(first)
+        kept = client.messages.batches.create(requests=REQUESTS[:2])
+        gone = client.messages.batches.create(requests=REQUESTS[:1])
+        poll(first, gone.id)
+        gone_at = first.sandbox.jobs[gone.id].seq
+        client.messages.batches.delete(gone.id)
+    with SandboxServer(account, on_demand=True) as second:
+        client = sdk(second)
+        assert client.messages.batches.retrieve(kept.id).request_counts.processing == 2
+        second.sandbox.clock.freeze()
+        newest = client.messages.batches.create(requests=REQUESTS[:1])
+        assert [b.id for b in client.messages.batches.list().data] == [newest.id, kept.id]
+        assert second.sandbox.jobs[newest.id].seq > gone_at
+        poll(second, kept.id)
+        assert [line.custom_id for line in result_lines(second, kept.id)] == ["r0", "r1"]

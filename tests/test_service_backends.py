@@ -1,5 +1,5 @@
 """The service checks, prices and splits a file by the rules of the backend it is asked for, and refuses (before
-anything is uploaded) work for a backend it cannot yet run."""
+anything is uploaded) work for a backend that has no key here."""
 
 from __future__ import annotations
 
@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
+from batch_mcp.backends.base import NotConfigured
 from batch_mcp.backends.registry import CATALOG
 from batch_mcp.sandbox import SandboxServer
 from batch_mcp.server import open_app_state
-from batch_mcp.services.errors import NotConfigured
 
 from conftest import settings_for
 
@@ -39,11 +39,11 @@ async def test_the_estimate_uses_the_named_backends_prices(sandbox: SandboxServe
     assert openai.batch_discount == state.service.prices.of("openai").discount
 
 
-async def test_work_for_a_backend_not_yet_served_is_refused_before_any_upload(sandbox: SandboxServer,
+async def test_work_for_a_backend_without_a_key_is_refused_before_any_upload(sandbox: SandboxServer,
                                                                                workdir: Path) -> None:
     before = sandbox.sandbox.stats()["files"]
     async with open_app_state(settings_for(sandbox, workdir)) as state:
-        with pytest.raises(NotConfigured, match="OpenAI"):
+        with pytest.raises(NotConfigured, match="OpenAI is not configured: set OPENAI_API_KEY"):
             await state.service.submit("data/tickets.jsonl", backend="openai")
         with pytest.raises(NotConfigured, match="no backend called 'nosuch'"):
             await state.service.validate("data/tickets.jsonl", backend="nosuch")

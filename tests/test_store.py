@@ -15,7 +15,8 @@ from typing import Any
 
 import pytest
 
-from batch_mcp.schemas.api import Batch
+from batch_mcp.backends.digitalocean.wire import WireBatch, to_job
+from batch_mcp.domain import Job
 from batch_mcp.store import (
     MIGRATIONS,
     SCHEMA_VERSION,
@@ -52,8 +53,9 @@ def plan(store: JobStore, **overrides: Any) -> Submission:
     return store.plan_submission(**(fields | overrides))
 
 
-def batch(batch_id: str, status: str = "validating", **fields: Any) -> Batch:
-    return Batch.model_validate({"id": batch_id, "status": status, **fields})
+def batch(batch_id: str, status: str = "validating", **fields: Any) -> Job:
+    """A DigitalOcean job as its API describes it."""
+    return to_job(WireBatch.model_validate({"id": batch_id, "status": status, **fields}), "digitalocean")
 
 
 def existing_job(store: JobStore, batch_id: str) -> JobRecord:
@@ -99,10 +101,10 @@ def test_plan_attach_upsert_then_get_and_list(store: JobStore) -> None:
     assert job.metadata == {"project": "eval"}
     assert (job.group_id, job.parent_batch_id) == ("group-1", "batch-0")
     assert job.status == "in_progress"
-    assert (job.request_counts.total, job.request_counts.completed, job.request_counts.failed) == (10, 4, 1)
+    assert (job.counts.total, job.counts.succeeded, job.counts.failed) == (10, 4, 1)
     assert job.created_at == datetime(2025, 1, 1, tzinfo=UTC)
     assert job.last_seen.status == "in_progress"
-    assert job.last_seen.model_extra == {"x": "kept"}
+    assert job.last_seen.extra == {"x": "kept"}
     assert store.get_job("batch-unknown") is None
 
     later = plan(store, file_id="file-2")
@@ -327,7 +329,7 @@ def test_concurrent_writes_from_threads_do_not_corrupt(tmp_path: Path, store: Jo
     assert pragma(tmp_path, "integrity_check") == "ok"
     assert len(store.list_jobs(limit=1000)) == threads_count + 1
     for n in range(threads_count):
-        assert existing_job(store, f"batch-{n}").request_counts.completed == writes_each - 1
+        assert existing_job(store, f"batch-{n}").counts.succeeded == writes_each - 1
 
 
 def test_two_servers_share_one_state_folder(tmp_path: Path) -> None:

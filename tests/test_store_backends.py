@@ -7,7 +7,8 @@ import sqlite3
 from datetime import UTC, datetime
 from pathlib import Path
 
-from batch_mcp.schemas.api import Batch
+from batch_mcp.backends.digitalocean.wire import WireBatch, to_job
+from batch_mcp.domain import Job
 from batch_mcp.store import MIGRATIONS, SCHEMA_VERSION, STORE_FILENAME, JobStore, UploadRecord, submission_fingerprint
 
 SHA = "b" * 64
@@ -34,14 +35,17 @@ def _v5_store(state: Path) -> str:
         "  'batch-part1', ?, 'group-7', NULL, 0)",
         (fingerprint, T0, T1, T1),
     )
-    done = Batch.model_validate({"id": "batch-done", "status": "completed", "provider": "openai",
-                                 "request_counts": {"total": 3, "completed": 2, "failed": 1}})
-    part = Batch.model_validate({"id": "batch-part1", "status": "in_progress"})
+    # rows before the neutral job model held DigitalOcean's own batch JSON, as its client parsed it
+    done = json.dumps({"batch_id": "batch-done", "status": "completed", "provider": "openai", "endpoint": None,
+                       "request_counts": {"total": 3, "completed": 2, "failed": 1}, "metadata": None,
+                       "errors": None, "result_available": None, "created_at": "2025-01-01T00:00:00Z"})
+    part = json.dumps({"batch_id": "batch-part1", "status": "in_progress", "request_counts": {"total": 0,
+                       "completed": 0, "failed": 0}, "metadata": None, "errors": None})
     connection.execute(
         "INSERT INTO batches VALUES ('batch-done', 'completed', 3, 2, 1, ?, ?, ?, '/out/o.jsonl', '/out/e.jsonl',"
-        " '/out/t.csv', ?)", (done.model_dump_json(), T0, T1, json.dumps({"m": [3, 30, 60]})))
+        " '/out/t.csv', ?)", (done, T0, T1, json.dumps({"m": [3, 30, 60]})))
     connection.execute("INSERT INTO batches VALUES ('batch-part1', 'in_progress', 0, 0, 0, ?, ?, ?, NULL, NULL,"
-                       " NULL, NULL)", (part.model_dump_json(), T1, T1))
+                       " NULL, NULL)", (part, T1, T1))
     connection.execute("INSERT INTO job_groups VALUES ('group-7', '/data/big.jsonl', 'fp-group', 2, ?, NULL, ?)",
                        (SHA, T1))
     connection.execute("INSERT INTO claims VALUES ('fp-x', 'holder', 'host', 1, ?)", (T1,))
@@ -51,6 +55,10 @@ def _v5_store(state: Path) -> str:
     return fingerprint
 
 
+def job(backend: str, batch_id: str, status: str) -> Job:
+    return to_job(WireBatch.model_validate({"id": batch_id, "status": status}), backend)
+
+
 def test_a_v5_store_upgrades_with_every_row_and_its_bare_ids_still_resolve(tmp_path: Path) -> None:
     fingerprint = _v5_store(tmp_path)
     with JobStore.open(tmp_path) as store:
@@ -58,7 +66,9 @@ def test_a_v5_store_upgrades_with_every_row_and_its_bare_ids_still_resolve(tmp_p
         assert done is not None and done.ref == "digitalocean:batch-done"
         assert (done.request_id, done.metadata, done.status, str(done.table_path), done.usage) == (
             "req-done", {"team": "eval"}, "completed", "/out/t.csv", {"m": [3, 30, 60]})
-        assert (done.request_counts.completed, done.request_counts.failed) == (2, 1)
+        assert (done.counts.succeeded, done.counts.failed) == (2, 1)
+        assert (done.last_seen.status, done.last_seen.line_format, done.last_seen.results_ready) == (
+            "completed", "openai", False)  # read from the old shape: no result files were attached
         assert store.get_job("digitalocean:batch-done") == done
         assert store.get_job("openai:batch-done") is None
 
@@ -95,8 +105,8 @@ def test_a_v5_store_upgrades_with_every_row_and_its_bare_ids_still_resolve(tmp_p
 
 def test_one_native_id_on_two_backends_is_two_jobs(tmp_path: Path) -> None:
     with JobStore.open(tmp_path) as store:
-        store.upsert_batch(Batch.model_validate({"id": "batch_1", "status": "completed"}), backend="openai")
-        store.upsert_batch(Batch.model_validate({"id": "batch_1", "status": "in_progress"}), backend="groq")
+        store.upsert_batch(job("openai", "batch_1", "completed"))
+        store.upsert_batch(job("groq", "batch_1", "in_progress"))
         openai, groq = store.get_job("openai:batch_1"), store.get_job("groq:batch_1")
         assert openai is not None and groq is not None
         assert (openai.status, groq.status) == ("completed", "in_progress")
@@ -114,7 +124,7 @@ def test_a_submission_is_another_job_on_another_backend_or_window(tmp_path: Path
         planned = store.plan_submission(sha256=SHA, path=None, file_id="file-a", provider="openai",
                                         endpoint="/v1/chat/completions", metadata=None, backend="groq",
                                         completion_window="7d")
-        store.attach_batch(planned.request_id, Batch.model_validate({"id": "batch_9", "status": "validating"}))
+        store.attach_batch(planned.request_id, job("groq", "batch_9", "validating"))
         record = store.get_job("groq:batch_9")
         assert record is not None and record.request_id == planned.request_id
         assert store.get_job("digitalocean:batch_9") is None

@@ -3,6 +3,11 @@
 The snapshot was taken from main before the multi-backend tools: no ``backend`` argument, the same
 names, types, choices, defaults and required sets. Descriptions are left out of the comparison: they
 may say more about limits without changing what a client may send.
+
+Two changes were made to it on purpose (issue 12), by regenerating it: ``metadata`` of create_batch and
+submit_batch is a list of ``{key, value}`` pairs instead of an object with free-form keys, which strict tool
+calling refuses (tests/test_strict_schemas.py); and wait_for_batch's ``timeout_s`` defaults to none (a short
+wait, or a longer one for a client that listens to progress). Nothing else in it changed.
 """
 
 from __future__ import annotations

@@ -121,7 +121,7 @@ async def test_anthropic_file_detected_and_run(sandbox: SandboxServer, workdir: 
 
 
 async def test_submitting_the_same_file_twice_makes_one_job(sandbox: SandboxServer, workdir: Path) -> None:
-    args = {"path": "data/tickets.jsonl", "metadata": {"run": "twice"}}
+    args = {"path": "data/tickets.jsonl", "metadata": [{"key": "run", "value": "twice"}]}
     async with mcp_session(settings_for(sandbox, workdir)) as (client, _):
         jobs_before = sandbox.sandbox.stats()["jobs"]
         first = (await client.call_tool("submit_batch", args)).structured_content
@@ -189,10 +189,11 @@ async def test_agent_facing_errors(sandbox: SandboxServer, workdir: Path, tmp_pa
         assert result.is_error and "100" in _text(result)
 
         result = await client.call_tool("submit_batch", {"path": "data/tickets.jsonl",
-                                                         "metadata": {"n": 1}})
+                                                         "metadata": [{"key": "n", "value": 1}]})
         assert result.is_error and "metadata" in _text(result)
         result = await client.call_tool("submit_batch", {"path": "data/tickets.jsonl",
-                                                         "metadata": {f"k{i}": "v" for i in range(50)}})
+                                                         "metadata": [{"key": f"k{i}", "value": "v"}
+                                                                      for i in range(50)]})
         assert result.is_error and "at most 16" in _text(result)
         assert sandbox.sandbox.stats()["jobs"] == jobs_before
 
@@ -258,7 +259,8 @@ async def test_resources(sandbox: SandboxServer, workdir: Path, mode: str) -> No
         one = (await client.read_resource(f"batch://jobs/{batch_id}")).contents[0]
         assert one.mime_type == "application/json" and json.loads(one.text)["batch_id"] == batch_id
         templates = (await client.list_resource_templates()).resource_templates
-        assert sorted(t.uri_template for t in templates) == ["batch://jobs/{batch_id}", "batch://jobs{?cursor}"]
+        assert sorted(t.uri_template for t in templates) == ["batch://jobs/{batch_id}", "batch://jobs{?cursor}",
+                                                          "batch://results/{batch_id}{?cursor}"]
         with pytest.raises(MCPError) as missing:
             await client.read_resource("batch://jobs/00000000-0000-0000-0000-000000000000")
         assert "batch://jobs" in missing.value.message
@@ -320,7 +322,7 @@ async def test_argument_errors_read_as_instructions(sandbox: SandboxServer, work
 
 async def test_upload_and_create_remember_the_file(sandbox: SandboxServer, workdir: Path) -> None:
     """Jobs made in two steps know their input: the same file submitted later returns them, and retries work."""
-    args = {"metadata": {"route": "two-steps"}}
+    args = {"metadata": [{"key": "route", "value": "two-steps"}]}
     async with mcp_session(settings_for(sandbox, workdir)) as (client, _):
         upload = (await client.call_tool("upload_batch_file", {"path": "data/reviews-anthropic.jsonl"})
                   ).structured_content

@@ -41,7 +41,7 @@ USER_ERRORS_QUIETLY = _UserErrorsAtDebug()
 
 def configure_logging(verbose: bool) -> None:
     """Logs go to stderr (stdout is the stdio transport). HTTP client loggers are kept quiet: a line
-    per request is noise (and their URLs lose query strings anyway, see ``batch_mcp.client``)."""
+    per request is noise (and their URLs lose query strings anyway, see ``batch_mcp.backends.http``)."""
     level = "DEBUG" if verbose else os.environ.get("BATCH_MCP_LOG_LEVEL", "INFO").upper()
     logging.basicConfig(level=level, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -93,11 +93,13 @@ def _sandbox(args: argparse.Namespace) -> int:
     from batch_mcp.sandbox import SandboxConfig, api_base_path, serve
 
     config = SandboxConfig(token=args.token, backend=args.backend, dialect=args.dialect,
-                           failure_rate=args.failure_rate, requests_per_s=args.requests_per_s)
+                           failure_rate=args.failure_rate, requests_per_s=args.requests_per_s,
+                           storage_dir=args.state_dir)
     shapes = {"digitalocean": f"dialect {args.dialect}", "anthropic": "the Anthropic Message Batches API"}
     shape = shapes.get(args.backend, "the OpenAI Batch API")
+    kept = f"kept in {args.state_dir}" if args.state_dir else "forgotten on exit (--state-dir keeps them)"
     print(f"sandbox: {args.backend} at http://{args.host}:{args.port}{api_base_path(config)} ({shape}); "
-          "token from --token", file=sys.stderr)
+          f"token from --token; files and jobs {kept}", file=sys.stderr)
     serve(config, args.host, args.port)
     return 0
 
@@ -177,6 +179,9 @@ def build_parser() -> argparse.ArgumentParser:
                          help="digitalocean only: the spec's shapes or the Go client's")
     sandbox.add_argument("--failure-rate", type=float, default=0.03, help="share of requests that fail")
     sandbox.add_argument("--requests-per-s", type=float, default=500.0, help="processing pace")
+    sandbox.add_argument("--state-dir", type=Path, help="keep the account's files and jobs in this folder, across "
+                                                         "restarts and shared with other sandboxes using it "
+                                                         "(default: a temporary folder, removed on exit)")
     sandbox.set_defaults(run=_sandbox)
 
     validate = sub.add_parser("validate", help="check a JSONL batch file (exit 0 valid, warnings "

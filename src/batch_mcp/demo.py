@@ -1,10 +1,11 @@
 """``batch-mcp demo``: the whole workflow, end to end, the way an agent runs it.
 
-It starts the sandbox, launches ``batch-mcp serve`` as a stdio subprocess configured like a real
-install (base URL, token, allowed folder, state folder in its environment), and drives it through the
-MCP SDK's client. Scenario ``tickets``: validate → submit → wait (with progress) → download → summary.
-Scenario ``reviews``: prepare a batch from a CSV → estimate cost → submit → results table → retry the
-failures → merged table.
+It starts one emulator per backend it shows, launches ``batch-mcp serve`` as a stdio subprocess configured
+like a real install (each backend's key and base URL, allowed folder, state folder in its environment), and
+drives it through the MCP SDK's client. Scenario ``tickets``: the same ticket file on DigitalOcean and on
+OpenAI side by side: validate → submit to each → wait (with progress) → download → compare. Scenario
+``reviews``: prepare a batch from a CSV → estimate cost → submit → results table → retry the failures →
+merged table.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from typing import Any
 import anyio
 from mcp import Client, StdioServerParameters
 
+from batch_mcp.backends.registry import CATALOG
 from batch_mcp.sandbox import SandboxConfig, SandboxServer
 
 EXAMPLE = "tickets.jsonl"
@@ -57,36 +59,43 @@ async def _call(client: Client, tool: str, **arguments: Any) -> dict[str, Any]:
 
 
 @asynccontextmanager
-async def _session(folder: Path, example: str, title: str, config: SandboxConfig) -> AsyncIterator[Client]:
-    """The sandbox, plus `batch-mcp serve` as a stdio subprocess configured to use it, behind an MCP client."""
+async def _session(folder: Path, example: str, title: str, configs: list[SandboxConfig]) -> AsyncIterator[Client]:
+    """An emulator per backend, plus `batch-mcp serve` as a stdio subprocess configured to use them (through
+    each backend's own variables, as a user sets them), behind an MCP client."""
     data = folder / "data"
     data.mkdir(exist_ok=True)
     shutil.copyfile(example_file(example), data / example)
-    with SandboxServer(config) as sandbox:
+    with ExitStack() as stack:
         env = {
-            "MODEL_ACCESS_KEY": sandbox.token,
-            "BATCH_MCP_BASE_URL": sandbox.base_url,
             "BATCH_MCP_ALLOWED_DIRS": str(folder),
             "BATCH_MCP_STATE_DIR": str(folder / "state"),
             "BATCH_MCP_LOG_LEVEL": os.environ.get("BATCH_MCP_LOG_LEVEL", "WARNING"),
             "PATH": os.environ.get("PATH", ""),
         }
+        _say(f"batch-mcp demo: {title} (offline sandbox)")
+        for config in configs:
+            sandbox = stack.enter_context(SandboxServer(config))
+            caps = CATALOG[config.backend].capabilities
+            env.update({caps.token_env[0]: sandbox.token, caps.base_url_env: sandbox.base_url})
+            _say(f"  {caps.label + ' API':<18} {sandbox.base_url}  (emulated)")
         server = StdioServerParameters(command=sys.executable, args=["-m", "batch_mcp", "serve"], env=env,
                                        cwd=str(folder))
-        _say(f"batch-mcp demo: {title} (offline sandbox)")
-        _say(f"  sandbox API    {sandbox.base_url}")
-        _say(f"  working folder {folder}")
+        _say(f"  working folder     {folder}")
         async with Client(server) as client:
             tools = [t.name for t in (await client.list_tools()).tools]
-            _say(f"  MCP server     `batch-mcp serve` over stdio, {len(tools)} tools, "
+            _say(f"  MCP server         `batch-mcp serve` over stdio, {len(tools)} tools, "
                  f"protocol {client.protocol_version}")
             yield client
 
 
+#: The backends the tickets scenario runs the same file on, side by side.
+SIDE_BY_SIDE = ("digitalocean", "openai")
+
+
 async def _tickets(folder: Path) -> int:
-    config = SandboxConfig(requests_per_s=120)
-    title = "an agent classifies 300 support tickets with a batch job"
-    async with _session(folder, EXAMPLE, title, config) as client:
+    configs = [SandboxConfig(backend=name, requests_per_s=120) for name in SIDE_BY_SIDE]  # type: ignore[arg-type]
+    title = "an agent classifies 300 support tickets, on two batch APIs side by side"
+    async with _session(folder, EXAMPLE, title, configs) as client:
         _say("\n1. validate_batch_file data/tickets.jsonl")
         report = await _call(client, "validate_batch_file", path="data/tickets.jsonl")
         models = ", ".join(f"{m} x{n}" for m, n in report["models"].items())
@@ -94,55 +103,69 @@ async def _tickets(folder: Path) -> int:
              f"provider={report['provider']}  endpoint={report['endpoint']}")
         _say(f"   models: {models}; ~{report['estimated_input_tokens']:,} input tokens")
 
-        _say("\n2. submit_batch (validate + upload + create, idempotent)")
-        submitted = await _call(client, "submit_batch", path="data/tickets.jsonl",
-                                metadata={"project": "support-triage"})
-        batch_id = submitted["batch"]["batch_id"]
-        _say(f"   batch_id={batch_id}  status={submitted['batch']['status']}")
-        again = await _call(client, "submit_batch", path="data/tickets.jsonl",
-                            metadata={"project": "support-triage"})
-        _say(f"   submitted again by mistake -> same job: {again['batch']['batch_id'] == batch_id} "
-             f"(reused_existing_job={again['reused_existing_job']})")
+        _say("\n2. submit_batch to each backend (validate + upload + create, exactly once)")
+        ids: dict[str, str] = {}
+        for backend in SIDE_BY_SIDE:
+            submitted = await _call(client, "submit_batch", path="data/tickets.jsonl", backend=backend,
+                                    metadata=[{"key": "project", "value": "support-triage"}])
+            ids[backend] = submitted["batch"]["batch_id"]
+            _say(f"   {backend:<13} batch_id={ids[backend]}  status={submitted['batch']['status']}")
+        again = await _call(client, "submit_batch", path="data/tickets.jsonl", backend=SIDE_BY_SIDE[-1],
+                            metadata=[{"key": "project", "value": "support-triage"}])
+        _say(f"   submitted again by mistake -> same job: {again['batch']['batch_id'] == ids[SIDE_BY_SIDE[-1]]} "
+             f"(reused_existing_job={again['reused_existing_job']}; {SIDE_BY_SIDE[-1]} has no idempotency key: "
+             "the job carries batch-mcp's token in its metadata)")
 
-        _say("\n3. wait_for_batch (progress notifications)")
-        seen: list[float] = []
+        _say("\n3. wait_for_batch on both at once (progress notifications)")
+        jobs: dict[str, dict[str, Any]] = {}
 
-        async def on_progress(done: float, total: float | None, message: str | None) -> None:
-            if total and (not seen or done - seen[-1] >= total / 4 or done == total):
-                seen.append(done)
-                _say(f"   progress {int(done):>4}/{int(total)}  {_bar(done / total)}")
+        async def wait(backend: str) -> None:
+            seen: list[float] = []
 
-        waited = (await client.call_tool("wait_for_batch", {"batch_id": batch_id, "timeout_s": 120,
-                                                            "poll_interval_s": 0.5},
-                                         progress_callback=on_progress)).structured_content or {}
-        job = waited["batch"]
-        _say(f"   status={job['status']} after {waited['waited_s']} s: {job['completed']} succeeded, "
-             f"{job['failed']} failed")
+            async def on_progress(done: float, total: float | None, message: str | None) -> None:
+                if total and (not seen or done - seen[-1] >= total / 2 or done == total):
+                    seen.append(done)
+                    _say(f"   {backend:<13} {int(done):>4}/{int(total)}  {_bar(done / total)}")
 
-        _say("\n4. download_batch_results")
-        summary = await _call(client, "download_batch_results", batch_id=batch_id)
-        _say(f"   results -> {_rel(summary['output_path'], folder)}")
-        if summary["error_path"]:
-            _say(f"   errors  -> {_rel(summary['error_path'], folder)}")
-        _say(f"   table   -> {_rel(summary['table_csv_path'], folder)} (one row per request, also as JSONL)")
-        _say(f"   succeeded={summary['succeeded']} failed={summary['failed']} missing={summary['missing']}  "
-             f"tokens in/out={summary['usage']['input_tokens']:,}/{summary['usage']['output_tokens']:,}")
-        if summary["error_codes"]:
-            _say(f"   error codes: {json.dumps(summary['error_codes'])}")
-        for item in summary["preview"][:3]:
+            waited = (await client.call_tool("wait_for_batch", {"batch_id": ids[backend], "timeout_s": 120,
+                                                                "poll_interval_s": 0.5},
+                                             progress_callback=on_progress)).structured_content or {}
+            jobs[backend] = waited["batch"]
+
+        async with anyio.create_task_group() as waits:
+            for backend in SIDE_BY_SIDE:
+                waits.start_soon(wait, backend)
+
+        _say("\n4. download_batch_results from each, into its own folder")
+        summaries = {}
+        for backend in SIDE_BY_SIDE:
+            summary = summaries[backend] = await _call(client, "download_batch_results", batch_id=ids[backend],
+                                                       dest_dir=f"batch-results/{backend}")
+            _say(f"   {backend:<13} table -> {_rel(summary['table_csv_path'], folder)}")
+        _say("\n   backend        status     succeeded  failed  tokens in/out    cost at batch prices")
+        for backend, summary in summaries.items():
+            cost = summary["cost"]
+            price = f"${cost['total_cost']:.4f}" if cost and cost["total_cost"] is not None else "unpriced"
+            discount = f" ({cost['batch_discount']:.0%} off)" if cost and cost["batch_discount"] else ""
+            tokens = f"{summary['usage']['input_tokens']:,}/{summary['usage']['output_tokens']:,}"
+            _say(f"   {backend:<13}  {jobs[backend]['status']:<9}  {summary['succeeded']:>9}  {summary['failed']:>6}"
+                 f"  {tokens:<15}  {price}{discount}")
+        for item in summaries[SIDE_BY_SIDE[0]]["preview"][:2]:
             _say(f"   {item['custom_id']}: {item['text'] or item['error']}")
 
-        jobs = json.loads((await client.read_resource("batch://jobs")).contents[0].text)
-        _say(f"\n5. resource batch://jobs lists {jobs['count']} job(s); next step: {summary['next_step']}")
-    ok = job["status"] == "completed" and summary["succeeded"] > 0
-    _say("\ndemo " + ("finished: every step passed." if ok else "FAILED."))
+        listed = json.loads((await client.read_resource("batch://jobs")).contents[0].text)
+        _say(f"\n5. resource batch://jobs lists {listed['count']} job(s), each id naming its backend; "
+             f"next step: {summaries[SIDE_BY_SIDE[0]]['next_step']}")
+    ok = all(job["status"] == "completed" for job in jobs.values()) and all(
+        summary["succeeded"] > 0 for summary in summaries.values())
+    _say("\ndemo " + ("finished: every step passed on both backends." if ok else "FAILED."))
     return 0 if ok else 1
 
 
 async def _reviews(folder: Path) -> int:
     config = SandboxConfig(requests_per_s=300, failure_rate=0.15)
     title = "an agent summarises 150 product reviews from a CSV, then retries what failed"
-    async with _session(folder, REVIEWS, title, config) as client:
+    async with _session(folder, REVIEWS, title, [config]) as client:
         _say("\n1. prepare_batch_file data/reviews.csv with a {column} template")
         prepared = await _call(client, "prepare_batch_file", source="data/reviews.csv", model="gpt-4o-mini",
                                prompt="In one sentence, what does this {stars}-star {product} review complain "

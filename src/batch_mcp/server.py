@@ -19,6 +19,7 @@ from mcp.server import MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp.server.subscriptions import InMemorySubscriptionBus
 from mcp.server.transport_security import TransportSecuritySettings
+from mcp.types import Tool as MCPTool
 from pydantic import ValidationError
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -28,15 +29,15 @@ from batch_mcp.backends.http import HttpOptions
 from batch_mcp.backends.registry import CATALOG, Registry
 from batch_mcp.backends.retries import RetryPolicy as BackendRetryPolicy
 from batch_mcp.backends.settings import BackendSettings, settings_for
-from batch_mcp.client import DigitalOceanBatchClient, RetryPolicy, timeouts
 from batch_mcp.config import MIN_PUBLIC_AUTH_TOKEN, Settings, is_loopback
 from batch_mcp.services.batches import BatchService
-from batch_mcp.services.workspace import Workspace, scratch_folder
+from batch_mcp.services.workspace import Workspace
 from batch_mcp.store import JobStore, StoreUnavailable
 from batch_mcp.tools import register_all
 from batch_mcp.tools.context import AppState
 from batch_mcp.tools.describe import instructions
 from batch_mcp.tools.errors import invalid_arguments, unknown_arguments
+from batch_mcp.tools.output_schemas import lean_tools
 
 log = logging.getLogger(__name__)
 Transport = Literal["stdio", "streamable-http", "sse"]
@@ -49,13 +50,17 @@ def backend_settings(settings: Settings) -> dict[str, BackendSettings]:
     return {_DO.name: settings_for(_DO).given(settings.token_value(), settings.base_url), **read}
 
 
-def start_sandboxes(stack: AsyncExitStack) -> dict[str, BackendSettings]:
-    """One emulator per backend, each backend configured against its own (real keys are never used here)."""
+def start_sandboxes(stack: AsyncExitStack, folder: Path) -> dict[str, BackendSettings]:
+    """One emulator per backend, each backend configured against its own (real keys are never used here).
+
+    Each keeps its account in ``folder/<backend>``, which outlives the process, and starts on its first call.
+    """
     from batch_mcp.sandbox import SandboxConfig, SandboxServer
 
     configured = {}
     for name, entry in CATALOG.items():
-        sandbox = stack.enter_context(SandboxServer(SandboxConfig(backend=name)))  # type: ignore[arg-type]
+        config = SandboxConfig(backend=name, storage_dir=folder / name)  # type: ignore[arg-type]
+        sandbox = stack.enter_context(SandboxServer(config, on_demand=True))
         configured[name] = settings_for(entry.capabilities).given(sandbox.token, sandbox.base_url)
         log.info("sandbox mode: %s emulated at %s", entry.capabilities.label, sandbox.base_url)
     return configured
@@ -67,9 +72,10 @@ async def open_app_state(settings: Settings) -> AsyncIterator[AppState]:
     async with AsyncExitStack() as stack:
         state_dir = settings.state_dir
         if settings.sandbox:
-            every = start_sandboxes(stack)
-            # the sandbox forgets its jobs on exit, so its store lives in a folder of this run's own
-            state_dir = stack.enter_context(scratch_folder(settings.state_dir, "sandbox"))
+            # the sandbox's jobs, and the store that records them, outlive the process (an MCP client may start
+            # one per tool call) apart from the real store: state_dir/sandbox is shared by every sandbox run
+            state_dir = settings.state_dir / "sandbox"
+            every = start_sandboxes(stack, state_dir)
         else:
             every = backend_settings(settings)
         options = HttpOptions(retry=BackendRetryPolicy(max_attempts=settings.max_attempts,
@@ -77,12 +83,6 @@ async def open_app_state(settings: Settings) -> AsyncIterator[AppState]:
                               timeout_s=settings.timeout_s)
         registry = Registry.open(options, default=settings.backend, settings=every)
         stack.push_async_callback(registry.aclose)
-        base_url, token = every[_DO.name].base_url, every[_DO.name].api_key_value()
-        client = None
-        if token:
-            retry = RetryPolicy(max_attempts=settings.max_attempts, base_delay_s=settings.retry_base_delay_s)
-            client = await stack.enter_async_context(DigitalOceanBatchClient(
-                token=token, base_url=base_url, retry=retry, timeout=timeouts(settings.timeout_s)))
         if not registry.configured:
             log.warning("no backend configured: set %s (tools will say so)",
                         "; ".join(" or ".join(entry.capabilities.token_env) for entry in CATALOG.values()))
@@ -93,7 +93,6 @@ async def open_app_state(settings: Settings) -> AsyncIterator[AppState]:
             log.error("%s", exc)
         service = BatchService(
             registry=registry,
-            client=client,
             store=store,
             workspace=Workspace(settings.effective_allowed_dirs()),
             max_requests=settings.max_requests, max_bytes=settings.max_bytes,
@@ -102,7 +101,7 @@ async def open_app_state(settings: Settings) -> AsyncIterator[AppState]:
         state = AppState(service=service, bus=InMemorySubscriptionBus(), registry=registry)
         service.status_listeners.append(state.announce)
         async with anyio.create_task_group() as background:
-            if client is not None:  # in the background: a slow or unreachable API must not delay the handshake
+            if registry.names:  # in the background: a slow or unreachable API must not delay the handshake
                 background.start_soon(_resume, service)
             yield state
             background.cancel_scope.cancel()
@@ -118,9 +117,18 @@ async def _resume(service: BatchService) -> None:
 
 
 class BatchMCPServer(MCPServer):
-    """MCPServer whose argument errors read as instructions rather than as a pydantic report, and which
+    """MCPServer whose argument errors read as instructions rather than as a pydantic report, which
     refuses arguments a tool does not take (the SDK drops them silently, so a misspelt option would be
-    ignored)."""
+    ignored), and whose tools list lean output schemas (tools/output_schemas.py)."""
+
+    _listed: tuple[tuple[str, ...], list[MCPTool]] | None = None
+
+    async def list_tools(self) -> list[MCPTool]:
+        derived = await super().list_tools()
+        names = tuple(tool.name for tool in derived)
+        if self._listed is None or self._listed[0] != names:  # the tools are registered once, before serving
+            self._listed = (names, lean_tools(derived))
+        return self._listed[1]
 
     async def call_tool(self, name: str, arguments: dict[str, Any], context: Any = None) -> Any:
         accepted = next((list(tool.input_schema.get("properties", {})) for tool in await self.list_tools()

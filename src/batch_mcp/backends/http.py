@@ -18,9 +18,11 @@ from __future__ import annotations
 import ipaddress
 import logging
 import re
+import ssl
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 from typing import Any, BinaryIO, TypeVar
 from urllib.parse import quote, urlsplit, urlunsplit
@@ -173,6 +175,13 @@ class HttpOptions:
     timeout_s: float = 60.0
 
 
+@cache
+def _trust_roots() -> ssl.SSLContext:
+    """The verifying TLS context every backend's pool shares: loading the trust roots takes ~20 ms per context,
+    which each pool paid at every start (and some MCP clients start a process per tool call)."""
+    return httpx2.create_ssl_context()
+
+
 class HttpClient:
     """One backend's connection pool and credentials, behind the shared retry loop."""
 
@@ -192,6 +201,7 @@ class HttpClient:
             headers={"User-Agent": f"batch-mcp/{__version__}", **(headers or {})},
             limits=httpx2.Limits(max_connections=20, max_keepalive_connections=10),
             follow_redirects=False,
+            verify=_trust_roots(),
         )
 
     def __repr__(self) -> str:  # never the credentials
@@ -332,9 +342,11 @@ class HttpClient:
         if not idempotent and (status >= 500 or status == 408):
             raise OutcomeUnknown(f"{operation}: {message}; the request was received, so it may or may not "
                                  "have taken effect", **common)
-        if status == 429:
-            raise RateLimitedError(message, retry_after_s=server_wait_s(response) or
-                                   (self._wait_hint(response) if self._wait_hint else None), **common)
+        if status == 429:  # the server's own wait, even "0", wins over what its budget headers suggest
+            wait = server_wait_s(response)
+            if wait is None and self._wait_hint:
+                wait = self._wait_hint(response)
+            raise RateLimitedError(message, retry_after_s=wait, **common)
         raise self._errors.get(status, ServiceError if status >= 500 else BackendError)(message, **common)
 
     def _auth_for(self, url: str, authenticated: bool) -> dict[str, str]:

@@ -20,6 +20,12 @@ Where the contract leaves a choice open, the sandbox answers as follows:
 * ``POST /v1/batches/{id}/cancel`` while ``validating``: 409 (not yet handed to the provider); while
   already ``cancelling``: 200, unchanged.
 
+The account (files, jobs, results) lives in ``SandboxConfig.storage_dir`` when set: a SQLite ledger beside
+the bytes, which outlives the process and may be shared by several emulators at once (``serve --sandbox``
+keeps one per backend under its state folder). Each job's lifecycle follows from wall-clock time, so it
+runs on while no process is alive. Faults, delays, the request log, the rate budget and the clock's
+offset belong to the process that serves them. Without ``storage_dir`` the account is a temporary folder.
+
 Test and admin routes, bearer-authenticated and not rate-limited: ``POST /_sandbox/faults``
 ``{operation, kind: server_error|rate_limit|drop, times, retry_after_s}``, ``POST /_sandbox/slow``
 ``{operation, seconds}``, ``POST /_sandbox/expire-upload-urls`` ``{ttl_s?}``,

@@ -22,8 +22,11 @@ from starlette.routing import Route
 
 from batch_mcp.sandbox.admin import INVALID, admin_routes
 from batch_mcp.sandbox.anthropic_lines import AnthropicLineFormat
-from batch_mcp.sandbox.config import SandboxConfig
+from batch_mcp.sandbox.config import DO_MAX_BYTES, DO_MAX_REQUESTS, SandboxConfig
 from batch_mcp.sandbox.dialects import DIALECTS, ResultUrls, rfc3339
+from batch_mcp.sandbox.faults import OPERATIONS
+from batch_mcp.sandbox.ledger import Job, new_id
+from batch_mcp.sandbox.lifecycle import TERMINAL_STATUSES
 from batch_mcp.sandbox.openai.lines import OpenAILineFormat
 from batch_mcp.sandbox.pipeline import (
     Body,
@@ -36,7 +39,7 @@ from batch_mcp.sandbox.pipeline import (
 )
 from batch_mcp.sandbox.ratelimit import digitalocean_headers
 from batch_mcp.sandbox.results import LineFormat
-from batch_mcp.sandbox.state import TERMINAL_STATUSES, ApiError, Job, Sandbox, new_id
+from batch_mcp.sandbox.state import ApiError, EmulatedApi, Sandbox
 
 FILE_NAME_PATTERN = r".+\.[Jj][Ss][Oo][Nn][Ll]$"
 DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE = 20, 100
@@ -180,25 +183,26 @@ async def create_file(request: Request, sandbox: Sandbox) -> Response:
 
 def _start_job(sandbox: Sandbox, body: BatchCreateBody) -> Job:
     """Create a job, or return the one already created with this idempotency key."""
-    existing = next((job for job in sandbox.jobs.values() if job.request.request_id == body.request_id), None)
-    if existing is not None:
-        if existing.request != body:
+    job = sandbox.ledger.job_with_key(body.request_id)
+    if job is None:
+        record = sandbox.files.get(body.file_id)
+        if record is None:
+            raise ApiError(404, f"Input file '{body.file_id}' was not found.")
+        if record.size is None:
             raise ApiError(
-                409,
-                f"request_id '{body.request_id}' was already used for batch "
-                f"{existing.batch_id} with a different request body.",
+                400,
+                f"Input file '{body.file_id}' has not been uploaded: PUT its bytes to the "
+                "upload_url before creating the batch.",
             )
-        return existing
-    record = sandbox.files.get(body.file_id)
-    if record is None:
-        raise ApiError(404, f"Input file '{body.file_id}' was not found.")
-    if record.size is None:
+        # another process may have created it since: then that job is the one returned
+        job = sandbox.add_job(body, body.file_id, sandbox.config.completion_window_s, key=body.request_id)
+    if job.request != body:
         raise ApiError(
-            400,
-            f"Input file '{body.file_id}' has not been uploaded: PUT its bytes to the "
-            "upload_url before creating the batch.",
+            409,
+            f"request_id '{body.request_id}' was already used for batch "
+            f"{job.batch_id} with a different request body.",
         )
-    return sandbox.add_job(body, body.file_id, body.lines(), sandbox.config.completion_window_s)
+    return job
 
 
 async def create_batch(request: Request, sandbox: Sandbox) -> Response:
@@ -329,7 +333,8 @@ def _routes() -> list[Route]:
 
 def create_app(config: SandboxConfig | None = None) -> Starlette:
     """A new sandbox (fresh state) as an ASGI app; its state is ``app.state.sandbox``."""
-    sandbox = Sandbox((config or SandboxConfig()).model_copy())
+    api = EmulatedApi(OPERATIONS, (DO_MAX_REQUESTS, DO_MAX_BYTES), BatchCreateBody, BatchCreateBody.lines)
+    sandbox = Sandbox((config or SandboxConfig()).model_copy(), api)
 
     app = Starlette(
         routes=_routes(),

@@ -42,7 +42,8 @@ class SandboxConfig(BaseModel):
     #: Per-file limits; ``None`` uses the emulated service's own.
     max_requests: int | None = Field(default=None, ge=1)
     max_bytes: int | None = Field(default=None, ge=1)
-    #: Where uploads and results live; ``None`` means a temporary directory removed on close.
+    #: Where the account lives (its ledger, uploads and results), for as long as the folder does and for every
+    #: sandbox that uses it; ``None`` means a temporary directory removed on close.
     storage_dir: Path | None = None
     #: Origin used in presigned URLs (``http://host:port``); ``None`` derives it from each request.
     public_base_url: str | None = None

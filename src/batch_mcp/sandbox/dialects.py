@@ -16,7 +16,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from batch_mcp.sandbox.state import Job, Snapshot
+from batch_mcp.sandbox.ledger import Job
+from batch_mcp.sandbox.lifecycle import Snapshot
 
 Row = tuple[Job, Snapshot]
 

@@ -24,8 +24,9 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from batch_mcp.sandbox.faults import RequestRecord
+from batch_mcp.sandbox.ledger import new_id
 from batch_mcp.sandbox.ratelimit import Budget
-from batch_mcp.sandbox.state import ApiError, Sandbox, new_id
+from batch_mcp.sandbox.state import ApiError, Sandbox
 from batch_mcp.sandbox.validation import describe
 
 #: How much of a request body a ``drop`` fault reads before closing the connection.

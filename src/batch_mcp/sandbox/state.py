@@ -1,38 +1,37 @@
-"""The sandbox's account: files, batch jobs and their lifecycle, computed from the clock.
+"""The sandbox's account: files and batch jobs, kept by the :class:`Ledger`, plus the test instrumentation.
 
 This engine is shared by every emulated API and knows none of their wire shapes: a job holds the
 API's own request model opaquely, plus the :class:`LineFormat` that checks its input lines and
-writes its result lines. No background task drives a job. Its status, counts and timestamps are a pure function of its
-creation time, the configured pace, a possible cancel time and the current clock, evaluated on
-each access. The two pieces of real work (checking the input file when ``validating`` ends, and
-writing result files once terminal) run lazily in a worker thread, once per job.
+writes its result lines. Its lifecycle is a function of the clock (:mod:`batch_mcp.sandbox.lifecycle`).
+The two pieces of real work (checking the input file when ``validating`` ends, and writing result
+files once terminal) run lazily in a worker thread, once per job, and are kept in the ledger.
+
+The account lives in ``config.storage_dir`` when set, shared with every process that uses the folder;
+the instrumentation (faults, the request log, the rate budget, the clock's offset) is this process's own.
 """
 
 from __future__ import annotations
 
-import itertools
 import math
 import tempfile
 import time
-import uuid
-from collections.abc import AsyncIterable
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterable, Callable
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any
 
 import anyio
+from pydantic import BaseModel
 
-from batch_mcp.sandbox.config import DO_MAX_BYTES, DO_MAX_REQUESTS, SandboxConfig
-from batch_mcp.sandbox.faults import OPERATIONS, FaultPlan, RequestRecord
+from batch_mcp.sandbox.config import SandboxConfig
+from batch_mcp.sandbox.faults import FaultPlan, RequestRecord
+from batch_mcp.sandbox.ledger import RESULT, UPLOAD, Job, Ledger, Pace, Records, StoredFile, new_id
+from batch_mcp.sandbox.lifecycle import TERMINAL_STATUSES, Snapshot, needs_check, snapshot_at
 from batch_mcp.sandbox.ratelimit import RateLimiter
 from batch_mcp.sandbox.results import LineFormat, write_results
 from batch_mcp.sandbox.signing import UrlSigner
 from batch_mcp.sandbox.validation import InputCheck, check_input
-
-TERMINAL_STATUSES = frozenset({"completed", "failed", "expired", "cancelled"})
-#: Terminal statuses whose partial or full results can be downloaded.
-RESULT_STATUSES = frozenset({"completed", "cancelled", "expired"})
 
 
 class ApiError(Exception):
@@ -76,180 +75,33 @@ class Clock:
         self.frozen_at = time.time()
 
 
-def new_id() -> str:
-    return str(uuid.uuid4())
-
-
-@dataclass
-class StoredFile:
-    file_id: str
-    file_name: str
-    path: Path
-    created_at: float
-    #: When its upload URL stops working (presigned uploads only); a fault may move it earlier.
-    upload_deadline: float = math.inf
-    #: Size of the completed upload; ``None`` until one completed (the create-time HEAD check).
-    size: int | None = None
-    purpose: str = "batch"
-    #: When the service deletes it (OpenAI-family files); ``None``: never.
-    expires_at: float | None = None
-
-
-@dataclass
-class Job:
-    batch_id: str
-    seq: int  # creation order, for newest-first listing and cursors
-    #: The create body in the emulated API's own model, kept for echoing back and idempotent replays.
-    request: Any
-    input_file_id: str
-    #: The input's bytes, which outlive the file's deletion from the account while the job needs them.
-    input_path: Path
-    lines: LineFormat
-    created_at: float
-    #: Length of this job's completion window.
-    window_s: float
-    output_file_id: str = field(default_factory=new_id)
-    error_file_id: str = field(default_factory=new_id)
-    cancel_requested_at: float | None = None
-    check: InputCheck | None = None
-    #: Result file paths by file id, once written.
-    results: dict[str, Path] | None = None
-    lock: anyio.Lock = field(default_factory=anyio.Lock)
-
-
 @dataclass(frozen=True)
-class Snapshot:
-    """A job as seen at one instant. ``status`` may be ``queued``; dialects map it as they must."""
+class EmulatedApi:
+    """What the engine needs of one emulated API."""
 
-    status: str
-    total: int
-    done: int  # requests finished (succeeded or failed); frozen once the job stops
-    failed: int
-    updated_at: float
-    expires_at: float  # end of the completion window
-    queued_at: float | None = None  # validation passed: handed to the provider
-    in_progress_at: float | None = None
-    finalizing_at: float | None = None
-    completed_at: float | None = None
-    failed_at: float | None = None
-    cancelled_at: float | None = None
-    expired_at: float | None = None
-
-    @property
-    def has_results(self) -> bool:
-        return self.status in RESULT_STATUSES
-
-    @property
-    def unfinished(self) -> int:
-        """Requests that will never run: cut off by a cancel or the deadline."""
-        return self.total - self.done if self.status in RESULT_STATUSES else 0
-
-
-def _validated_at(job: Job, pace: SandboxConfig) -> float:
-    return job.created_at + pace.validating_s
-
-
-def _deadline(job: Job) -> float:
-    return job.created_at + job.window_s
-
-
-def needs_check(job: Job, now: float, pace: SandboxConfig) -> bool:
-    """Whether the job has left ``validating`` (before expiring) and so needs its input checked."""
-    return (
-        job.check is None
-        and now >= _validated_at(job, pace)
-        and _validated_at(job, pace) < _deadline(job)
-        and (job.cancel_requested_at is None or job.cancel_requested_at >= _validated_at(job, pace))
-    )
-
-
-def snapshot_at(job: Job, now: float, pace: SandboxConfig) -> Snapshot:
-    """The job's state at ``now``. Requires ``job.check`` once ``needs_check`` would be true."""
-    created, validated, deadline = job.created_at, _validated_at(job, pace), _deadline(job)
-    cancel = job.cancel_requested_at
-    if cancel is not None and cancel < min(validated, deadline):  # cancelled before it was ever checked
-        ended = cancel + pace.cancelling_s
-        if now >= ended:
-            return Snapshot("cancelled", 0, 0, 0, updated_at=ended, expires_at=deadline, cancelled_at=ended)
-        return Snapshot("cancelling", 0, 0, 0, updated_at=cancel, expires_at=deadline)
-    if now < min(validated, deadline):
-        return Snapshot("validating", 0, 0, 0, updated_at=created, expires_at=deadline)
-    if deadline <= validated:
-        return Snapshot("expired", 0, 0, 0, updated_at=deadline, expires_at=deadline, expired_at=deadline)
-    check = job.check
-    assert check is not None, "check the input before taking a snapshot past validation"
-    if check.errors:
-        return Snapshot("failed", 0, 0, 0, updated_at=validated, expires_at=deadline, failed_at=validated)
-
-    started = validated + pace.queued_s
-    drained = started + check.total / pace.requests_per_s
-    finished = drained + pace.finalizing_s
-    if job.cancel_requested_at is not None:
-        stop, end_status, ended = (
-            job.cancel_requested_at,
-            "cancelled",
-            job.cancel_requested_at + pace.cancelling_s,
-        )
-    elif deadline < finished:
-        stop, end_status, ended = deadline, "expired", deadline
-    else:
-        stop, end_status, ended = finished, "completed", finished
-
-    cut = min(now, stop)
-    done = (
-        check.total
-        if cut >= drained
-        else min(check.total, math.floor(max(0.0, cut - started) * pace.requests_per_s))
-    )
-    events = {  # Snapshot fields; the end event is named after the final status (completed_at, ...)
-        "queued_at": validated,
-        "in_progress_at": started if started <= cut else None,
-        "finalizing_at": drained if drained <= cut else None,
-        f"{end_status}_at": ended if now >= ended else None,
-    }
-    if now >= ended:
-        status = end_status
-    elif job.cancel_requested_at is not None:
-        status = "cancelling"
-    else:
-        status = "finalizing" if now >= drained else "in_progress" if now >= started else "queued"
-    happened = [t for t in (*events.values(), job.cancel_requested_at) if t is not None]
-    return Snapshot(
-        status,
-        check.total,
-        done,
-        check.failures[:done].count(1),
-        updated_at=max(happened),
-        expires_at=deadline,
-        **events,
-    )
+    #: Its verbs, which faults may target.
+    operations: tuple[str, ...]
+    #: Its own (requests, bytes) per batch file, which the config may override.
+    limits: tuple[int, int]
+    #: Its create-batch body, in which a job's request is stored and revived.
+    request_model: type[BaseModel]
+    #: The lines a job created with that body reads and writes.
+    line_format: Callable[[Any], LineFormat]
 
 
 class Sandbox:
-    """All state of one sandbox: the account's files and jobs, plus the test instrumentation."""
+    """One account of an emulated API: its files and jobs in the ledger, plus this process's instrumentation."""
 
-    def __init__(
-        self,
-        config: SandboxConfig,
-        operations: tuple[str, ...] = OPERATIONS,
-        limits: tuple[int, int] = (DO_MAX_REQUESTS, DO_MAX_BYTES),
-    ) -> None:
-        """``operations`` are the emulated API's verbs; ``limits`` its own (requests, bytes) per batch
-        file, which the config may override."""
+    def __init__(self, config: SandboxConfig, api: EmulatedApi) -> None:
         self.config = config
-        self.max_requests = config.max_requests or limits[0]
-        self.max_bytes = config.max_bytes or limits[1]
+        self.max_requests = config.max_requests or api.limits[0]
+        self.max_bytes = config.max_bytes or api.limits[1]
         self.clock = Clock()
         self.signer = UrlSigner()
         self.limiter = RateLimiter(config.rate_limit_per_minute)
-        self.faults = FaultPlan(operations)
+        self.api = api
+        self.faults = FaultPlan(api.operations)
         self.requests: list[RequestRecord] = []
-        self.files: dict[str, StoredFile] = {}
-        self.jobs: dict[str, Job] = {}
-        #: Creation order, never reused (a deleted job leaves a gap, not a duplicate).
-        self._seq = itertools.count()
-        #: Result files by id, once written.
-        self.result_records: dict[str, StoredFile] = {}
         self._tempdir: tempfile.TemporaryDirectory[str] | None = None
         if config.storage_dir is None:
             self._tempdir = tempfile.TemporaryDirectory(prefix="batch-mcp-sandbox-")
@@ -260,27 +112,49 @@ class Sandbox:
         self.results_dir = root / "results"
         self.uploads_dir.mkdir(parents=True, exist_ok=True)
         self.results_dir.mkdir(parents=True, exist_ok=True)
+        self.ledger = Ledger(root, api.request_model, api.line_format)
+        #: Uploaded (or announced) input files, jobs and result files by id: live views of the ledger.
+        self.files: Records[StoredFile] = Records(partial(self.ledger.file, purpose=UPLOAD),
+                                                  partial(self.ledger.file_ids, UPLOAD))
+        self.jobs: Records[Job] = Records(self.ledger.job, self.ledger.job_ids)
+        self.result_records: Records[StoredFile] = Records(partial(self.ledger.file, purpose=RESULT),
+                                                           partial(self.ledger.file_ids, RESULT))
+        #: Held while this process does a job's lazy work, so it is done once here (the ledger settles races
+        #: with other processes).
+        self._working: dict[str, anyio.Lock] = {}
 
     def close(self) -> None:
-        """Remove the storage directory if the sandbox created it."""
+        """Close the ledger, and remove the storage directory if the sandbox created it."""
+        self.ledger.close()
         if self._tempdir is not None:
             self._tempdir.cleanup()
 
     # --- files -------------------------------------------------------------------------------------
 
-    def create_file(self, file_name: str, *, file_id: str | None = None, upload_ttl_s: float = math.inf) -> StoredFile:
-        """Register a file whose bytes are still to come (see :meth:`store_upload`)."""
+    def upload_path(self, file_id: str) -> Path:
+        return self.uploads_dir / f"{file_id}.jsonl"
+
+    def create_file(
+        self,
+        file_name: str,
+        *,
+        file_id: str | None = None,
+        upload_ttl_s: float = math.inf,
+        size: int | None = None,
+        ttl_s: float | None = None,
+    ) -> StoredFile:
+        """Register a file: one whose bytes are still to come (see :meth:`store_upload`), or, given its
+        ``size``, one already at :meth:`upload_path`; ``ttl_s`` is how long the service keeps it."""
         file_id = file_id or new_id()
         now = self.clock.now()
-        record = StoredFile(file_id, file_name, self.uploads_dir / f"{file_id}.jsonl", now, now + upload_ttl_s)
-        self.files[file_id] = record
+        record = StoredFile(file_id, file_name, self.upload_path(file_id), now, now + upload_ttl_s, size,
+                            expires_at=None if ttl_s is None else now + ttl_s)
+        self.ledger.add_file(record)
         return record
 
     def expire_upload_urls(self) -> None:
         """Make every upload URL handed out so far stop working now."""
-        now = self.clock.now()
-        for record in self.files.values():
-            record.upload_deadline = min(record.upload_deadline, now)
+        self.ledger.cap_upload_deadlines(self.clock.now())
 
     async def store_upload(self, record: StoredFile, chunks: AsyncIterable[bytes]) -> None:
         """Write the body to disk as it arrives; the file counts as uploaded only once complete.
@@ -299,32 +173,65 @@ class Sandbox:
             partial_path.unlink(missing_ok=True)
             raise
         partial_path.replace(record.path)
+        self.ledger.set_size(record.file_id, size)
         record.size = size
+
+    def delete_file(self, record: StoredFile) -> None:
+        """Remove a file from the account; its bytes stay while a job still reads them."""
+        if not self.ledger.delete_file(record.file_id):
+            record.path.unlink(missing_ok=True)
 
     # --- jobs --------------------------------------------------------------------------------------
 
     def add_job(
-        self, request: Any, input_file_id: str, lines: LineFormat, window_s: float, *, batch_id: str | None = None
+        self,
+        request: BaseModel,
+        input_file_id: str,
+        window_s: float,
+        *,
+        batch_id: str | None = None,
+        result_ids: tuple[str, str] | None = None,
+        key: str | None = None,
+        check: InputCheck | None = None,
     ) -> Job:
-        """Start a job on an uploaded file; the API checked the request and the file beforehand."""
-        path = self.files[input_file_id].path
-        now, seq = self.clock.now(), next(self._seq)
-        job = Job(batch_id or new_id(), seq, request, input_file_id, path, lines, now, window_s)
-        self.jobs[job.batch_id] = job
-        return job
+        """Start a job on an uploaded file; the API checked the request and the file beforehand.
+
+        ``result_ids`` name its (output, error) files; ``key`` is an idempotency key: if a job (perhaps
+        made by another process a moment ago) already holds it, that job is returned instead. ``check``
+        is the input's check when the API made it on arrival (else it is made when validation ends).
+        """
+        output_id, error_id = result_ids or (new_id(), new_id())
+        job = Job(batch_id or new_id(), request, input_file_id, self.upload_path(input_file_id),
+                  self.api.line_format(request), self.clock.now(), window_s, Pace.of(self.config), output_id, error_id,
+                  check=check)
+        return self.ledger.add_job(job, key)
+
+    def delete_job(self, job: Job) -> bool:
+        """Remove an ended job, its result files and the bytes nothing else reads; ``False`` if it was gone."""
+        unread = self.ledger.delete_job(job.batch_id)
+        if unread is None:
+            return False
+        for path in unread:
+            path.unlink(missing_ok=True)
+        self._working.pop(job.batch_id, None)
+        return True
 
     def job(self, batch_id: str) -> Job:
-        job = self.jobs.get(batch_id)
+        job = self.ledger.job(batch_id)
         if job is None:
             raise ApiError(404, f"Batch '{batch_id}' was not found.")
         return job
 
+    def _lock(self, job: Job) -> anyio.Lock:
+        return self._working.setdefault(job.batch_id, anyio.Lock())
+
     async def snapshot(self, job: Job) -> Snapshot:
         """The job now, checking its input first (in a worker thread) if validation just ended."""
-        if needs_check(job, self.clock.now(), self.config):
-            async with job.lock:
+        if needs_check(job, self.clock.now()):
+            async with self._lock(job):
+                job.check = self.ledger.stored_check(job.batch_id)  # done meanwhile, here or elsewhere?
                 if job.check is None:
-                    job.check = await anyio.to_thread.run_sync(
+                    check = await anyio.to_thread.run_sync(
                         partial(
                             check_input,
                             job.input_path,
@@ -335,12 +242,12 @@ class Sandbox:
                             max_bytes=self.max_bytes,
                         )
                     )
-        return snapshot_at(job, self.clock.now(), self.config)
+                    job.check = self.ledger.record_check(job.batch_id, check)
+        return snapshot_at(job, self.clock.now())
 
     async def snapshots(self) -> list[tuple[Job, Snapshot]]:
         """Every job with its current state, newest first."""
-        jobs = sorted(self.jobs.values(), key=lambda job: job.seq, reverse=True)
-        return [(job, await self.snapshot(job)) for job in jobs]
+        return [(job, await self.snapshot(job)) for job in self.ledger.jobs()]
 
     async def cancel(self, job: Job, *, while_validating: bool = False) -> Snapshot:
         """Ask the job to stop; ``while_validating`` says whether this API accepts that before the check."""
@@ -353,17 +260,24 @@ class Sandbox:
                 f"Batch '{job.batch_id}' is still validating and has not been submitted to the "
                 "provider yet, so there is nothing to cancel. Retry once it is in progress.",
             )
-        if job.cancel_requested_at is None:
-            job.cancel_requested_at = self.clock.now()
+        job.cancel_requested_at = self.ledger.record_cancel(job.batch_id, self.clock.now())
         return await self.snapshot(job)
 
-    async def result_files(self, job: Job, snap: Snapshot) -> dict[str, Path]:
-        """The job's result files by file id (output first, then errors if any), written on first use."""
+    async def result_files(
+        self, job: Job, snap: Snapshot, *, publish_output: bool = True, ttl_s: float | None = None
+    ) -> dict[str, Path]:
+        """The job's result files by file id (output first, then errors if any), written on first use.
+
+        The error file is published (downloadable by id) if written; the output file unless
+        ``publish_output`` is false. ``ttl_s`` is how long the service keeps them.
+        """
         assert snap.has_results
-        async with job.lock:
+        async with self._lock(job):
+            job.results = self.ledger.stored_results(job.batch_id)
             if job.results is None:
-                output = self.results_dir / f"{job.output_file_id}.jsonl"
-                errors = self.results_dir / f"{job.error_file_id}.jsonl"
+                attempt = new_id()  # a process racing us writes its own files; the first recorded wins
+                output = self.results_dir / f"{job.output_file_id}.{attempt}.jsonl"
+                errors = self.results_dir / f"{job.error_file_id}.{attempt}.jsonl"
                 has_errors = await anyio.to_thread.run_sync(
                     partial(
                         write_results,
@@ -378,12 +292,21 @@ class Sandbox:
                         created=int(snap.in_progress_at or job.created_at),
                     )
                 )
-                job.results = {job.output_file_id: output} | ({job.error_file_id: errors} if has_errors else {})
+                written = {job.output_file_id: output} | ({job.error_file_id: errors} if has_errors else {})
                 now = self.clock.now()
-                for file_id, path in job.results.items():
-                    self.result_records[file_id] = StoredFile(
-                        file_id, path.name, path, now, size=path.stat().st_size, purpose="batch_output"
-                    )
+                published = [
+                    StoredFile(file_id, f"{file_id}.jsonl", path, now, size=path.stat().st_size, purpose=RESULT,
+                               expires_at=None if ttl_s is None else now + ttl_s)
+                    for file_id, path in written.items()
+                    if publish_output or file_id != job.output_file_id
+                ]
+                kept = self.ledger.record_results(job.batch_id, written, published)
+                if kept != written:
+                    for path in written.values():
+                        path.unlink()
+                if kept is None:
+                    raise ApiError(404, f"Batch '{job.batch_id}' was not found.")
+                job.results = kept
         return job.results
 
     def result_path(self, file_id: str) -> Path | None:
@@ -394,6 +317,6 @@ class Sandbox:
         return {
             "jobs": len(self.jobs),
             "files": len(self.files),
-            "uploaded_files": sum(record.size is not None for record in self.files.values()),
+            "uploaded_files": self.ledger.uploaded_count(),
             "requests": len(self.requests),
         }

@@ -11,10 +11,12 @@ from typing import Any
 
 from pydantic import BaseModel, Field, SerializerFunctionWrapHandler, model_serializer
 
-from batch_mcp.schemas.api import RESULT_STATUSES, TERMINAL_STATUSES, Batch, BatchErrorItem
+from batch_mcp.domain import TERMINAL_STATUSES, Job
 
 #: The resource listing this server's jobs; one job is ``{JOBS_URI}/{batch_id}``, a later page ``?cursor=...``.
 JOBS_URI = "batch://jobs"
+#: A downloaded job's merged results table, a page at a time: ``{RESULTS_URI}/{batch_id}``, then ``?cursor=...``.
+RESULTS_URI = "batch://results"
 _NEXT_STEP = {
     "completed": "Done: call download_batch_results to fetch and summarise the results.",
     "cancelled": "Cancelled: results of requests finished before the cancel are kept; "
@@ -57,6 +59,12 @@ class CostReport(BaseModel):
 
 
 
+class BatchErrorItem(BaseModel):
+    code: str | None = None
+    message: str | None = None
+    line: int | None = None
+
+
 class BatchView(BaseModel):
     """A batch job as an agent needs to see it."""
 
@@ -86,33 +94,32 @@ class BatchView(BaseModel):
     next_step: str = Field(description="What to do next.")
 
     @classmethod
-    def from_batch(cls, batch: Batch) -> BatchView:
-        counts = batch.request_counts
-        done = counts.completed + counts.failed
-        ready = batch.result_available if batch.result_available is not None else batch.status in RESULT_STATUSES
+    def from_job(cls, job: Job) -> BatchView:
+        counts = job.counts
+        total, succeeded, failed = (counts.total, counts.succeeded, counts.failed) if counts else (0, 0, 0)
         return cls(
-            batch_id=batch.batch_id,
-            status=batch.status,
-            terminal=batch.is_terminal,
-            provider=batch.provider,
-            endpoint=batch.endpoint,
-            total=counts.total,
-            completed=counts.completed,
-            failed=counts.failed,
-            percent_done=round(100.0 * done / counts.total, 1) if counts.total else 0.0,
-            results_ready=bool(ready),
-            created_at=batch.created_at,
-            completed_at=batch.completed_at or batch.cancelled_at or batch.failed_at,
-            expires_at=batch.expires_at,
-            metadata=batch.metadata,
-            errors=(batch.errors or [])[:20],
-            next_step=_NEXT_STEP.get(batch.status, _RUNNING),
+            batch_id=job.ref,
+            status=job.status.value,
+            terminal=job.is_terminal,
+            provider=job.line_format,
+            endpoint=job.endpoint,
+            total=total,
+            completed=succeeded,
+            failed=failed,
+            percent_done=round(100.0 * (succeeded + failed) / total, 1) if total else 0.0,
+            results_ready=job.results_ready,
+            created_at=job.created_at,
+            completed_at=job.ended_at,
+            expires_at=job.expires_at,
+            metadata=job.metadata or None,
+            errors=[BatchErrorItem(code=e.code, message=e.message, line=e.line) for e in job.errors[:20]],
+            next_step=_NEXT_STEP.get(job.status.value, _RUNNING),
         )
 
     @classmethod
-    def from_group(cls, group_id: str, parts: list[Batch], expected_parts: int) -> BatchView:
+    def from_group(cls, group_id: str, parts: list[Job], expected_parts: int) -> BatchView:
         """One view of a split job: counts summed, status the least advanced part's (see group_status)."""
-        views = [cls.from_batch(part) for part in parts]
+        views = [cls.from_job(part) for part in parts]
         status = group_status([v.status for v in views], expected_parts)
         total = sum(v.total for v in views)
         done = sum(v.completed + v.failed for v in views)
@@ -174,7 +181,7 @@ class UploadResult(BaseModel):
 class SubmitResult(BaseModel):
     """The outcome of submit_batch or create_batch."""
 
-    batch: BatchView
+    batch: BatchView = Field(description="The job.")
     file_id: str | None = Field(default=None, description="The uploaded file (null for a job group).")
     request_id: str | None = Field(default=None, description="Idempotency key: the same call again returns this "
                                                              "same job (null for a job group).")
@@ -187,7 +194,7 @@ class SubmitResult(BaseModel):
 class WaitResult(BaseModel):
     """Where a job stands after waiting."""
 
-    batch: BatchView
+    batch: BatchView = Field(description="The job.")
     timed_out: bool = Field(description="True if the wait ended at the timeout; the job goes on running.")
     waited_s: float
     next_step: str
@@ -314,3 +321,17 @@ class PrepareResult(BaseModel):
     problems: list[str] = Field(default_factory=list, description="Validation problems, if any.")
     estimated_cost: CostReport | None = None
     next_step: str
+
+
+class ResultsPage(BaseModel):
+    """One page of a downloaded job's merged results table (long cells cut; the files have them whole)."""
+
+    batch_id: str
+    rows: list[dict[str, Any]] = Field(description="Table rows: custom_id, status, output_text, error, tokens, "
+                                                   "and the input's columns.")
+    first_row: int = Field(description="Number of this page's first row (1-based).")
+    count: int
+    cut_cells: int = Field(default=0, description="Cells shortened on this page.")
+    next: str | None = Field(default=None, description="URI of the next page; absent on the last one.")
+    table_csv_path: str
+    table_jsonl_path: str

@@ -14,7 +14,10 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from batch_mcp.schemas.api import OPENAI_ENDPOINTS
+#: The request-line formats: OpenAI's (``method``/``url``/``body``) and Anthropic's (``params``).
+Provider = Literal["openai", "anthropic"]
+#: The endpoints DigitalOcean runs OpenAI-format lines for.
+OPENAI_ENDPOINTS: tuple[str, ...] = ("/v1/chat/completions", "/v1/responses")
 
 CUSTOM_ID_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 

@@ -11,7 +11,7 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
-from batch_mcp.schemas.api import Provider
+from batch_mcp.schemas.lines import Provider
 
 Severity = Literal["error", "warning"]
 

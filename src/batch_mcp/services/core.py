@@ -11,16 +11,12 @@ from typing import NamedTuple
 
 import anyio
 
-from batch_mcp.backends.base import Capabilities
+from batch_mcp.backends.base import Backend, Capabilities, NotConfigured
 from batch_mcp.backends.registry import CATALOG, FALLBACK_BACKEND, Registry
-from batch_mcp.client import (
-    DigitalOceanBatchClient,
-)
-from batch_mcp.domain import Ref
-from batch_mcp.schemas import Batch
+from batch_mcp.domain import Job, Ref
 from batch_mcp.schemas.preflight import PreflightReport
 from batch_mcp.services.cost import PriceTable
-from batch_mcp.services.errors import FileChanged, InvalidBatchFile, NotConfigured
+from batch_mcp.services.errors import FileChanged, InvalidBatchFile
 from batch_mcp.services.lineage import Lineage
 from batch_mcp.services.preflight import Limits, preflight
 from batch_mcp.services.workspace import Workspace
@@ -33,16 +29,24 @@ from batch_mcp.store import (
 
 log = logging.getLogger(__name__)
 
-StatusListener = Callable[[Batch], Awaitable[None]]
+StatusListener = Callable[[Job], Awaitable[None]]
 
 
 class Fingerprint(NamedTuple):
-    """What makes two submissions the same: content (or file_id), provider, endpoint, metadata."""
+    """What makes two submissions the same: content (or file_id), line format, endpoint, metadata, and
+    where and how it runs (backend, completion window)."""
 
     content: str
     provider: str
     endpoint: str | None
     metadata: dict[str, str] | None
+    backend: str = FALLBACK_BACKEND
+    window: str = "24h"
+
+    @property
+    def digest(self) -> str:
+        return submission_fingerprint(self.content, self.provider, self.endpoint, self.metadata,
+                                      backend=self.backend, completion_window=self.window)
 
 
 #: Statuses after which submitting the same file again makes a new job rather than returning the old one.
@@ -58,7 +62,6 @@ class ServiceCore:
         self,
         *,
         registry: Registry,
-        client: DigitalOceanBatchClient | None,
         store: JobStore,
         workspace: Workspace,
         max_requests: int | None = None,
@@ -67,7 +70,6 @@ class ServiceCore:
         prices: PriceTable | None = None,
     ) -> None:
         self.registry = registry
-        self._client = client
         self.store = store
         self.workspace = workspace
         #: The user's overrides of one batch's limits (settings, flags); None keeps each backend's own.
@@ -84,7 +86,7 @@ class ServiceCore:
         """Be the only one making this submission: among this server's tasks (a lock), and among every
         server on the state folder (a claim in the store, renewed while held). A waiter then finds the job
         the holder made, or takes over once the holder is gone."""
-        fingerprint = submission_fingerprint(*key)
+        fingerprint = key.digest
         async with self._submitting.setdefault(fingerprint, anyio.Lock()):
             while (claim := self.store.claim(fingerprint)) is None:
                 await anyio.sleep(_CLAIM_POLL_S)
@@ -101,7 +103,8 @@ class ServiceCore:
         """The backend a call that starts work uses: the one named, else the registry's default."""
         name = backend or self.registry.default
         if name not in CATALOG:
-            raise NotConfigured(f"There is no backend called {name!r}; use one of {', '.join(CATALOG)}.")
+            raise NotConfigured(f"There is no backend called {name!r}; use one of {', '.join(CATALOG)}",
+                                backend=name, code="unknown_backend")
         return name
 
     def capabilities(self, backend: str | None) -> Capabilities:
@@ -112,14 +115,9 @@ class ServiceCore:
         """One batch's limits on ``backend``: its own, unless the user's settings override them."""
         return Limits.of(self.capabilities(backend), max_requests=self._max_requests, max_bytes=self._max_bytes)
 
-    def client_for(self, backend: str | None) -> DigitalOceanBatchClient:
-        """The API client for work on ``backend``; only DigitalOcean's is served through it so far."""
-        name = self.backend_name(backend)
-        if name != FALLBACK_BACKEND:
-            served = CATALOG[FALLBACK_BACKEND].capabilities.label
-            raise NotConfigured(f"{CATALOG[name].capabilities.label} jobs cannot be submitted or listed by this "
-                                f"server yet; only {served} jobs can: set its key and pass backend={FALLBACK_BACKEND}.")
-        return self.client
+    def backend_for(self, backend: str | None) -> Backend:
+        """The configured backend that does work on ``backend`` (the default when None), or why there is none."""
+        return self.registry.get(self.backend_name(backend))
 
     def resolve(self, job_id: str) -> tuple[str, str]:
         """The backend and native id of a job: a namespaced id names its backend; a bare one belongs where the
@@ -129,35 +127,25 @@ class ServiceCore:
             return self.backend_name(ref.backend), ref.native
         if (record := self.store.get_job(ref.native)) is not None:
             return record.backend, ref.native
-        if not self.registry.names:  # nothing configured: the client says which key to set
-            return FALLBACK_BACKEND, ref.native
+        if len(self.registry.names) <= 1:  # one backend, or none (then using it says which key to set)
+            return self.registry.names[0] if self.registry.names else self.registry.default, ref.native
         backend, native = self.registry.resolve(ref.native)
         return backend.name, native
 
-    def native_id(self, job_id: str) -> str:
-        """The id DigitalOcean's client takes for ``job_id``; a job of a backend not yet ported is refused."""
-        backend, native = self.resolve(job_id)
-        self.client_for(backend)
-        return native
+    def job_backend(self, job_id: str) -> tuple[Backend, str]:
+        """The backend that holds ``job_id``, and the id it knows the job by."""
+        name, native = self.resolve(job_id)
+        return self.backend_for(name), native
 
-    @property
-    def client(self) -> DigitalOceanBatchClient:
-        if self._client is None:
-            raise NotConfigured(
-                "No API token is configured. Set MODEL_ACCESS_KEY (or DIGITALOCEAN_TOKEN) in the MCP server's "
-                "environment and restart it, or run `batch-mcp serve --sandbox` to try every tool offline."
-            )
-        return self._client
-
-    async def _seen(self, batch: Batch) -> None:
+    async def _seen(self, job: Job) -> None:
         """Record the latest state; tell listeners (resource subscribers) when the status changed."""
-        previous = self.store.get_job(batch.batch_id)
-        if previous is not None and previous.last_seen == batch:
+        previous = self.store.get_job(job.ref)
+        if previous is not None and previous.last_seen == job:
             return  # a poll that changed nothing costs no durable write
-        self.store.upsert_batch(batch)
-        if previous is None or previous.status != batch.status:
+        self.store.upsert_batch(job)
+        if previous is None or previous.status != job.status:
             for listener in self.status_listeners:
-                await listener(batch)
+                await listener(job)
 
     async def validate(self, path: str, provider: str | None = None, endpoint: str | None = None,
                        workspace: Workspace | None = None, *, backend: str | None = None) -> PreflightReport:

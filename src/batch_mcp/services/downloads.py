@@ -6,11 +6,8 @@ from pathlib import Path
 
 import anyio
 
-from batch_mcp.client import (
-    DownloadURLExpiredError,
-    Progress,
-    ResultsNotReadyError,
-)
+from batch_mcp.backends.base import ResultsNotReady
+from batch_mcp.domain import Progress, ResultSource
 from batch_mcp.schemas.jobs import (
     DownloadSummary,
     ResultLinksView,
@@ -37,16 +34,36 @@ class Downloads(ServiceCore):
             parts = [await self.result_links(part) for part in view.parts or [] if part not in view.failed_parts]
             return ResultLinksView(batch_id=batch_id, parts=parts,
                                    expires_at=min((p.expires_at for p in parts if p.expires_at), default=None))
+        sources = await self._sources(batch_id)
+        backend, _ = self.job_backend(batch_id)
+        if not backend.capabilities.shareable_result_links:
+            return ResultLinksView(batch_id=batch_id, next_step=(
+                f"{backend.capabilities.label} serves result files only with the API key, so there are no links "
+                "to share: call download_batch_results, which saves and summarises them."))
+        links = {source.kind: source for source in sources}
+        output, errors = links.get("output"), links.get("errors")
+        return ResultLinksView(batch_id=batch_id, output_file_url=output.shareable_url if output else None,
+                               error_file_url=errors.shareable_url if errors else None,
+                               expires_at=min((s.expires_at for s in sources if s.expires_at), default=None))
+
+    async def _sources(self, batch_id: str) -> list[ResultSource]:
+        """The job's result files; a job that ended without any says so rather than "not ready"."""
+        backend, native = self.job_backend(batch_id)
         try:
-            links = await self.client.get_results(self.native_id(batch_id))
-        except ResultsNotReadyError:
-            view = await self.view(batch_id)
-            if view.terminal and not view.results_ready:
-                raise JobHasNoResults(f"Job {batch_id} is {view.status} and will never have results. "
-                                      f"{view.next_step}") from None
+            sources = await backend.results(native)
+        except ResultsNotReady:
+            await self._never_has_results(batch_id)
             raise
-        return ResultLinksView(batch_id=batch_id, output_file_url=links.output_file_url,
-                               error_file_url=links.error_file_url, expires_at=links.expires_at)
+        if not sources:
+            await self._never_has_results(batch_id)
+            raise ResultsNotReady(f"The results of job {batch_id} are not available yet", backend=backend.name,
+                                  code="results_not_ready")
+        return sources
+
+    async def _never_has_results(self, batch_id: str) -> None:
+        view = await self.view(batch_id)
+        if view.terminal and not view.results_ready:
+            raise JobHasNoResults(f"Job {batch_id} is {view.status} and will never have results. {view.next_step}")
 
     async def download(self, batch_id: str, dest_dir: str | None = None, *, overwrite: bool = False,
                        on_progress: Progress | None = None, workspace: Workspace | None = None) -> DownloadSummary:
@@ -57,7 +74,7 @@ class Downloads(ServiceCore):
         """
         view = await self.view(batch_id)
         if not view.results_ready:
-            raise ResultsNotReadyError(
+            raise ResultsNotReady(
                 f"Job {batch_id} is {view.status}; results exist once it is completed, cancelled or expired. "
                 "Call wait_for_batch first", code="results_not_ready")
         workspace = workspace or self.workspace
@@ -102,29 +119,22 @@ class Downloads(ServiceCore):
 
     async def _download_files(self, batch_id: str, targets: dict[str, Path], overwrite: bool,
                               on_progress: Progress | None) -> dict[str, Path]:
-        for attempt in (1, 2):  # presigned links are short-lived: one refresh if storage refuses them
-            links = await self.client.get_results(self.native_id(batch_id))
-            urls = {"output": links.output_file_url, "errors": links.error_file_url}
-            saved: dict[str, Path] = {}
-            try:
-                for kind, url in urls.items():
-                    if url:
-                        with NewFile(targets[kind], overwrite=overwrite) as new:
-                            await self.client.download(url, new.out, on_progress=on_progress)
-                        saved[kind] = targets[kind]
-            except DownloadURLExpiredError:
-                if attempt == 2:
-                    raise
-                continue
-            self._check_complete(batch_id, saved)
-            return saved
-        raise AssertionError("unreachable")
+        """Each result file into a new file of its own (one stream holding both counts as the output)."""
+        backend, _ = self.job_backend(batch_id)
+        saved: dict[str, Path] = {}
+        for source in await self._sources(batch_id):
+            kind = "errors" if source.kind == "errors" else "output"
+            with NewFile(targets[kind], overwrite=overwrite) as new:
+                await backend.download(source, new.out, on_progress=on_progress)
+            saved[kind] = targets[kind]
+        self._check_complete(batch_id, saved)
+        return saved
 
     def _check_complete(self, batch_id: str, saved: dict[str, Path]) -> None:
         """Refuse result files that hold nothing for a job that reports finished requests: summarised, they
         would read as "no results, retry everything", and following that pays for every request again."""
         record = self.store.get_job(batch_id)
-        finished = record.request_counts.completed + record.request_counts.failed if record else 0
+        finished = record.counts.succeeded + record.counts.failed if record else 0
         if finished and all(path.stat().st_size == 0 for path in saved.values()):
             for path in saved.values():
                 path.unlink()  # written just now by this download: an empty file must not pass for results

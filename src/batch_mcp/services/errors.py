@@ -2,14 +2,8 @@
 
 from __future__ import annotations
 
-from batch_mcp.client import (
-    BatchAPIError,
-)
+from batch_mcp.backends.base import BackendError
 from batch_mcp.schemas.preflight import PreflightReport
-
-
-class NotConfigured(Exception):
-    """No API token: the server runs, but cannot reach the API."""
 
 
 class InvalidBatchFile(Exception):
@@ -52,15 +46,7 @@ class IncompleteDownload(Exception):
     """Storage sent empty result files for a job that reports finished requests; nothing was kept."""
 
 
-class CreateNotConfirmed(BatchAPIError):
-    """The create call got no usable answer, so the job may or may not exist. Its request_id is stored:
-    sending it again returns that job, never a second one."""
-
-    hint = ("The submission is remembered with its idempotency key: call the same tool again with the same "
-            "arguments (not new=true) to get this job, never a second one; a restarted server also resends it.")
-
-
-class CreateConflicted(BatchAPIError):
+class CreateConflicted(BackendError):
     """The API keeps answering 409 to a create's idempotency key: sending it again cannot succeed."""
 
     hint = ("This submission is no longer sent, on calls or on restart. If list_batches shows a job made from "

@@ -6,11 +6,8 @@ from pathlib import Path
 
 import anyio
 
-from batch_mcp.client import (
-    NotFoundError,
-    Progress,
-)
-from batch_mcp.schemas import Batch, RequestCounts
+from batch_mcp.backends.base import NotFoundError
+from batch_mcp.domain import Counts, Job, Progress, Ref
 from batch_mcp.schemas.jobs import (
     BatchView,
     SubmitResult,
@@ -25,23 +22,20 @@ from batch_mcp.services.core import (
 )
 from batch_mcp.services.split import parts_folder, split_requests
 from batch_mcp.services.workspace import Workspace
-from batch_mcp.store import (
-    submission_fingerprint,
-)
 
 
 class Groups(ServiceCore):
     """Submit a file as a group of parts, and show the group as one job."""
 
     async def _submit_group(self, report: PreflightReport, metadata: dict[str, str] | None, *, new: bool,
-                            on_progress: Progress | None, parent_batch_id: str | None = None,
-                            backend: str | None = None) -> SubmitResult:
+                            on_progress: Progress | None, parent_batch_id: str | None, backend: str,
+                            window: str) -> SubmitResult:
         """Split a valid file over one batch's limits into parts that fit and submit each, as one job group."""
         path = Path(report.path)
         limits = self.limits_for(backend)
         content = report.sha256 if parent_batch_id is None else f"{report.sha256}:retry-of:{parent_batch_id}"
-        key = Fingerprint(content, report.provider, report.endpoint, metadata)
-        fingerprint = submission_fingerprint(*key)
+        key = Fingerprint(content, report.provider, report.endpoint, metadata, backend, window)
+        fingerprint = key.digest
         async with self._claimed(key) as claim:
             group = None if new else self.store.find_group_by_fingerprint(fingerprint)
             if group is not None and (await self._group_view(group.group_id)).status in RESUBMITTABLE:
@@ -54,7 +48,7 @@ class Groups(ServiceCore):
             unchanged_since_check(report)
             reused = group is not None
             group = group or self.store.create_group(path, report.sha256, fingerprint, len(parts), parent_batch_id,
-                                                     claim)
+                                                     claim, backend=backend)
             done = {s.path: s for s in self.store.group_submissions(group.group_id)}
             for part in parts:
                 submission = done.get(part)
@@ -64,8 +58,9 @@ class Groups(ServiceCore):
                     part_report = await self._checked(str(part), report.provider, report.endpoint,
                                                       Workspace([folder]), backend)
                     upload = await self._upload_checked(part_report, on_progress, backend)
-                    await self._create(Fingerprint(part_report.sha256, report.provider, report.endpoint, metadata),
-                                       upload.file_id, path=part, group_id=group.group_id, claim=claim)
+                    part_key = Fingerprint(part_report.sha256, report.provider, report.endpoint, metadata, backend,
+                                           window)
+                    await self._create(part_key, upload.file_id, path=part, group_id=group.group_id, claim=claim)
             view = await self._group_view(group.group_id)
         return SubmitResult(batch=view, reused_existing_job=reused, requests=report.requests,
                             warnings=[f"The file exceeds one batch's limits ({limits_text(limits)}), so it runs as "
@@ -82,16 +77,16 @@ class Groups(ServiceCore):
         for submission in self.store.group_submissions(group_id):
             if submission.batch_id is None:
                 continue
-            part = await self.get(submission.batch_id)
-            upload = self.store.get_upload(submission.file_id)
-            if part.status == "failed" and not part.request_counts.total and upload is not None:
+            part = await self.get(str(Ref(submission.backend, submission.batch_id)))
+            upload = self.store.get_upload(str(Ref(submission.backend, submission.file_id)))
+            if part.status == "failed" and not (part.counts and part.counts.total) and upload is not None:
                 # refused before counting: its requests all failed, and the group's total must include them
                 lines = upload.line_count
-                part = part.model_copy(update={"request_counts": RequestCounts(total=lines, failed=lines)})
+                part = part.model_copy(update={"counts": Counts(total=lines, failed=lines)})
             parts.append(part)
         view = BatchView.from_group(group_id, parts, group.parts)
         return view.model_copy(update={"parent_batch_id": group.parent_batch_id})
 
-    def _recorded_parts(self, group_id: str) -> list[Batch]:
+    def _recorded_parts(self, group_id: str) -> list[Job]:
         return [record.last_seen for s in self.store.group_submissions(group_id)
-                if s.batch_id and (record := self.store.get_job(s.batch_id))]
+                if s.batch_id and (record := self.store.get_job(str(Ref(s.backend, s.batch_id))))]

@@ -5,12 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from batch_mcp.client import (
-    BatchAPIError,
-    ConflictError,
-    Progress,
-)
-from batch_mcp.schemas import Batch
+from batch_mcp.backends.base import BackendError, ConflictError
+from batch_mcp.domain import Job, JobStatus, Progress
 from batch_mcp.schemas.jobs import (
     BatchList,
     BatchView,
@@ -20,9 +16,6 @@ from batch_mcp.schemas.jobs import (
 )
 from batch_mcp.services.core import (
     ServiceCore,
-)
-from batch_mcp.services.errors import (
-    NotConfigured,
 )
 from batch_mcp.services.lineage import is_group_id
 from batch_mcp.services.listing import JOBS_PAGE_SIZE, decode_cursor, job_summary, recorded_jobs
@@ -35,17 +28,19 @@ from batch_mcp.store import (
 class Jobs(ServiceCore):
     """Read and steer jobs; every answer is recorded so nothing the server made is forgotten."""
 
-    async def get(self, batch_id: str) -> Batch:
-        batch = await self.client.get_batch(self.native_id(batch_id))
-        await self._seen(batch)
-        return batch
+    async def get(self, batch_id: str) -> Job:
+        backend, native = self.job_backend(batch_id)
+        job = await backend.get(native)
+        await self._seen(job)
+        return job
 
     async def view(self, job_id: str) -> BatchView:
         """A job (or job group) as agents see it, with its actual cost once results were downloaded."""
         if is_group_id(job_id):
             return await self._group_view(job_id)
-        view = BatchView.from_batch(await self.get(job_id))
-        record = self.store.get_job(job_id)
+        job = await self.get(job_id)
+        view = BatchView.from_job(job)
+        record = self.store.get_job(job.ref)
         if record is None:
             return view
         cost = self._actual_cost(record.usage, merged=record.parent_batch_id is not None) if record.usage else None
@@ -69,7 +64,7 @@ class Jobs(ServiceCore):
         """A job (or group) as last recorded, for when the API gives no answer in time."""
         if not is_group_id(job_id):
             record = self.store.get_job(job_id)
-            return BatchView.from_batch(record.last_seen) if record else None
+            return BatchView.from_job(record.last_seen) if record else None
         group = self.store.get_group(job_id)
         if group is None:
             return None
@@ -77,25 +72,27 @@ class Jobs(ServiceCore):
 
     async def list(self, status: str | None = None, limit: int = 20, cursor: str | None = None, *,
                    backend: str | None = None) -> BatchList:
-        page = await self.client_for(backend).list_batches(status=status, limit=limit, after=cursor)
+        page = await self.backend_for(backend).list(JobStatus(status) if status else None, limit, cursor)
         summaries = []
-        for batch in page.data:
-            record = self.store.get_job(batch.batch_id)
+        for job in page.jobs:
+            record = self.store.get_job(job.ref)
             if record is not None:
-                await self._seen(batch)
-            summaries.append(job_summary(BatchView.from_batch(batch), record))
+                await self._seen(job)
+            summaries.append(job_summary(BatchView.from_job(job), record))
         return BatchList(batches=summaries, next_cursor=page.next_cursor, has_more=page.has_more)
 
     async def cancel(self, batch_id: str) -> BatchView:
         """Cancel a job, or every running part of a job group (a part that cannot be cancelled is skipped)."""
         if not is_group_id(batch_id):
-            await self.client.cancel_batch(self.native_id(batch_id))
-            return BatchView.from_batch(await self.get(batch_id))  # some answers carry only id and status
+            backend, native = self.job_backend(batch_id)
+            await backend.cancel(native)
+            return BatchView.from_job(await self.get(batch_id))  # some answers carry only id and status
         view = await self._group_view(batch_id)
         refusals: list[ConflictError] = []
         for part in view.parts or []:
+            backend, native = self.job_backend(part)
             try:
-                await self.client.cancel_batch(self.native_id(part))
+                await backend.cancel(native)
             except ConflictError as exc:
                 refusals.append(exc)
         if refusals and len(refusals) == len(view.parts or []):
@@ -111,10 +108,14 @@ class Jobs(ServiceCore):
         before = decode_cursor(cursor) if cursor else None
         note = "Statuses on this page are as last recorded; get_batch gives a job's live status." if before else None
         if before is None:
-            try:
-                await self.list(limit=limit)  # records the live status of the tracked jobs among the newest
-            except (NotConfigured, BatchAPIError) as exc:
-                note = f"Live status unavailable, showing the last recorded status: {exc}"
+            stale = []
+            for name in self.registry.names or (self.registry.default,):
+                try:
+                    await self.list(limit=limit, backend=name)  # records the live status of tracked jobs among them
+                except BackendError as exc:
+                    stale.append(f"{name}: {exc}")
+            if stale:
+                note = f"Live status unavailable, showing the last recorded status: {'; '.join(stale)}"
         return recorded_jobs(self.store, before, limit).model_copy(update={"note": note})
 
     async def job_detail(self, batch_id: str) -> dict[str, Any]:
@@ -123,14 +124,14 @@ class Jobs(ServiceCore):
             return (await self._group_view(batch_id)).model_dump(mode="json")
         record = self.store.get_job(batch_id)
         try:
-            batch = await self.get(batch_id)
-        except (NotConfigured, BatchAPIError):
+            job = await self.get(batch_id)
+        except BackendError:
             if record is None:
                 raise
-            batch = record.last_seen
-        record = self.store.get_job(batch_id)
+            job = record.last_seen
+        record = self.store.get_job(job.ref)
         local = _local_fields(record) if record else {"tracked_locally": False}
-        return {**BatchView.from_batch(batch).model_dump(mode="json"), **local}
+        return {**BatchView.from_job(job).model_dump(mode="json"), **local}
 
 
 def _str(path: Path | None) -> str | None:

@@ -25,11 +25,11 @@ def recorded_jobs(store: JobStore, before: tuple[datetime, str] | None, limit: i
     """Jobs and job groups, merged newest first, older than ``before`` when given."""
     entries: list[tuple[datetime, str, JobSummary]] = []
     for record in store.list_jobs(limit=limit + 1, before=before):
-        entries.append((record.created_at, record.batch_id, job_summary(BatchView.from_batch(record.last_seen),
+        entries.append((record.created_at, record.batch_id, job_summary(BatchView.from_job(record.last_seen),
                                                                         record)))
     for group in store.list_groups(limit=limit + 1, before=before):
         parts = [record.last_seen for submission in store.group_submissions(group.group_id)
-                 if submission.batch_id and (record := store.get_job(submission.batch_id))]
+                 if submission.batch_id and (record := store.get_job(f"{submission.backend}:{submission.batch_id}"))]
         view = BatchView.from_group(group.group_id, parts, group.parts)
         # listed by when this server made the group, the time its place in the list is keyed on
         view = view.model_copy(update={"parent_batch_id": group.parent_batch_id, "created_at": group.created_at})

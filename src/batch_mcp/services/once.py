@@ -56,5 +56,7 @@ async def create_once(backend: Backend, spec: CreateSpec, *, looks: int = RECOVE
     try:
         return await backend.create(spec)
     except CreateNotConfirmed:
+        if backend.capabilities.idempotency == "request_id":
+            raise  # recovering is re-sending, which the request loop already did: settled on the next call
         found = await recover(backend, spec, looks=looks, pause_s=pause_s)
         return found if found is not None else await backend.create(spec)

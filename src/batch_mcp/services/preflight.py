@@ -39,8 +39,7 @@ from msgspec import UNSET, Raw, UnsetType
 
 from batch_mcp.backends import digitalocean
 from batch_mcp.backends.base import Capabilities
-from batch_mcp.schemas.api import Provider
-from batch_mcp.schemas.lines import CUSTOM_ID_PATTERN
+from batch_mcp.schemas.lines import CUSTOM_ID_PATTERN, Provider
 from batch_mcp.schemas.preflight import BackendRules, ModelUsage, PreflightReport, Problem, ProblemCode, Severity
 from batch_mcp.services.input_file import (
     BOM,

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import anyio
 
-from batch_mcp.client import (
-    Progress,
-)
+from batch_mcp.domain import Progress
 from batch_mcp.schemas.jobs import (
     RetryResult,
 )
@@ -50,7 +48,7 @@ class Retrying(ServiceCore):
             raise JobStillRunning(f"{problem} Its failed requests cannot be rebuilt safely; restore the file, or "
                                   "submit a corrected file instead.")
         target = Workspace([source.parent]).output_file(
-            source.with_name(f"{source.stem}.retry-{file_stem(batch_id)[:40]}.jsonl"))
+            source.with_name(f"{source.stem}.retry-{file_stem(batch_id)[:64]}.jsonl"))
         index = ResultIndex(self.lineage.result_files(batch_id))
         failed, missing = await anyio.to_thread.run_sync(lambda: write_unfinished(source, index, target))
         if failed + missing == 0:

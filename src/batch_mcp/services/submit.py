@@ -1,20 +1,26 @@
-"""Upload and create exactly once: the submission is stored before the API sees it, and claimed across processes."""
+"""Upload and create exactly once: the submission is stored before the API sees it, and claimed across processes.
+
+The stored submission's id is the create's client token: DigitalOcean replays it as its idempotency key,
+OpenAI-style APIs carry it in the job's metadata, and after a lost answer :mod:`.once` finds the job by it
+before anything is created again.
+"""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
-from batch_mcp.client import (
-    BadRequestError,
-    BatchAPIError,
+from batch_mcp.backends.base import (
+    Backend,
     ConflictError,
+    CreateNotConfirmed,
+    InvalidRequestError,
     NotFoundError,
     PermissionDeniedError,
-    Progress,
 )
-from batch_mcp.schemas import Batch, CreateBatchRequest
+from batch_mcp.domain import CreateSpec, Job, Progress, Ref
 from batch_mcp.schemas.jobs import (
     BatchView,
     SubmitResult,
@@ -30,15 +36,14 @@ from batch_mcp.services.core import (
 )
 from batch_mcp.services.errors import (
     CreateConflicted,
-    CreateNotConfirmed,
     OverBatchLimits,
 )
+from batch_mcp.services.once import create_once, recover
 from batch_mcp.services.workspace import Workspace
 from batch_mcp.store import (
     Claim,
     Submission,
     UploadRecord,
-    submission_fingerprint,
 )
 
 log = logging.getLogger(__name__)
@@ -46,12 +51,12 @@ log = logging.getLogger(__name__)
 #: API answers that mean a planned create will never succeed as sent. Not 409: to a replayed request_id it
 #: may mean "still being created", so the submission stays pending and is sent again later, up to
 #: ``_MAX_CONFLICTS`` such answers: after that it is never re-sent, and only new=true makes the job.
-_REFUSED = (BadRequestError, NotFoundError, PermissionDeniedError)
+_REFUSED = (InvalidRequestError, NotFoundError, PermissionDeniedError)
 _MAX_CONFLICTS = 3
 
 
 class Submitting(ServiceCore):
-    """Upload, create, submit, and re-send what a crash left unanswered."""
+    """Upload, create, submit, and look for what a crash left unanswered."""
 
     async def upload(self, path: str, provider: str | None = None, endpoint: str | None = None, *,
                      on_progress: Progress | None = None, workspace: Workspace | None = None,
@@ -66,41 +71,45 @@ class Submitting(ServiceCore):
 
     async def _upload_checked(self, report: PreflightReport, on_progress: Progress | None,
                               backend: str | None) -> UploadResult:
+        name = self.backend_name(backend)
         warnings = [p.message for p in report.problems if p.severity == "warning"]
         common = {"path": report.path, "bytes": report.bytes, "requests": report.requests, "sha256": report.sha256,
                   "provider": report.provider, "endpoint": report.endpoint, "warnings": warnings}
-        reusable = self.store.find_reusable_upload(report.sha256, datetime.now(UTC))
+        reusable = self.store.find_reusable_upload(report.sha256, datetime.now(UTC), backend=name)
         if reusable is not None:
-            return UploadResult(file_id=reusable.file_id, upload_expires_at=reusable.intent_expires_at, reused=True,
-                                **common)
-        intent = await self.client_for(backend).upload_file(Path(report.path), on_progress=on_progress)
+            return UploadResult(file_id=str(Ref(name, reusable.file_id)), upload_expires_at=reusable.intent_expires_at,
+                                reused=True, **common)
+        staged = await self.backend_for(name).upload(Path(report.path), report.provider, on_progress=on_progress)
         unchanged_since_check(report)
         self.store.record_upload(UploadRecord(
-            file_id=intent.file_id, path=Path(report.path), sha256=report.sha256, size_bytes=report.bytes,
-            line_count=report.requests, intent_expires_at=intent.expires_at, completed_at=datetime.now(UTC),
+            backend=name, file_id=staged.ref, path=Path(report.path), sha256=report.sha256, size_bytes=report.bytes,
+            line_count=report.requests, intent_expires_at=staged.expires_at, completed_at=datetime.now(UTC),
         ))
-        return UploadResult(file_id=intent.file_id, upload_expires_at=intent.expires_at, reused=False, **common)
+        return UploadResult(file_id=str(Ref(name, staged.ref)), upload_expires_at=staged.expires_at, reused=False,
+                            **common)
 
     async def submit(self, path: str, provider: str | None = None, endpoint: str | None = None,
                      metadata: dict[str, str] | None = None, *, new: bool = False,
                      on_progress: Progress | None = None, workspace: Workspace | None = None,
-                     parent_batch_id: str | None = None, backend: str | None = None) -> SubmitResult:
+                     parent_batch_id: str | None = None, backend: str | None = None,
+                     completion_window: str = "24h") -> SubmitResult:
         """Validate, upload (or reuse an upload), and create the job exactly once.
 
         A file over the per-batch limits (but otherwise valid) becomes a job group of parts that fit.
         """
         report = await self._checked(path, provider, endpoint, workspace, backend)
-        self.client_for(backend)  # before anything is split or uploaded: a backend that cannot run it costs nothing
+        name = self.backend_name(backend)
+        self.backend_for(name)  # before anything is split or uploaded: a backend that cannot run it costs nothing
         if report.batches > 1:
             return await self._submit_group(report, metadata, new=new, on_progress=on_progress,
-                                            parent_batch_id=parent_batch_id, backend=backend)
+                                            parent_batch_id=parent_batch_id, backend=name, window=completion_window)
         # a retry is the same job only as a retry of the same parent: an identical rerun of a later round is new
         content = report.sha256 if parent_batch_id is None else f"{report.sha256}:retry-of:{parent_batch_id}"
-        key = Fingerprint(content, report.provider, report.endpoint, metadata)
+        key = Fingerprint(content, report.provider, report.endpoint, metadata, name, completion_window)
         async with self._claimed(key) as claim:
             if not new and (existing := await self._existing(key)) is not None:
                 return existing.model_copy(update={"requests": report.requests})
-            upload = await self._upload_checked(report, on_progress, backend)
+            upload = await self._upload_checked(report, on_progress, name)
             try:
                 result = await self._create(key, upload.file_id, path=Path(report.path),
                                             parent_batch_id=parent_batch_id, claim=claim)
@@ -108,100 +117,100 @@ class Submitting(ServiceCore):
                 if not upload.reused:
                     raise
                 self.store.forget_upload(upload.file_id)  # an upload the API no longer knows: send it again
-                upload = await self._upload_checked(report, on_progress, backend)
+                upload = await self._upload_checked(report, on_progress, name)
                 result = await self._create(key, upload.file_id, path=Path(report.path),
                                             parent_batch_id=parent_batch_id, claim=claim)
         return result.model_copy(update={"requests": report.requests, "warnings": upload.warnings})
 
     async def create(self, file_id: str, provider: str, endpoint: str | None = None,
-                     metadata: dict[str, str] | None = None, *, new: bool = False) -> SubmitResult:
+                     metadata: dict[str, str] | None = None, *, new: bool = False,
+                     completion_window: str = "24h") -> SubmitResult:
         """Create a job from an uploaded file; the same call again returns the same job."""
         upload = self.store.get_upload(file_id)  # known when this server uploaded it: same file, same job
-        limits = self.limits_for(None)
+        ref = Ref.parse(file_id)
+        name = self.backend_name(ref.backend or (upload.backend if upload else None))
+        limits = self.limits_for(name)
         if upload and (upload.line_count > limits.request_cap or upload.size_bytes > limits.byte_cap):
             raise OverBatchLimits(
                 f"{file_id} ({upload.path}) holds {upload.line_count:,} requests in {upload.size_bytes:,} bytes, "
                 f"over one batch's limits ({limits_text(limits)}); no job was created. Call submit_batch with "
                 "that path: it runs the file as a job group.")
-        content = upload.sha256 if upload else f"file_id:{file_id}"
-        key = Fingerprint(content, provider, endpoint, metadata)
+        content = upload.sha256 if upload else f"file_id:{ref.native}"
+        key = Fingerprint(content, provider, endpoint, metadata, name, completion_window)
         async with self._claimed(key) as claim:
             if not new and (existing := await self._existing(key)) is not None:
                 return existing
-            return await self._create(key, file_id, path=upload.path if upload else None, claim=claim)
+            return await self._create(key, str(Ref(name, ref.native)), path=upload.path if upload else None,
+                                      claim=claim)
 
     async def _existing(self, key: Fingerprint) -> SubmitResult | None:
-        """The job an identical earlier submission made (re-sent if the API never answered)."""
-        submission = self.store.find_submission_by_fingerprint(submission_fingerprint(*key))
+        """The job an identical earlier submission made (looked for again if the API never answered)."""
+        submission = self.store.find_submission_by_fingerprint(key.digest)
         if submission is None:
             return None
-        if submission.batch_id is None:  # planned, but the answer was lost: same request_id, same job
+        if submission.batch_id is None:  # planned, but the answer was lost: find it before making another
             try:
-                batch = await self._resend(submission)
+                job = await self._resend(submission)
             except NotFoundError:  # its file is gone: the submission was forgotten, submit afresh
                 return None
         else:
             try:
-                batch = await self.get(submission.batch_id)
+                job = await self.get(str(Ref(submission.backend, submission.batch_id)))
             except NotFoundError:  # remembered from another account or endpoint: not a job here
                 return None
-            if batch.status in RESUBMITTABLE:
+            if job.status in RESUBMITTABLE:
                 return None
-        return SubmitResult(batch=BatchView.from_batch(batch), file_id=submission.file_id,
+        return SubmitResult(batch=BatchView.from_job(job), file_id=str(Ref(submission.backend, submission.file_id)),
                             request_id=submission.request_id, reused_existing_job=True)
 
     async def _create(self, key: Fingerprint, file_id: str, *, path: Path | None, claim: Claim,
                       group_id: str | None = None, parent_batch_id: str | None = None) -> SubmitResult:
-        submission = self.store.plan_submission(sha256=key.content, path=path, file_id=file_id,
-                                                provider=key.provider, endpoint=key.endpoint, metadata=key.metadata,
-                                                group_id=group_id, parent_batch_id=parent_batch_id, claim=claim)
-        try:
-            batch = await self._send_create(submission.request_id, file_id, key.provider, key.endpoint,
-                                            key.metadata)
-        except _REFUSED:
-            self.store.discard_submission(submission.request_id)  # refused for good: never re-send it
-            raise
-        return SubmitResult(batch=BatchView.from_batch(batch), file_id=file_id, request_id=submission.request_id,
-                            reused_existing_job=False)
+        """Plan the submission (stored first), then create its job once; ``file_id`` is namespaced."""
+        native = Ref.parse(file_id).native
+        submission = self.store.plan_submission(sha256=key.content, path=path, file_id=native, provider=key.provider,
+                                                endpoint=key.endpoint, metadata=key.metadata, group_id=group_id,
+                                                parent_batch_id=parent_batch_id, claim=claim, backend=key.backend,
+                                                completion_window=key.window)
+        job = await self._send(submission, create_once)
+        return SubmitResult(batch=BatchView.from_job(job), file_id=str(Ref(key.backend, native)),
+                            request_id=submission.request_id, reused_existing_job=False)
 
-    async def _send_create(self, request_id: str, file_id: str, provider: str, endpoint: str | None,
-                           metadata: dict[str, str] | None) -> Batch:
-        request = CreateBatchRequest(file_id=file_id, provider=provider, endpoint=endpoint,  # type: ignore[arg-type]
-                                     request_id=request_id, metadata=metadata)
-        try:
-            batch = await self.client.create_batch(request)
-        except _REFUSED:
-            raise
-        except ConflictError as exc:
-            conflicts = self.store.count_conflict(request_id)
-            if conflicts >= _MAX_CONFLICTS:
-                raise _conflicted(request_id, conflicts) from exc
-            raise CreateNotConfirmed(f"The batch was not confirmed: the API answered 409 Conflict ({conflicts} "
-                                     f"of {_MAX_CONFLICTS} allowed), which may mean it is still being created: "
-                                     f"{exc}") from exc
-        except BatchAPIError as exc:
-            raise CreateNotConfirmed(f"The batch was not confirmed, it may or may not exist yet: {exc}") from exc
-        self.store.attach_batch(request_id, batch)
-        await self._seen(batch)
-        return batch
-
-    async def _resend(self, submission: Submission) -> Batch:
-        """Send a planned create again with its stored request_id: the API answers with the one job."""
+    async def _resend(self, submission: Submission) -> Job:
+        """A planned create whose answer was lost: find its job (DigitalOcean: replay its request_id), and
+        create it only once the backend agrees it was never made."""
         if submission.conflicts >= _MAX_CONFLICTS:
             raise _conflicted(submission.request_id, submission.conflicts)
+        return await self._send(submission, _recover_or_create)
+
+    async def _send(self, submission: Submission, send: _Sender) -> Job:
+        """Send a planned create the way ``send`` does, and record what came of it."""
+        backend = self.backend_for(submission.backend)
+        spec = CreateSpec(input_ref=submission.file_id, line_format=submission.provider, endpoint=submission.endpoint,
+                          completion_window=submission.completion_window, metadata=submission.metadata or {},
+                          client_token=submission.request_id, planned_at=submission.created_at)
         try:
-            return await self._send_create(submission.request_id, submission.file_id, submission.provider,
-                                           submission.endpoint, submission.metadata)
+            job = await send(backend, spec)
         except _REFUSED:
             self.store.discard_submission(submission.request_id)  # refused for good: never re-send it
             raise
+        except ConflictError as exc:
+            conflicts = self.store.count_conflict(submission.request_id)
+            if conflicts >= _MAX_CONFLICTS:
+                raise _conflicted(submission.request_id, conflicts) from exc
+            raise CreateNotConfirmed(f"The batch was not confirmed: the API answered 409 Conflict ({conflicts} of "
+                                     f"{_MAX_CONFLICTS} allowed), which may mean it is still being created: {exc}",
+                                     client_token=submission.request_id, backend=backend.name,
+                                     status_code=409, code="conflict") from exc
+        self.store.attach_batch(submission.request_id, job)
+        await self._seen(job)
+        return job
 
-    async def resume_pending(self) -> list[Batch]:
-        """After a crash: re-send every create call whose answer was never recorded (same request_id)."""
+    async def resume_pending(self) -> list[Job]:
+        """After a crash: settle every create whose answer was never recorded, on every configured backend."""
         resumed = []
         for submission in self.store.pending_submissions():
-            if submission.conflicts >= _MAX_CONFLICTS:
-                continue  # only the agent can resolve it (new=true); its next call says so
+            if submission.conflicts >= _MAX_CONFLICTS or submission.backend not in self.registry.names:
+                continue  # only the agent can resolve it (new=true), or its backend is not configured here
             try:
                 resumed.append(await self._resend(submission))
             except _REFUSED as exc:
@@ -209,6 +218,14 @@ class Submitting(ServiceCore):
             except Exception as exc:  # one bad record must not stop the others; it stays pending
                 log.warning("could not resume submission %s: %s", submission.request_id, exc)
         return resumed
+
+
+_Sender = Callable[[Backend, CreateSpec], Awaitable[Job]]
+
+
+async def _recover_or_create(backend: Backend, spec: CreateSpec) -> Job:
+    found = await recover(backend, spec)
+    return found if found is not None else await backend.create(spec)
 
 
 def _conflicted(request_id: str, conflicts: int) -> CreateConflicted:

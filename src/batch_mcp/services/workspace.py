@@ -13,13 +13,12 @@ import filecmp
 import hashlib
 import os
 import re
-import shutil
 import stat
 import tempfile
 import threading
 import time
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager, suppress
+from collections.abc import Iterable
+from contextlib import suppress
 from pathlib import Path
 from types import TracebackType
 from typing import IO, Any
@@ -245,30 +244,6 @@ def remove_stale_partials(folder: Path) -> None:
             if stat.S_ISREG(info.st_mode) and (_left_behind(int(owner[1])) or now - info.st_mtime > STALE_PARTIAL_S):
                 with suppress(FileNotFoundError):
                     os.unlink(entry.path)
-
-
-@contextmanager
-def scratch_folder(parent: Path, prefix: str) -> Iterator[Path]:
-    """A fresh folder of our own under ``parent``, removed with its content on exit.
-
-    Folders with the same prefix that a killed process of ours left are removed first; nothing else
-    under ``parent`` is touched.
-    """
-    parent.mkdir(parents=True, exist_ok=True)
-    left = re.compile(re.escape(prefix) + r"\.\w+" + re.escape(_OWNER_TAG) + r"(\d+)")
-    with _REGISTRY:
-        for entry in parent.iterdir():
-            owner = left.fullmatch(entry.name)
-            if owner and entry.name not in _IN_USE and entry.is_dir() and not entry.is_symlink() \
-                    and _left_behind(int(owner[1])):
-                shutil.rmtree(entry, ignore_errors=True)
-        folder = Path(tempfile.mkdtemp(dir=parent, prefix=f"{prefix}.", suffix=f"{_OWNER_TAG}{os.getpid()}"))
-        _IN_USE.add(folder.name)
-    try:
-        yield folder
-    finally:
-        _IN_USE.discard(folder.name)
-        shutil.rmtree(folder, ignore_errors=True)
 
 
 def _left_behind(pid: int) -> bool:

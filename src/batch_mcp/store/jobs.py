@@ -25,8 +25,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
-from batch_mcp.domain import Ref
-from batch_mcp.schemas.api import Batch, is_terminal
+from batch_mcp.domain import Job, Ref, is_terminal
 from batch_mcp.store import claims
 from batch_mcp.store.claims import CLAIM_LEASE, Claim
 from batch_mcp.store.file import StoreFile, StoreVersionError, explain, is_store_failure
@@ -311,23 +310,21 @@ class JobStore:
         )
         return _submission_from_row(rows[0]) if rows else None
 
-    def attach_batch(self, request_id: str, batch: Batch) -> None:
-        """Record the API's answer to a planned create call; repeating it with the same batch is harmless."""
+    def attach_batch(self, request_id: str, job: Job) -> None:
+        """Record the API's answer to a planned create call; repeating it with the same job is harmless."""
         with self._write() as conn:
             rows = conn.execute(
                 "SELECT backend, batch_id FROM submissions WHERE request_id = ?", (request_id,)
             ).fetchall()
             if not rows:
                 raise KeyError(f"no submission with request_id {request_id!r}")
+            if rows[0]["backend"] != job.backend:
+                raise ValueError(f"submission {request_id!r} was planned on {rows[0]['backend']}, not {job.backend}")
             attached = rows[0]["batch_id"]
-            if attached is not None and attached != batch.batch_id:
-                raise ValueError(
-                    f"submission {request_id!r} is already attached to {attached!r}, not {batch.batch_id!r}"
-                )
-            conn.execute(
-                "UPDATE submissions SET batch_id = ? WHERE request_id = ?", (batch.batch_id, request_id)
-            )
-            self._upsert_batch(conn, batch, rows[0]["backend"])
+            if attached is not None and attached != job.id:
+                raise ValueError(f"submission {request_id!r} is already attached to {attached!r}, not {job.id!r}")
+            conn.execute("UPDATE submissions SET batch_id = ? WHERE request_id = ?", (job.id, request_id))
+            self._upsert_batch(conn, job)
 
     def pending_submissions(self, backend: str | None = None) -> list[Submission]:
         """Create calls whose answer was never stored (oldest first), on one backend or on all of them."""
@@ -360,20 +357,20 @@ class JobStore:
 
     # Jobs
 
-    def upsert_batch(self, batch: Batch, backend: str = LEGACY_BACKEND) -> None:
-        """Store the latest view of a batch (one this server submitted or not)."""
+    def upsert_batch(self, job: Job) -> None:
+        """Store the latest view of a job (one this server submitted or not)."""
         with self._write() as conn:
-            self._upsert_batch(conn, batch, backend)
+            self._upsert_batch(conn, job)
 
     @staticmethod
-    def _upsert_batch(conn: sqlite3.Connection, batch: Batch, backend: str) -> None:
+    def _upsert_batch(conn: sqlite3.Connection, job: Job) -> None:
         """A stale non-terminal view never overwrites a terminal one: concurrent polls answer out of order."""
         rows = conn.execute("SELECT status FROM batches WHERE backend = ? AND batch_id = ?",
-                            (backend, batch.batch_id)).fetchall()
-        if rows and is_terminal(rows[0]["status"]) and not batch.is_terminal:
+                            (job.backend, job.id)).fetchall()
+        if rows and is_terminal(rows[0]["status"]) and not job.is_terminal:
             return
         now = _now()
-        counts = batch.request_counts
+        counts = job.counts
         conn.execute(
             """INSERT INTO batches (backend, batch_id, status, total_count, completed_count, failed_count,
                                     last_seen, created_at, updated_at)
@@ -383,14 +380,14 @@ class JobStore:
                    completed_count = excluded.completed_count, failed_count = excluded.failed_count,
                    last_seen = excluded.last_seen, updated_at = excluded.updated_at""",
             {
-                "backend": backend,
-                "batch_id": batch.batch_id,
-                "status": batch.status,
-                "total": counts.total,
-                "completed": counts.completed,
-                "failed": counts.failed,
-                "last_seen": batch.model_dump_json(),
-                "created_at": _time_to_text(batch.created_at or now),
+                "backend": job.backend,
+                "batch_id": job.id,
+                "status": job.status.value,
+                "total": counts.total if counts else 0,
+                "completed": counts.succeeded if counts else 0,
+                "failed": counts.failed if counts else 0,
+                "last_seen": job.model_dump_json(),
+                "created_at": _time_to_text(job.created_at or now),
                 "updated_at": _time_to_text(now),
             },
         )

@@ -11,7 +11,8 @@ from typing import Any
 
 from pydantic import AwareDatetime, BaseModel, Field
 
-from batch_mcp.schemas.api import Batch, RequestCounts
+from batch_mcp.backends.digitalocean.wire import WireBatch, to_job
+from batch_mcp.domain import Counts, Job
 
 
 def _now() -> datetime:
@@ -110,10 +111,10 @@ class JobRecord(BaseModel):
     endpoint: str | None
     metadata: dict[str, str] | None
     status: str
-    request_counts: RequestCounts
+    counts: Counts
     created_at: AwareDatetime
     updated_at: AwareDatetime
-    last_seen: Batch
+    last_seen: Job
     output_path: Path | None
     error_path: Path | None
     group_id: str | None
@@ -161,26 +162,32 @@ def _submission_from_row(row: sqlite3.Row) -> Submission:
     return Submission.model_validate({**dict(row), "metadata": _text_to_metadata(row["metadata"])})
 
 
+def _last_seen(text: str, backend: str) -> Job:
+    """The stored job; rows written before the neutral model hold DigitalOcean's own batch JSON."""
+    data = json.loads(text)
+    if "raw_status" in data:
+        return Job.model_validate(data)
+    return to_job(WireBatch.model_validate(data), backend)
+
+
 def _job_from_row(row: sqlite3.Row) -> JobRecord:
     """What we sent wins over what the API echoes; a batch we did not submit has only the latter."""
-    batch = Batch.model_validate_json(row["last_seen"])
+    job = _last_seen(row["last_seen"], row["backend"])
     submitted = row["request_id"] is not None
     return JobRecord(
         backend=row["backend"],
         batch_id=row["batch_id"],
-        request_id=row["request_id"] if submitted else batch.request_id,
-        file_id=row["file_id"] if submitted else batch.input_file_id,
+        request_id=row["request_id"] if submitted else job.client_token,
+        file_id=row["file_id"] if submitted else job.input_ref,
         path=row["path"],
-        provider=row["provider"] if submitted else batch.provider,
-        endpoint=row["endpoint"] if submitted else batch.endpoint,
-        metadata=_text_to_metadata(row["metadata"]) if submitted else batch.metadata,
+        provider=row["provider"] if submitted else job.line_format,
+        endpoint=row["endpoint"] if submitted else job.endpoint,
+        metadata=_text_to_metadata(row["metadata"]) if submitted else job.metadata or None,
         status=row["status"],
-        request_counts=RequestCounts(
-            total=row["total_count"], completed=row["completed_count"], failed=row["failed_count"]
-        ),
+        counts=Counts(total=row["total_count"], succeeded=row["completed_count"], failed=row["failed_count"]),
         created_at=row["created_at"],
         updated_at=row["updated_at"],
-        last_seen=batch,
+        last_seen=job,
         output_path=row["output_path"],
         error_path=row["error_path"],
         group_id=row["group_id"],

@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import inspect
-from collections.abc import Callable
-from typing import Annotated, Any, Literal, TypeVar
+from typing import Annotated, Any, Literal
 
 from mcp.server import MCPServer
-from mcp.server.mcpserver import Context, Resolve
+from mcp.server.mcpserver import Context
 from mcp.server.mcpserver.exceptions import ToolError
-from mcp.types import ListRootsResult, ToolAnnotations
-from pydantic import AfterValidator, Field
+from mcp.types import ResourceLink, ToolAnnotations
+from pydantic import Field
 
-from batch_mcp.backends.registry import CATALOG, Registry
+from batch_mcp.backends.registry import Registry
 from batch_mcp.schemas.jobs import (
     BatchList,
     BatchView,
@@ -27,84 +25,43 @@ from batch_mcp.schemas.jobs import (
 )
 from batch_mcp.schemas.preflight import PreflightReport
 from batch_mcp.services.prepare import RequestTemplate
-from batch_mcp.tools.context import AppState, client_roots, progress_reporter, state_of, workspace_for
-from batch_mcp.tools.describe import discount_text, limits_sentence, limits_text
+from batch_mcp.services.result_pages import ROWS_PER_PAGE, results_uri
+from batch_mcp.services.waiting import QUICK_WAIT_S, WATCHED_WAIT_S
+from batch_mcp.tools.arguments import (
+    CREATES_REMOTE,
+    READ_ONLY_LOCAL,
+    READ_ONLY_REMOTE,
+    ArgumentShapes,
+    BatchId,
+    EndpointArg,
+    Metadata,
+    NewJob,
+    Path_,
+    ProviderArg,
+    Roots,
+    metadata_dict,
+    titled,
+)
+from batch_mcp.tools.context import (
+    AppState,
+    asked_for_progress,
+    progress_reporter,
+    state_of,
+    workspace_for,
+)
+from batch_mcp.tools.describe import limits_sentence
 from batch_mcp.tools.errors import agent_errors
 
-MAX_METADATA_KEYS = 16
-MAX_METADATA_KEY_CHARS = 64
-MAX_METADATA_VALUE_CHARS = 512
 
-
-def _check_metadata(metadata: dict[str, str] | None) -> dict[str, str] | None:
-    if metadata is None:
-        return None
-    if len(metadata) > MAX_METADATA_KEYS:
-        raise ValueError(f"metadata has {len(metadata)} keys; at most {MAX_METADATA_KEYS} are allowed")
-    for key, value in metadata.items():
-        if not key or len(key) > MAX_METADATA_KEY_CHARS:
-            raise ValueError(f"metadata key {key[:80]!r} must be 1-{MAX_METADATA_KEY_CHARS} characters")
-        if len(value) > MAX_METADATA_VALUE_CHARS:
-            raise ValueError(f"metadata value of {key!r} is {len(value)} characters; "
-                             f"at most {MAX_METADATA_VALUE_CHARS} are allowed")
-    return metadata
-
-
-Path_ = Annotated[str, Field(min_length=1, max_length=4096,
-                             description="Path of the .jsonl file; relative paths start at the first allowed folder.")]
-ProviderArg = Annotated[Literal["openai", "anthropic"] | None,
-                        Field(description="openai or anthropic; detected from the lines when omitted.")]
-EndpointArg = Annotated[Literal["/v1/chat/completions", "/v1/responses"] | None,
-                        Field(description="openai only: the endpoint every line's url uses; detected when omitted.")]
-BatchId = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$",
-                               description="The batch_id returned by submit_batch, create_batch or list_batches "
-                                           "(or a job group's id, group-...).")]
-Metadata = Annotated[
-    dict[str, Annotated[str, Field(strict=True)]] | None,
-    AfterValidator(_check_metadata),
-    Field(description=f"Optional string labels for the job (at most {MAX_METADATA_KEYS} keys, string values)."),
-]
-Roots = Annotated[ListRootsResult, Resolve(client_roots)]
-NewJob = Annotated[bool, Field(description="Force a new job even if this exact submission already made one.")]
-
-def titled(title: str, annotations: ToolAnnotations) -> dict[str, Any]:
-    """The tool's title, also as its annotation title: some clients (langchain's) read only the latter."""
-    return {"title": title, "annotations": annotations.model_copy(update={"title": title})}
-
-
-READ_ONLY_LOCAL = ToolAnnotations(read_only_hint=True, idempotent_hint=True, open_world_hint=False)
-READ_ONLY_REMOTE = ToolAnnotations(read_only_hint=True, idempotent_hint=True, open_world_hint=True)
-CREATES_REMOTE = ToolAnnotations(read_only_hint=False, destructive_hint=False, idempotent_hint=True,
-                                 open_world_hint=True)
-
-
-Tool = TypeVar("Tool", bound=Callable[..., Any])
-
-
-def backend_choice(registry: Registry) -> Callable[[Tool], Tool]:
-    """Offer a tool's ``backend`` argument only when there is a choice: with one backend configured the tool's
-    schema stays as it always was, with several it takes one of their names (each described by its limits)."""
-    names = registry.names
-    if len(names) > 1:
-        facts = "; ".join(f"{name} ({limits_text(CATALOG[name].capabilities)}, "
-                          f"{discount_text(CATALOG[name].capabilities)})" for name in names)
-        offered: Any = Annotated[Literal[names] | None,  # type: ignore[valid-type]
-                                 Field(description=f"Which backend runs it: {facts}. Default: {registry.default}.")]
-
-    def offer(tool: Tool) -> Tool:
-        signature = inspect.signature(tool, eval_str=True)
-        others = [param for name, param in signature.parameters.items() if name != "backend"]
-        if len(names) > 1:
-            others.append(inspect.Parameter("backend", inspect.Parameter.KEYWORD_ONLY, default=None,
-                                            annotation=offered))
-        tool.__signature__ = signature.replace(parameters=others)  # type: ignore[attr-defined]
-        return tool
-
-    return offer
+def results_links(summary: Any) -> list[ResourceLink]:
+    """The merged table as a resource to read in pages, rather than rows inlined into the answer."""
+    return [ResourceLink(type="resource_link", uri=results_uri(summary.batch_id), name="results_table",
+                         title=f"Results of {summary.batch_id}", mime_type="application/json",
+                         description=f"The merged results table, {ROWS_PER_PAGE} rows a page; follow `next`.")]
 
 
 def register_batch_tools(mcp: MCPServer, registry: Registry) -> None:
-    choosable = backend_choice(registry)
+    choosable = ArgumentShapes(registry)
     limits = limits_sentence(registry)
 
     @mcp.tool(
@@ -144,10 +101,11 @@ def register_batch_tools(mcp: MCPServer, registry: Registry) -> None:
                     "again with the same arguments returns the same job (pass new=true for another). "
                     "Next: wait_for_batch.",
     )
+    @choosable
     @agent_errors
     async def create_batch(
         file_id: Annotated[str, Field(min_length=1, max_length=128, description="From upload_batch_file.")],
-        provider: Annotated[Literal["openai", "anthropic"], Field(description="openai or anthropic.")],
+        provider: str,
         ctx: Context[AppState, Any],
         endpoint: EndpointArg = None,
         metadata: Metadata = None,
@@ -155,10 +113,11 @@ def register_batch_tools(mcp: MCPServer, registry: Registry) -> None:
         new: NewJob = False,
     ) -> SubmitResult:
         if provider == "openai" and endpoint is None:
-            raise ToolError("endpoint is required for openai: pass the url used on every line "
-                            "(/v1/chat/completions or /v1/responses).")
+            raise ToolError("endpoint is required for openai lines: pass the url used on every line "
+                            f"({' or '.join(choosable.endpoints)}).")
         return await state_of(ctx).service.create(file_id, provider, endpoint if provider == "openai" else None,
-                                                  metadata, new=new)
+                                                  metadata_dict(metadata), new=new,
+                                                  completion_window=completion_window)
 
     @mcp.tool(
         **titled("Submit a batch file", CREATES_REMOTE),
@@ -171,9 +130,11 @@ def register_batch_tools(mcp: MCPServer, registry: Registry) -> None:
     @agent_errors
     async def submit_batch(path: Path_, ctx: Context[AppState, Any], roots: Roots, provider: ProviderArg = None,
                            endpoint: EndpointArg = None, metadata: Metadata = None,
-                           new: NewJob = False, backend: str | None = None) -> SubmitResult:
+                           new: NewJob = False, completion_window: str = "24h",
+                           backend: str | None = None) -> SubmitResult:
         state = state_of(ctx)
-        return await state.service.submit(path, provider, endpoint, metadata, new=new, backend=backend,
+        return await state.service.submit(path, provider, endpoint, metadata_dict(metadata), new=new,
+                                          backend=backend, completion_window=completion_window,
                                           workspace=workspace_for(state, roots),
                                           on_progress=progress_reporter(ctx, "bytes uploaded"))
 
@@ -188,22 +149,25 @@ def register_batch_tools(mcp: MCPServer, registry: Registry) -> None:
 
     @mcp.tool(
         **titled("Wait for a batch", READ_ONLY_REMOTE),
-        description="Wait until a batch job finishes or the timeout passes, polling with backoff and sending "
-                    "progress (requests done of total). A timeout is a normal answer (timed_out=true): the job "
-                    "keeps running; call again to keep waiting. Next: download_batch_results.",
+        description="Wait for a batch job to finish: checks at once, then polls with backoff. Returns within "
+                    f"about {QUICK_WAIT_S:.0f} s (up to {WATCHED_WAIT_S:.0f} s when the client asked for progress, "
+                    "sent every few seconds), or at timeout_s if given. timed_out=true is a normal answer: the "
+                    "job keeps running; call again to keep waiting. Next: download_batch_results.",
     )
     @agent_errors
     async def wait_for_batch(
         batch_id: BatchId,
         ctx: Context[AppState, Any],
-        timeout_s: Annotated[float, Field(gt=0, le=3600, description="Longest wait in seconds. The default "
-                                          "stays under the 60 s request timeout many MCP clients use; call "
-                                          "again to keep waiting.")] = 50,
+        timeout_s: Annotated[float | None, Field(gt=0, le=3600, description="Longest wait in seconds; give it "
+                                                 "only if your client waits that long for a tool.")] = None,
         poll_interval_s: Annotated[float | None, Field(ge=0.05, le=600, description="First poll interval; "
                                                        "it grows while nothing changes.")] = None,
     ) -> WaitResult:
-        return await state_of(ctx).service.wait(batch_id, timeout_s, poll_interval_s,
-                                                on_progress=progress_reporter(ctx, "requests done"))
+        watched = asked_for_progress(ctx)
+        wait_s = timeout_s or (WATCHED_WAIT_S if watched else QUICK_WAIT_S)
+        return await state_of(ctx).service.wait(batch_id, wait_s, poll_interval_s,
+                                                on_progress=progress_reporter(ctx, "requests done") if watched
+                                                else None)
 
     @mcp.tool(
         **titled("List batches", READ_ONLY_REMOTE),
@@ -248,9 +212,10 @@ def register_batch_tools(mcp: MCPServer, registry: Registry) -> None:
             ToolAnnotations(read_only_hint=False, destructive_hint=False, idempotent_hint=True, open_world_hint=True)),
         description="Save a finished job's results and errors files into an allowed folder (default "
                     "./batch-results) and summarise them: succeeded/failed/missing counts, error codes, token "
-                    "usage and a preview. Never overwrites unless overwrite=true.",
+                    "usage and a preview; the whole table is linked as the resource batch://results/{batch_id}, "
+                    "read in pages. Never overwrites unless overwrite=true.",
     )
-    @agent_errors
+    @agent_errors(links=results_links)
     async def download_batch_results(
         batch_id: BatchId,
         ctx: Context[AppState, Any],
@@ -282,9 +247,8 @@ def register_batch_tools(mcp: MCPServer, registry: Registry) -> None:
         model: Annotated[str, Field(min_length=1, max_length=200, description="Model for every request.")],
         ctx: Context[AppState, Any],
         roots: Roots,
-        provider: Annotated[Literal["openai", "anthropic"], Field(description="openai or anthropic.")] = "openai",
-        endpoint: Annotated[Literal["/v1/chat/completions", "/v1/responses"],
-                            Field(description="openai only.")] = "/v1/chat/completions",
+        provider: str = "openai",
+        endpoint: str = "/v1/chat/completions",
         system: Annotated[str | None, Field(max_length=100_000, description="Optional system prompt "
                                             "(may use {column} too).")] = None,
         max_tokens: Annotated[int | None, Field(ge=1, le=1_000_000, description="Output token limit per request "

@@ -14,8 +14,7 @@ from mcp.server.subscriptions import ResourceUpdated, SubscriptionBus
 from mcp.types import ListRootsResult
 
 from batch_mcp.backends.registry import Registry
-from batch_mcp.client import Progress
-from batch_mcp.schemas import Batch
+from batch_mcp.domain import Job, Progress
 from batch_mcp.schemas.jobs import JOBS_URI
 from batch_mcp.services.batches import BatchService
 from batch_mcp.services.workspace import Workspace, local_file_uri
@@ -51,9 +50,9 @@ class AppState:
     def unsubscribe(self, connection: Connection, uri: str) -> None:
         self.subscriptions.get(connection, set()).discard(uri)
 
-    async def announce(self, batch: Batch) -> None:
+    async def announce(self, job: Job) -> None:
         """A job changed status, and so did the job list: tell whoever subscribed to either, in both eras."""
-        for uri in (job_uri(batch.batch_id), JOBS_URI):
+        for uri in (job_uri(job.ref), JOBS_URI):
             await self.bus.publish(ResourceUpdated(uri=uri))
             for connection, uris in list(self.subscriptions.items()):
                 if uri in uris:
@@ -96,6 +95,20 @@ def job_uri(batch_id: str) -> str:
 
 def state_of(ctx: Context[Any, Any]) -> AppState:
     return ctx.request_context.lifespan_context
+
+
+def asked_for_progress(ctx: Context[Any, Any]) -> bool:
+    """Whether the client listens for this call's progress (and so may extend its timeout on it). mcp 2.3 keeps
+    that on the request's dispatch channel with no public accessor: the caller's token over JSON-RPC, its
+    callback in process (private attributes, like ``connection_of``)."""
+    if (ctx.request_context.meta or {}).get("progress_token") is not None:
+        return True
+    channel = getattr(ctx.request_context.session, "_request_outbound", None)
+    while channel is not None:  # the runner may wrap the dispatcher's channel in its own
+        if any(getattr(channel, name, None) is not None for name in ("_progress_token", "_on_progress")):
+            return True
+        channel = getattr(channel, "_inner", None)
+    return False
 
 
 def progress_reporter(ctx: Context[Any, Any], unit: str) -> Progress:

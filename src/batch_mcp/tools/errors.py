@@ -5,21 +5,20 @@ from __future__ import annotations
 import functools
 import logging
 from collections.abc import Awaitable, Callable
-from typing import ParamSpec, TypeVar
+from typing import Any, ParamSpec, TypeVar
 
 from mcp.server.mcpserver.exceptions import ToolError
-from mcp.types import CallToolResult, TextContent
+from mcp.types import CallToolResult, ResourceLink, TextContent
 from pydantic import BaseModel, ValidationError
 
 from batch_mcp.backends import base
-from batch_mcp.client import BatchAPIError
+from batch_mcp.backends.registry import CATALOG
 from batch_mcp.services.errors import (
     FileChanged,
     IncompleteDownload,
     InvalidBatchFile,
     JobHasNoResults,
     JobStillRunning,
-    NotConfigured,
     OverBatchLimits,
     ResultsExist,
 )
@@ -34,7 +33,7 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 #: Failures whose message already says what to do.
-_SELF_EXPLAINING = (FileChanged, IncompleteDownload, InvalidBatchFile, JobHasNoResults, JobStillRunning, NotConfigured,
+_SELF_EXPLAINING = (FileChanged, IncompleteDownload, InvalidBatchFile, JobHasNoResults, JobStillRunning,
                     OverBatchLimits, PrepareError, ResultsExist, UnusableInput, PathNotAllowed, ClaimLost,
                     StoreUnavailable, SubmissionUnresolved)
 
@@ -50,6 +49,8 @@ _BACKEND_NEXT = (
     (base.RateLimitedError, "Wait a minute, then call the tool again; nothing was changed."),
     (base.Redirected, base.Redirected.hint),
     (base.ServiceError, "The service is failing; try again in a few minutes."),
+    (base.TimedOut, "The service did not answer in time: try again later, and check the network and the "
+                    "backend's base URL if it persists."),
     (base.ConnectionFailed, "Check the network and the backend's base URL, then call the tool again."),
     (base.NotFoundError, "Check the id: list_batches shows this account's jobs (ids look like backend:id)."),
     (base.ConflictError, "The job's state does not allow this: call get_batch to see its status."),
@@ -66,6 +67,12 @@ def _backend_text(exc: base.BackendError) -> str:
                  for c in exc.candidates)
         text += f" Candidates: {', '.join(named)}."
     follow = next((hint for kind, hint in _BACKEND_NEXT if isinstance(exc, kind)), exc.hint)
+    if isinstance(exc, base.AuthenticationError) and exc.backend in CATALOG:
+        caps = CATALOG[exc.backend].capabilities
+        follow = (f"{caps.label} refused the key: set a valid {' or '.join(caps.token_env)} in the MCP server's "
+                  "environment and restart it.")
+    if exc.code == "upload_url_rejected":
+        follow = "Call the same tool again in a few minutes; it fetches fresh upload links."
     if exc.code == "ambiguous_id":
         follow = "Pass the id with its backend prefix, as submit_batch and list_batches return it."
     return f"{text} {follow}"
@@ -73,8 +80,6 @@ def _backend_text(exc: base.BackendError) -> str:
 
 def explain(exc: BaseException) -> str:
     """The agent-facing text of a failure. Never includes tokens or presigned query strings."""
-    if isinstance(exc, BatchAPIError):
-        return f"{exc} {exc.hint}"
     if isinstance(exc, base.BackendError):
         return _backend_text(exc)
     if isinstance(exc, _SELF_EXPLAINING):
@@ -102,27 +107,35 @@ def unknown_arguments(tool: str, unknown: list[str], accepted: list[str]) -> str
             f"{'them' if len(unknown) > 1 else 'it'}.")
 
 
-def compact(result: R) -> R:
+#: Extra content blocks for a result (resource links), beside its compact JSON text.
+Links = Callable[[BaseModel], list[ResourceLink]]
+
+
+def compact(result: R, links: Links | None = None) -> R:
     """A model result as structured content plus its text as compact JSON: the SDK would indent the text,
-    about a fifth more for every client to carry (and some to truncate)."""
+    about a fifth more for every client to carry (and some to truncate). ``links`` adds resource links."""
     if not isinstance(result, BaseModel):
         return result
     text = result.model_dump_json(by_alias=True)
-    return CallToolResult(content=[TextContent(type="text", text=text)],  # type: ignore[return-value]
+    content: list[TextContent | ResourceLink] = [TextContent(type="text", text=text), *(links(result) if links else [])]
+    return CallToolResult(content=content,  # type: ignore[return-value]
                           structured_content=result.model_dump(mode="json", by_alias=True))
 
 
-def agent_errors(fn: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
-    """Wrap a tool so that every exception reaches the model as a readable ``isError`` result."""
+def agent_errors(fn: Callable[P, Awaitable[R]] | None = None, *, links: Links | None = None) -> Any:
+    """Wrap a tool so that every exception reaches the model as a readable ``isError`` result (as
+    ``@agent_errors``, or ``@agent_errors(links=...)`` to add resource links to its results)."""
+    if fn is None:
+        return functools.partial(agent_errors, links=links)
 
     @functools.wraps(fn)
     async def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         try:
-            return compact(await fn(*args, **kwargs))
+            return compact(await fn(*args, **kwargs), links)
         except ToolError:
             raise
         except Exception as exc:
-            if not isinstance(exc, (BatchAPIError, base.BackendError, *_SELF_EXPLAINING)):
+            if not isinstance(exc, (base.BackendError, *_SELF_EXPLAINING)):
                 log.exception("tool %s failed", fn.__name__)
             raise ToolError(explain(exc)) from None
 

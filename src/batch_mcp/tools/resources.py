@@ -13,11 +13,10 @@ from mcp.types import INVALID_PARAMS, EmptyResult, SubscribeRequestParams, Unsub
 from pydantic import Field
 
 from batch_mcp.backends import base
-from batch_mcp.client import BatchAPIError, NotFoundError
-from batch_mcp.schemas.jobs import JOBS_URI
+from batch_mcp.schemas.jobs import JOBS_URI, RESULTS_URI
 from batch_mcp.services.batches import BatchService
-from batch_mcp.services.errors import NotConfigured
 from batch_mcp.services.listing import JOBS_PAGE_SIZE, InvalidCursor
+from batch_mcp.services.result_pages import CELL_CHARS, ROWS_PER_PAGE, NoResultsTable, results_page
 from batch_mcp.store import StoreUnavailable
 from batch_mcp.tools.context import AppState, TooManySubscriptions, connection_of, state_of
 from batch_mcp.tools.describe import BACKENDS_URI, backends_json
@@ -57,10 +56,25 @@ def register_resources(mcp: MCPServer, app_state: AppState) -> None:
     async def job(batch_id: str, ctx: Context[AppState, Any]) -> dict[str, Any]:
         try:
             return await state_of(ctx).service.job_detail(batch_id)
-        except (NotFoundError, base.NotFoundError):
+        except base.NotFoundError:
             raise ResourceNotFoundError(f"No batch job {batch_id!r}. Read batch://jobs for the known ids.") from None
-        except (BatchAPIError, base.BackendError, NotConfigured, StoreUnavailable) as exc:
+        except (base.BackendError, StoreUnavailable) as exc:
             raise ResourceError(explain(exc)) from None
+
+
+    @mcp.resource(f"{RESULTS_URI}/{{batch_id}}{{?cursor}}", name="results", title="A job's results table",
+                  mime_type="application/json",
+                  description=f"A downloaded job's merged results table, {ROWS_PER_PAGE} rows a page (cells over "
+                              f"{CELL_CHARS:,} characters cut; the CSV and JSONL files have them whole); `next` is "
+                              "the URI of the next page. download_batch_results links it.")
+    async def results(batch_id: str, ctx: Context[AppState, Any], cursor: str = "") -> str:
+        try:
+            page = results_page(state_of(ctx).service.store, batch_id, cursor or None)
+        except NoResultsTable as exc:
+            raise ResourceNotFoundError(str(exc)) from None
+        except StoreUnavailable as exc:
+            raise ResourceError(explain(exc)) from None
+        return page.model_dump_json(exclude_none=True)
 
 
 def register_backends(mcp: MCPServer, app_state: AppState) -> None:

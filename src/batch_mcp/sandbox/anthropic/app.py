@@ -21,6 +21,7 @@ from functools import partial
 from typing import Literal, get_args
 
 import anyio
+from pydantic import BaseModel, ConfigDict
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
@@ -42,13 +43,19 @@ from batch_mcp.sandbox.anthropic.wire import (
 from batch_mcp.sandbox.anthropic_lines import AnthropicLineFormat
 from batch_mcp.sandbox.config import SandboxConfig
 from batch_mcp.sandbox.pipeline import Handler, RateLimitHeaders, RequestIds, closing, operation_route, unrouted
-from batch_mcp.sandbox.state import ApiError, Job, Sandbox, Snapshot
+from batch_mcp.sandbox.state import ApiError, EmulatedApi, Job, Sandbox, Snapshot
 
 Operation = Literal["create_batch", "list_batches", "get_batch", "cancel_batch", "delete_batch", "download"]
 OPERATIONS: tuple[str, ...] = get_args(Operation)
 MAX_REQUESTS, MAX_BODY_BYTES = 100_000, 256 * 1000 * 1000
 DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE = 20, 1000
 LINES = AnthropicLineFormat(one_stream=True)
+
+
+class StoredBatch(BaseModel):
+    """What the ledger keeps of a create body: nothing, since its requests became the job's input file."""
+
+    model_config = ConfigDict(extra="forbid")
 
 
 def _origin(request: Request, sandbox: Sandbox) -> str:
@@ -62,7 +69,7 @@ def _answer(request: Request, sandbox: Sandbox, job: Job, snap: Snapshot) -> Res
 
 async def _found(request: Request, sandbox: Sandbox) -> tuple[Job, Snapshot]:
     batch_id = request.path_params["batch_id"]
-    job = sandbox.jobs.get(batch_id)
+    job = sandbox.ledger.job(batch_id)
     if job is None:
         raise ApiError(404, f"No message batch found with id '{batch_id}'.")
     return job, await sandbox.snapshot(job)
@@ -70,30 +77,28 @@ async def _found(request: Request, sandbox: Sandbox) -> tuple[Job, Snapshot]:
 
 async def create_batch(request: Request, sandbox: Sandbox) -> Response:
     batch_id = f"msgbatch_{uuid.uuid4().hex[:24]}"
-    record = sandbox.create_file(f"{batch_id}.jsonl", file_id=batch_id)
-    body_path = record.path.with_suffix(".body")
+    lines_path = sandbox.upload_path(batch_id)  # the account holds batches, not files: only the job names it
+    body_path = lines_path.with_suffix(".body")
     try:
         await spool(request, body_path, sandbox.max_bytes)
-        await anyio.to_thread.run_sync(split, body_path, record.path, sandbox.max_requests)
+        await anyio.to_thread.run_sync(split, body_path, lines_path, sandbox.max_requests)
         checked = await anyio.to_thread.run_sync(
             partial(
                 check,
-                record.path,
+                lines_path,
                 batch_id=batch_id,
                 failure_rate=sandbox.config.failure_rate,
                 max_requests=sandbox.max_requests,
                 max_bytes=sandbox.max_bytes,
             )
         )
-        record.size = record.path.stat().st_size
-        job = sandbox.add_job(None, batch_id, LINES, sandbox.config.completion_window_s, batch_id=batch_id)
+        job = sandbox.add_job(StoredBatch(), batch_id, sandbox.config.completion_window_s, batch_id=batch_id,
+                              check=checked)
     except BaseException:
-        record.path.unlink(missing_ok=True)
+        lines_path.unlink(missing_ok=True)
         raise
     finally:
         body_path.unlink(missing_ok=True)
-        del sandbox.files[batch_id]  # the account holds batches, not files: the job keeps the path
-    job.check = checked
     return _answer(request, sandbox, job, await sandbox.snapshot(job))
 
 
@@ -106,9 +111,10 @@ def _page_size(raw: str | None) -> int:
 
 
 def _anchor(sandbox: Sandbox, name: str, batch_id: str) -> int:
-    if batch_id not in sandbox.jobs:
+    job = sandbox.ledger.job(batch_id)
+    if job is None:
         raise ApiError(400, f"{name}: '{batch_id}' names no message batch")
-    return sandbox.jobs[batch_id].seq
+    return job.seq
 
 
 async def list_batches(request: Request, sandbox: Sandbox) -> Response:
@@ -118,7 +124,7 @@ async def list_batches(request: Request, sandbox: Sandbox) -> Response:
     after, before = query.get("after_id"), query.get("before_id")
     if after and before:
         raise ApiError(400, "Pass after_id or before_id, not both.")
-    jobs = sorted(sandbox.jobs.values(), key=lambda job: job.seq, reverse=True)
+    jobs = sandbox.ledger.jobs()
     if after:
         seq = _anchor(sandbox, "after_id", after)
         rest = [job for job in jobs if job.seq < seq]
@@ -161,11 +167,8 @@ async def delete_batch(request: Request, sandbox: Sandbox) -> Response:
             f"Message batch {job.batch_id} is {processing_status(snap)}; it can be deleted once processing has "
             "ended. Cancel it first.",
         )
-    del sandbox.jobs[job.batch_id]
-    for path in [job.input_path, *(job.results or {}).values()]:
-        path.unlink(missing_ok=True)
-    for file_id in job.results or {}:
-        sandbox.result_records.pop(file_id, None)
+    if not sandbox.delete_job(job):  # another process deleted it a moment ago
+        raise ApiError(404, f"No message batch found with id '{job.batch_id}'.")
     return JSONResponse({"id": job.batch_id, "type": "message_batch_deleted"})
 
 
@@ -196,7 +199,8 @@ def _routes() -> list[Route]:
 
 def create_app(config: SandboxConfig) -> Starlette:
     """A fresh Anthropic emulator; its state is ``app.state.sandbox``."""
-    sandbox = Sandbox(config.model_copy(update={"validating_s": 0.0}), OPERATIONS, (MAX_REQUESTS, MAX_BODY_BYTES))
+    api = EmulatedApi(OPERATIONS, (MAX_REQUESTS, MAX_BODY_BYTES), StoredBatch, lambda _batch: LINES)
+    sandbox = Sandbox(config.model_copy(update={"validating_s": 0.0}), api)
     app = Starlette(
         routes=_routes(),
         middleware=[

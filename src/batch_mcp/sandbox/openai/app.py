@@ -28,6 +28,7 @@ from starlette.routing import Route
 
 from batch_mcp.sandbox.admin import admin_routes
 from batch_mcp.sandbox.config import SandboxConfig
+from batch_mcp.sandbox.ledger import Job, StoredFile
 from batch_mcp.sandbox.openai.uploads import read_upload
 from batch_mcp.sandbox.openai.variants import HOUR_S, VARIANTS, Variant
 from batch_mcp.sandbox.openai.wire import (
@@ -48,7 +49,7 @@ from batch_mcp.sandbox.pipeline import (
     parse_json,
     unrouted,
 )
-from batch_mcp.sandbox.state import ApiError, Job, Sandbox, StoredFile
+from batch_mcp.sandbox.state import ApiError, EmulatedApi, Sandbox
 
 Operation = Literal[
     "upload", "get_file", "delete_file", "download", "create_batch", "list_batches", "get_batch", "cancel_batch"
@@ -98,19 +99,16 @@ def _new_id(prefix: str) -> str:
 
 async def _write_results(sandbox: Sandbox, file_id: str) -> None:
     """Write the result files of the batch that advertises ``file_id``, if it has not yet."""
-    for job in sandbox.jobs.values():
-        if job.results is None and file_id in (job.output_file_id, job.error_file_id):
-            snap = await sandbox.snapshot(job)
-            if not (has_output(snap) if file_id == job.output_file_id else has_errors(snap)):
-                return
-            await sandbox.result_files(job, snap)
-            if not has_output(snap):  # never advertised: the empty output file stays unreachable
-                sandbox.result_records.pop(job.output_file_id, None)
-            if job.request.output_expires_after is not None:
-                for record in map(sandbox.result_records.get, (job.output_file_id, job.error_file_id)):
-                    if record is not None:
-                        record.expires_at = record.created_at + job.request.output_expires_after.seconds
-            return
+    job = sandbox.ledger.job_with_result(file_id)
+    if job is None or job.results is not None:
+        return
+    snap = await sandbox.snapshot(job)
+    advertised = has_output(snap) if file_id == job.output_file_id else has_errors(snap)
+    if advertised:
+        expiry = job.request.output_expires_after
+        # an output file never advertised (nothing succeeded) stays unreachable
+        await sandbox.result_files(job, snap, publish_output=has_output(snap),
+                                   ttl_s=expiry.seconds if expiry else None)
 
 
 async def _find_file(sandbox: Sandbox, file_id: str) -> StoredFile:
@@ -128,7 +126,7 @@ async def _find_file(sandbox: Sandbox, file_id: str) -> StoredFile:
 async def upload_file(request: Request, sandbox: Sandbox) -> Response:
     variant = _variant(request)
     file_id = _new_id("file-")
-    partial_path = sandbox.uploads_dir / f"{file_id}.part"
+    partial_path = sandbox.upload_path(file_id).with_suffix(".part")
     upload = await read_upload(request, partial_path, variant.max_upload_bytes)
     try:
         if upload.too_large:
@@ -141,9 +139,8 @@ async def upload_file(request: Request, sandbox: Sandbox) -> Response:
     except ApiError:
         partial_path.unlink(missing_ok=True)
         raise
-    record = sandbox.create_file(upload.file_name, file_id=file_id)
-    partial_path.replace(record.path)
-    record.size, record.expires_at = upload.size, record.created_at + ttl_s
+    partial_path.replace(sandbox.upload_path(file_id))
+    record = sandbox.create_file(upload.file_name, file_id=file_id, size=upload.size, ttl_s=ttl_s)
     return JSONResponse(file_object(record, variant))
 
 
@@ -169,13 +166,9 @@ async def get_file(request: Request, sandbox: Sandbox) -> Response:
 
 
 async def delete_file(request: Request, sandbox: Sandbox) -> Response:
-    file_id = request.path_params["file_id"]
-    record = await _find_file(sandbox, file_id)
-    sandbox.files.pop(file_id, None)
-    sandbox.result_records.pop(file_id, None)
-    if not any(job.input_file_id == file_id for job in sandbox.jobs.values()):
-        record.path.unlink(missing_ok=True)
-    return JSONResponse({"id": file_id, "object": "file", "deleted": True})
+    record = await _find_file(sandbox, request.path_params["file_id"])
+    sandbox.delete_file(record)
+    return JSONResponse({"id": record.file_id, "object": "file", "deleted": True})
 
 
 async def file_content(request: Request, sandbox: Sandbox) -> Response:
@@ -199,10 +192,9 @@ async def create_batch(request: Request, sandbox: Sandbox) -> Response:
         raise ApiError(404, f"No such File object: {body.input_file_id}", param="input_file_id")
     if record.purpose != "batch":
         raise ApiError(400, f"File {body.input_file_id} was not uploaded with purpose 'batch'.", param="input_file_id")
-    lines = variant.lines(body.endpoint)
     window_s = sandbox.config.completion_window_s * hours * HOUR_S / (24 * HOUR_S)
-    job = sandbox.add_job(body, body.input_file_id, lines, window_s, batch_id=_new_id("batch_"))
-    job.output_file_id, job.error_file_id = _new_id("file-"), _new_id("file-")
+    job = sandbox.add_job(body, body.input_file_id, window_s, batch_id=_new_id("batch_"),
+                          result_ids=(_new_id("file-"), _new_id("file-")))
     return JSONResponse(batch_object(job, await sandbox.snapshot(job), variant))
 
 
@@ -217,11 +209,12 @@ def _page_size(raw: str | None) -> int:
 async def list_batches(request: Request, sandbox: Sandbox) -> Response:
     variant = _variant(request)
     limit = _page_size(request.query_params.get("limit"))
-    jobs = sorted(sandbox.jobs.values(), key=lambda job: job.seq, reverse=True)
+    jobs = sandbox.ledger.jobs()
     if after := request.query_params.get("after"):
-        if after not in sandbox.jobs:
+        anchor = sandbox.ledger.job(after)
+        if anchor is None:
             raise ApiError(400, f"after must be the id of a listed batch; '{after}' is unknown.", param="after")
-        jobs = [job for job in jobs if job.seq < sandbox.jobs[after].seq]
+        jobs = [job for job in jobs if job.seq < anchor.seq]
     page = [batch_object(job, await sandbox.snapshot(job), variant) for job in jobs[:limit]]
     return JSONResponse(
         {
@@ -235,7 +228,7 @@ async def list_batches(request: Request, sandbox: Sandbox) -> Response:
 
 
 def _job(sandbox: Sandbox, batch_id: str) -> Job:
-    job = sandbox.jobs.get(batch_id)
+    job = sandbox.ledger.job(batch_id)
     if job is None:
         raise ApiError(404, f"No batch found with id '{batch_id}'.", param="batch_id")
     return job
@@ -275,7 +268,9 @@ def _routes(base: str) -> list[Route]:
 def create_app(config: SandboxConfig) -> Starlette:
     """A fresh emulator of ``config.backend`` (openai, deepinfra or groq); its state is ``app.state.sandbox``."""
     variant = VARIANTS[config.backend]
-    sandbox = Sandbox(config.model_copy(), OPERATIONS, (variant.max_requests, variant.max_batch_bytes))
+    api = EmulatedApi(OPERATIONS, (variant.max_requests, variant.max_batch_bytes), CreateBatchBody,
+                      lambda body: variant.lines(body.endpoint))
+    sandbox = Sandbox(config.model_copy(), api)
 
     app = Starlette(
         routes=_routes(variant.base_path),

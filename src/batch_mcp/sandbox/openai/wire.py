@@ -12,9 +12,11 @@ from typing import Any
 
 from starlette.responses import JSONResponse
 
+from batch_mcp.sandbox.ledger import Job, StoredFile
+from batch_mcp.sandbox.lifecycle import Snapshot
 from batch_mcp.sandbox.openai.variants import Variant
 from batch_mcp.sandbox.ratelimit import Budget
-from batch_mcp.sandbox.state import ApiError, Job, Snapshot, StoredFile
+from batch_mcp.sandbox.state import ApiError
 
 #: ``(type, code, message)`` an error of this status carries unless it says otherwise.
 ERROR_DEFAULTS: dict[int, tuple[str, str | None, str]] = {
