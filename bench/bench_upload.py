@@ -21,7 +21,7 @@ import argparse
 import math
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -63,20 +63,25 @@ class Upload(NamedTuple):
     peak_rss_mib: float = math.nan
 
 
-def timed_upload(backend: Backend, path: str) -> dict[str, float]:
-    """One whole ``backend.upload`` of ``path``: its wall and CPU time and the RSS before it; then close it."""
+def timed_call(backend: Backend, call: Callable[[], Awaitable[object]]) -> dict[str, float]:
+    """One whole ``call`` on ``backend``: its wall and CPU time and the RSS before it; then close the backend."""
 
     async def timed() -> dict[str, float]:
         try:
             rss_before = own_peak_rss_mb()
             cpu, start = cpu_seconds(), time.perf_counter()
-            await backend.upload(Path(path), "openai")
+            await call()
             return {"seconds": time.perf_counter() - start, "cpu_s": cpu_seconds() - cpu,
                     "rss_before_mib": rss_before}
         finally:
             await backend.aclose()
 
     return anyio.run(timed)
+
+
+def timed_upload(backend: Backend, path: str) -> dict[str, float]:
+    """One whole ``backend.upload`` of ``path``."""
+    return timed_call(backend, lambda: backend.upload(Path(path), "openai"))
 
 
 def upload(base_url: str, token: str, path: str) -> dict[str, float]:
@@ -124,10 +129,10 @@ def report(uploads: dict[str, list[Upload]], size: int, curl_label: str, backend
     rss_met = print_limit("backend peak RSS", peak, "MiB", TARGET_RSS_MIB)
     speed = {name: size / seconds / 1e6 for name, seconds in best.items()}
     print(f"throughput: curl {speed['curl']:,.0f} MB/s, backend {speed['backend']:,.0f} MB/s; "
-          f"backend RSS before its first upload {uploads['backend'][0].rss_before_mib:.0f} MiB")
+          f"backend RSS before its first transfer {uploads['backend'][0].rss_before_mib:.0f} MiB")
     cpu = {name: f"{statistics.mean(u.sender_cpu_s for u in done):.2f} / "
                  f"{statistics.mean(u.receiver_cpu_s for u in done):.2f}" for name, done in uploads.items()}
-    print(f"CPU s per upload (mean), sender / sandbox receiving: curl {cpu['curl']}, backend {cpu['backend']}")
+    print(f"CPU s per transfer (mean), sender / sandbox receiving: curl {cpu['curl']}, backend {cpu['backend']}")
     print(f"targets: {'all met' if ratio_met and rss_met else 'MISSED'}")
     return 0
 

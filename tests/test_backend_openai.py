@@ -301,7 +301,7 @@ async def test_registry_resolves_namespaced_ids_and_explains_what_it_cannot() ->
             registry.get("mistral")
         assert isinstance(registry.get(), DigitalOceanBackend)  # the default, opened from its settings
         facts = {caps.name: configured for caps, configured in registry.capabilities()}
-        assert facts == {"digitalocean": True, "openai": True, "deepinfra": True, "groq": False}
+        assert facts == {"digitalocean": True, "openai": True, "deepinfra": True, "groq": False, "anthropic": False}
     finally:
         await registry.aclose()
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -83,3 +84,32 @@ async def test_sandbox_command_serves_the_api(tmp_path: Path, dialect: str) -> N
     finally:
         server.terminate()
         server.wait(timeout=10)
+
+
+def test_sandbox_command_serves_anthropic(tmp_path: Path) -> None:
+    """`batch-mcp sandbox --backend anthropic`, driven by the official SDK: results_url names the host it runs on."""
+    import anthropic
+
+    from test_stdio import free_port, wait_for_port
+
+    port = free_port()
+    server = subprocess.Popen([sys.executable, "-m", "batch_mcp", "sandbox", "--backend", "anthropic", "--host",
+                               "127.0.0.1", "--port", str(port), "--token", "t-1", "--requests-per-s", "1000"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for_port(port)
+        base = f"http://127.0.0.1:{port}"
+        client = anthropic.Anthropic(api_key="t-1", base_url=base, max_retries=0, _strict_response_validation=True)
+        batch = client.messages.batches.create(requests=[{"custom_id": "a", "params": {
+            "model": "claude-haiku-4-5", "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]}}])
+        assert [b.id for b in client.messages.batches.list()] == [batch.id]
+        for _ in range(100):
+            if (done := client.messages.batches.retrieve(batch.id)).processing_status == "ended":
+                break
+            time.sleep(0.05)
+        assert done.results_url == f"{base}/v1/messages/batches/{batch.id}/results"
+        assert [line.custom_id for line in client.messages.batches.results(batch.id)] == ["a"]
+    finally:
+        server.terminate()
+        _, stderr = server.communicate(timeout=10)
+    assert f"anthropic at {base} (the Anthropic Message Batches API)" in stderr

@@ -1,12 +1,12 @@
-"""The submit workflow's exactly-once rule on the OpenAI-family emulators: a lost create is looked for, patiently
-(a listing may lag), before anything is sent again; a listing that cannot tell creates nothing."""
+"""The submit workflow's exactly-once rule on the emulators of the APIs without an idempotency key (the OpenAI
+family, Anthropic): a lost create is looked for, patiently (a listing may lag), before anything is sent again; a
+listing that cannot tell creates nothing."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
-from test_backend_contract import backend, creates, emulator, jobs_with, planned, requests_file
 
 from batch_mcp.backends.base import Backend, RecoveryInconclusive
 from batch_mcp.backends.openai_compat import OpenAICompatBackend
@@ -14,7 +14,9 @@ from batch_mcp.domain import CreateSpec, Job
 from batch_mcp.sandbox import SandboxServer
 from batch_mcp.services.once import SubmissionUnresolved, create_once
 
-__all__ = ["backend", "emulator", "requests_file"]  # fixtures shared with the contract suite
+from test_backend_contract_support import Plan, creates, line_format, made_since, newest_seq, quiet_window
+
+pytest_plugins = ["test_backend_contract_support"]
 
 
 @pytest.fixture(autouse=True)
@@ -47,12 +49,12 @@ class Undecided(LaggingListing):
 
 @pytest.mark.parametrize("looks", [3, 1])
 async def test_a_lagging_listing_is_asked_again_before_anything_is_created(
-        emulator: SandboxServer, backend: OpenAICompatBackend, requests_file: Path, looks: int) -> None:
-    spec = planned((await backend.upload(requests_file, "openai")).ref)
+        emulator: SandboxServer, backend: OpenAICompatBackend, requests_file: Path, plan: Plan, looks: int) -> None:
+    spec = plan((await backend.upload(requests_file, line_format(backend))).ref, planned_at=quiet_window(emulator))
     emulator.sandbox.faults.fail_next("create_batch", "lost_answer")
-    before = creates(emulator)
+    before, seq = creates(emulator), newest_seq(emulator)
     job = await create_once(LaggingListing(backend, lag=1), spec, looks=looks, pause_s=0)  # type: ignore[arg-type]
-    made = jobs_with(emulator, spec.client_token)
+    made = made_since(emulator, seq)
     if looks == 1:  # believing the first empty listing pays for the job twice: what the looks are for
         assert len(made) == 2 and creates(emulator) == before + 2
     else:
@@ -60,8 +62,8 @@ async def test_a_lagging_listing_is_asked_again_before_anything_is_created(
 
 
 async def test_an_undecided_listing_creates_nothing_and_names_the_candidates(
-        emulator: SandboxServer, backend: OpenAICompatBackend, requests_file: Path) -> None:
-    spec = planned((await backend.upload(requests_file, "openai")).ref)
+        emulator: SandboxServer, backend: OpenAICompatBackend, requests_file: Path, plan: Plan) -> None:
+    spec = plan((await backend.upload(requests_file, line_format(backend))).ref)
     emulator.sandbox.faults.fail_next("create_batch", "lost_answer")
     before = creates(emulator)
     with pytest.raises(SubmissionUnresolved) as caught:

@@ -170,17 +170,19 @@ async def test_two_emulators_on_one_folder_are_one_account(tmp_path: Path) -> No
                     await anyio.sleep(0.05)
             bodies: dict[int, bytes] = {}
 
-            async def output_of(backend: DigitalOceanBackend) -> None:
-                source = next(s for s in await backend.results(made[0]) if s.kind == "output")
-                sink = io.BytesIO()
-                await backend.download(source, sink)
-                bodies[id(backend)] = sink.getvalue()
+            async def results_of(backend: DigitalOceanBackend) -> None:
+                body = b""  # output and errors: at this failure rate all three fail one time in eight
+                for source in await backend.results(made[0]):
+                    sink = io.BytesIO()
+                    await backend.download(source, sink)
+                    body += sink.getvalue()
+                bodies[id(backend)] = body
 
             async with anyio.create_task_group() as racing:
-                racing.start_soon(output_of, one)
-                racing.start_soon(output_of, other)
+                racing.start_soon(results_of, one)
+                racing.start_soon(results_of, other)
             first_body, second_body = bodies.values()
-            assert first_body == second_body and first_body.count(b"\n") >= 1
+            assert first_body == second_body and first_body.count(b"\n") == 3
             kept = list(first.sandbox.results_dir.iterdir())
             assert len(kept) == len(first.sandbox.jobs[made[0]].results or {})  # the race's loser removed its own
         finally:

@@ -95,7 +95,8 @@ def _sandbox(args: argparse.Namespace) -> int:
     config = SandboxConfig(token=args.token, backend=args.backend, dialect=args.dialect,
                            failure_rate=args.failure_rate, requests_per_s=args.requests_per_s,
                            storage_dir=args.state_dir)
-    shape = f"dialect {args.dialect}" if args.backend == "digitalocean" else "the OpenAI Batch API"
+    shapes = {"digitalocean": f"dialect {args.dialect}", "anthropic": "the Anthropic Message Batches API"}
+    shape = shapes.get(args.backend, "the OpenAI Batch API")
     kept = f"kept in {args.state_dir}" if args.state_dir else "forgotten on exit (--state-dir keeps them)"
     print(f"sandbox: {args.backend} at http://{args.host}:{args.port}{api_base_path(config)} ({shape}); "
           f"token from --token; files and jobs {kept}", file=sys.stderr)
@@ -172,7 +173,7 @@ def build_parser() -> argparse.ArgumentParser:
     sandbox.add_argument("--host", default="127.0.0.1")
     sandbox.add_argument("--port", type=int, default=8787)
     sandbox.add_argument("--token", default=os.environ.get("BATCH_MCP_SANDBOX_TOKEN", "sandbox-token"))
-    sandbox.add_argument("--backend", choices=["digitalocean", "openai", "deepinfra", "groq"],
+    sandbox.add_argument("--backend", choices=["digitalocean", "openai", "deepinfra", "groq", "anthropic"],
                          default="digitalocean", help="which batch API to emulate")
     sandbox.add_argument("--dialect", choices=["openapi", "godo"], default="openapi",
                          help="digitalocean only: the spec's shapes or the Go client's")

@@ -210,6 +210,13 @@ class HttpClient:
     def url(self, path: str) -> str:
         return self.base_url + path
 
+    def owns(self, url: str) -> bool:
+        """Whether ``url`` is on the base URL's origin (scheme, host and port): where the credentials may go."""
+        try:
+            return _origin(url) == self._origin
+        except httpx2.InvalidURL:
+            return False
+
     async def aclose(self) -> None:
         await self._http.aclose()
 
@@ -344,7 +351,7 @@ class HttpClient:
 
     def _auth_for(self, url: str, authenticated: bool) -> dict[str, str]:
         """The credentials, but only for our own origin (scheme, host and port)."""
-        return dict(self._credentials) if authenticated and _origin(url) == self._origin else {}
+        return dict(self._credentials) if authenticated and self.owns(url) else {}
 
 
 def _origin(url: str) -> tuple[str, str, int | None]:

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from batch_mcp.backends import digitalocean
+from batch_mcp.backends import anthropic, digitalocean
 from batch_mcp.backends.base import Backend, Capabilities, NotConfigured
 from batch_mcp.backends.digitalocean import DigitalOceanBackend
 from batch_mcp.backends.http import HttpOptions
@@ -39,6 +39,7 @@ def _compat_opener(name: str) -> Opener:
 CATALOG: dict[str, Entry] = {
     FALLBACK_BACKEND: Entry(digitalocean.CAPABILITIES, DigitalOceanBackend.from_settings),
     **{name: Entry(variant.capabilities, _compat_opener(name)) for name, variant in VARIANTS.items()},
+    anthropic.CAPABILITIES.name: Entry(anthropic.CAPABILITIES, anthropic.AnthropicBackend.from_settings),
 }
 
 

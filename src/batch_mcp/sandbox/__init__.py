@@ -1,5 +1,8 @@
 """An offline emulator of DigitalOcean's Batch Inference HTTP API, presigned storage included.
 
+The same engine also serves the OpenAI Batch API as OpenAI, DeepInfra and Groq speak it (``openai/``)
+and Anthropic's Message Batches (``anthropic/``); ``SandboxConfig.backend`` picks one per server.
+
 Users try batch-mcp with it before they have an account, and every test runs against it. It shares
 only :mod:`batch_mcp.schemas` with the rest of the package.
 

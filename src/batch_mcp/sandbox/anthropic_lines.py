@@ -1,13 +1,16 @@
-"""Anthropic Message Batches lines, as DigitalOcean's sandbox accepts and writes them.
+"""Anthropic Message Batches lines, as DigitalOcean's sandbox and the Anthropic emulator accept and write them.
 
-Input: ``{"custom_id", "params": {model, max_tokens, messages, ...}}``. Output: one stream where each
-line is ``{"custom_id", "result": {"type": "succeeded", "message"} | {"type": "errored", "error"}}``;
-errored lines also go to the error file. Requests that never ran leave no line.
+Input: ``{"custom_id", "params": {model, max_tokens, messages, ...}}``, never streamed. Output: one
+stream where each line is ``{"custom_id", "result": {"type": "succeeded", "message"} | {"type":
+"errored", "error"}}``. On DigitalOcean errored lines also go to the error file and requests that
+never ran leave no line; Anthropic's own API (``one_stream``) writes every request into the one
+stream, those cut off as ``{"type": "canceled"}`` or ``{"type": "expired"}``, and no error file.
 """
 
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -31,6 +34,14 @@ class _Params(_Open):
     model: str = Field(min_length=1)
     max_tokens: int = Field(ge=1)
     messages: list[Any] = Field(min_length=1)
+    stream: bool | None = None
+
+    @field_validator("stream")
+    @classmethod
+    def _not_streamed(cls, stream: bool | None) -> bool | None:
+        if stream:
+            raise ValueError("a batch request cannot stream; drop stream or set it to false")
+        return stream
 
 
 class _RequestLine(_Open):
@@ -56,7 +67,15 @@ class AnthropicLineCheck:
         return None
 
 
+#: Anthropic's spelling of the outcomes of requests that never ran.
+CUT_OFF = {"cancelled": "canceled", "expired": "expired"}
+
+
+@dataclass(frozen=True)
 class AnthropicLineFormat:
+    #: Every request gets a line in the one stream, and there is no error file (Anthropic's own API).
+    one_stream: bool = False
+
     def checker(self) -> AnthropicLineCheck:
         return AnthropicLineCheck()
 
@@ -64,13 +83,13 @@ class AnthropicLineFormat:
         self, request: dict[str, Any], key: str, outcome: Outcome, created: int
     ) -> tuple[dict | None, dict | None]:
         custom_id = str(request.get("custom_id"))
-        if outcome in ("cancelled", "expired"):
-            return None, None
+        if outcome in CUT_OFF:
+            return ({"custom_id": custom_id, "result": {"type": CUT_OFF[outcome]}} if self.one_stream else None), None
         if outcome == "failed":
             code, message = pick(key, FAILURES)
             error = {"type": "error", "error": {"type": code, "message": message}}
             line = {"custom_id": custom_id, "result": {"type": "errored", "error": error}}
-            return line, line
+            return line, None if self.one_stream else line
         prompt, prompt_chars = read_prompt(request)
         text = reply_to(prompt)
         message = {

@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
-Backend = Literal["digitalocean", "openai", "deepinfra", "groq"]
+Backend = Literal["digitalocean", "openai", "deepinfra", "groq", "anthropic"]
 Dialect = Literal["openapi", "godo"]
 #: DigitalOcean's documented per-file limits.
 DO_MAX_REQUESTS = 50_000
@@ -22,7 +22,8 @@ class SandboxConfig(BaseModel):
     """
 
     token: str = "sandbox-token"
-    #: The API emulated: DigitalOcean's, or the OpenAI Batch API as OpenAI, DeepInfra or Groq serve it.
+    #: The API emulated: DigitalOcean's, the OpenAI Batch API as OpenAI, DeepInfra or Groq serve it, or
+    #: Anthropic's Message Batches.
     backend: Backend = "digitalocean"
     #: DigitalOcean only: ``openapi`` answers as its published spec; ``godo`` as the Go client parses.
     dialect: Dialect = "openapi"

@@ -43,7 +43,7 @@ class RequestRecord:
     operation: str
     method: str
     path: str  # without the query string, which holds presigned signatures
-    authorization: bool
+    authorization: bool  # credentials came along: an Authorization or (Anthropic's) x-api-key header
     host: str
 
 

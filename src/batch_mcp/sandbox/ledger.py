@@ -35,8 +35,8 @@ _SCHEMA = (
     """CREATE TABLE IF NOT EXISTS files (
         file_id TEXT PRIMARY KEY, file_name TEXT NOT NULL, path TEXT NOT NULL, purpose TEXT NOT NULL,
         created_at REAL NOT NULL, upload_deadline REAL, size INTEGER, expires_at REAL)""",
-    """CREATE TABLE IF NOT EXISTS jobs (
-        seq INTEGER PRIMARY KEY, batch_id TEXT NOT NULL UNIQUE, idempotency_key TEXT UNIQUE,
+    """CREATE TABLE IF NOT EXISTS jobs (  -- AUTOINCREMENT: a deleted job's seq is never handed out again
+        seq INTEGER PRIMARY KEY AUTOINCREMENT, batch_id TEXT NOT NULL UNIQUE, idempotency_key TEXT UNIQUE,
         request TEXT NOT NULL, input_file_id TEXT NOT NULL, input_path TEXT NOT NULL,
         created_at REAL NOT NULL, window_s REAL NOT NULL, pace TEXT NOT NULL,
         output_file_id TEXT NOT NULL, error_file_id TEXT NOT NULL,
@@ -202,17 +202,19 @@ class Ledger:
     def add_job(self, job: Job, key: str | None) -> Job:
         """Record the job, unless one already holds the idempotency ``key``: return the one that does.
 
-        The request is stored as it was sent (unset fields left out), so the one revived equals a replay."""
+        The request is stored as it was sent (unset fields left out), so the one revived equals a replay;
+        ``job.check`` with it when the API checked the input on arrival."""
         with self._transaction() as db:
             if key is not None and (held := db.execute("SELECT * FROM jobs WHERE idempotency_key = ?",
                                                        (key,)).fetchone()) is not None:
                 return self._job(held)
             job.seq = db.execute(
                 "INSERT INTO jobs (batch_id, idempotency_key, request, input_file_id, input_path, created_at,"
-                " window_s, pace, output_file_id, error_file_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " window_s, pace, output_file_id, error_file_id, input_check)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (job.batch_id, key, job.request.model_dump_json(exclude_unset=True), job.input_file_id,
                  self._relative(job.input_path), job.created_at, job.window_s, msgspec.json.encode(job.pace),
-                 job.output_file_id, job.error_file_id),
+                 job.output_file_id, job.error_file_id, None if job.check is None else msgspec.json.encode(job.check)),
             ).lastrowid or 0
         return job
 
@@ -236,6 +238,23 @@ class Ledger:
     def job_ids(self) -> list[str]:
         return [row[0] for row in self._run("SELECT batch_id FROM jobs ORDER BY seq")]
 
+    def delete_job(self, batch_id: str) -> list[Path] | None:
+        """Drop the job and its published result files: return the bytes nothing reads any more (its
+        results, and its input unless a file record or another job holds it), or ``None`` if it was gone."""
+        with self._transaction() as db:
+            row = db.execute("SELECT * FROM jobs WHERE batch_id = ?", (batch_id,)).fetchone()
+            if row is None:
+                return None
+            db.execute("DELETE FROM files WHERE purpose = ? AND file_id IN (?, ?)",
+                       (RESULT, row["output_file_id"], row["error_file_id"]))
+            db.execute("DELETE FROM jobs WHERE batch_id = ?", (batch_id,))
+            input_held = db.execute(
+                "SELECT 1 FROM files WHERE file_id = ?1 UNION ALL SELECT 1 FROM jobs WHERE input_file_id = ?1 LIMIT 1",
+                (row["input_file_id"],),
+            ).fetchone()
+        results = [] if row["results"] is None else list(self._paths(row["results"]).values())
+        return results + ([] if input_held else [self.root / row["input_path"]])
+
     def stored_check(self, batch_id: str) -> InputCheck | None:
         stored = self._run("SELECT input_check FROM jobs WHERE batch_id = ?", batch_id)[0][0]
         return None if stored is None else msgspec.json.decode(stored, type=InputCheck)
@@ -255,17 +274,20 @@ class Ledger:
         return float(self._run("SELECT cancel_requested_at FROM jobs WHERE batch_id = ?", batch_id)[0][0])
 
     def stored_results(self, batch_id: str) -> dict[str, Path] | None:
-        stored = self._run("SELECT results FROM jobs WHERE batch_id = ?", batch_id)[0][0]
-        return None if stored is None else self._paths(stored)
+        rows = self._run("SELECT results FROM jobs WHERE batch_id = ?", batch_id)
+        return None if not rows or rows[0][0] is None else self._paths(rows[0][0])
 
     def record_results(self, batch_id: str, written: dict[str, Path], published: list[StoredFile]
-                       ) -> dict[str, Path]:
+                       ) -> dict[str, Path] | None:
         """Keep the first result files recorded for the job, publishing ``published`` with them: return
-        the files kept (``written`` unless another process recorded its own first)."""
+        the files kept (``written`` unless another process recorded its own first), or ``None`` if
+        another process deleted the job meanwhile."""
         with self._transaction() as db:
-            kept = db.execute("SELECT results FROM jobs WHERE batch_id = ?", (batch_id,)).fetchone()[0]
-            if kept is not None:
-                return self._paths(kept)
+            row = db.execute("SELECT results FROM jobs WHERE batch_id = ?", (batch_id,)).fetchone()
+            if row is None:
+                return None
+            if row[0] is not None:
+                return self._paths(row[0])
             db.execute("UPDATE jobs SET results = ? WHERE batch_id = ?",
                        (msgspec.json.encode({key: self._relative(path) for key, path in written.items()}), batch_id))
             for record in published:

@@ -7,14 +7,17 @@ sends; the order of the checks and the fault kinds are written once here.
 from __future__ import annotations
 
 import hmac
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from contextvars import ContextVar
 from typing import TypeVar
 
 import anyio
 from pydantic import BaseModel, ValidationError
 from starlette.applications import Starlette
 from starlette.datastructures import MutableHeaders
+from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -35,6 +38,8 @@ Handler = Callable[[Request, Sandbox], Awaitable[Response]]
 ErrorRenderer = Callable[[ApiError], Response]
 Body = TypeVar("Body", bound=BaseModel)
 HeaderRenderer = Callable[[Budget, float], dict[str, str]]
+#: Raises the API's 401 (or another refusal) unless the request carries the sandbox token as the API expects.
+Authenticator = Callable[[Request, str], None]
 
 
 class ConnectionDropped(Exception):
@@ -85,9 +90,18 @@ async def discard_body(request: Request) -> None:
         pass
 
 
-def authenticate(request: Request, token: str) -> None:
+def bearer_token(request: Request) -> str | None:
     scheme, _, credentials = request.headers.get("authorization", "").partition(" ")
-    if scheme.lower() != "bearer" or not hmac.compare_digest(credentials.strip().encode(), token.encode()):
+    return credentials.strip() if scheme.lower() == "bearer" else None
+
+
+def is_token(sent: str | None, token: str) -> bool:
+    return sent is not None and hmac.compare_digest(sent.encode(), token.encode())
+
+
+def authenticate(request: Request, token: str) -> None:
+    """``Authorization: Bearer <token>``: how every API but Anthropic's (and every admin route) is called."""
+    if not is_token(bearer_token(request), token):
         raise ApiError(401)
 
 
@@ -118,6 +132,7 @@ def operation_route(
     *,
     authenticated: bool = True,
     metered: bool = True,
+    check_auth: Authenticator = authenticate,
 ) -> Route:
     """A route whose handler runs behind logging, auth, the rate budget and fault injection."""
 
@@ -128,13 +143,13 @@ def operation_route(
                 operation,
                 request.method,
                 request.url.path,
-                "authorization" in request.headers,
+                "authorization" in request.headers or "x-api-key" in request.headers,
                 request.headers.get("host", ""),
             )
         )
         try:
             if authenticated:
-                authenticate(request, sandbox.config.token)
+                check_auth(request, sandbox.config.token)
             if metered and (wait := sandbox.limiter.acquire(sandbox.clock.now())) is not None:
                 raise ApiError(429, retry_after_s=wait)
             if delay := sandbox.faults.delay(operation):
@@ -161,6 +176,16 @@ def operation_route(
     return Route(path, endpoint, methods=[method])
 
 
+def unrouted(render_error: ErrorRenderer) -> Callable[[Request, Exception], Awaitable[Response]]:
+    """Starlette's own refusals (no such route, wrong method), answered in the API's error body."""
+
+    async def handler(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, HTTPException)
+        return render_error(ApiError(exc.status_code))
+
+    return handler
+
+
 def closing(sandbox: Sandbox) -> Callable[[Starlette], AbstractAsyncContextManager[None]]:
     """An app lifespan that closes the sandbox's account (its files) when the server stops."""
 
@@ -172,6 +197,32 @@ def closing(sandbox: Sandbox) -> Callable[[Starlette], AbstractAsyncContextManag
             sandbox.close()
 
     return lifespan
+
+
+#: The id of the request being answered, for error bodies that repeat it (Anthropic's).
+REQUEST_ID: ContextVar[str] = ContextVar("sandbox_request_id", default="")
+
+
+class RequestIds:
+    """Every answer carries a request id in the API's own header, as the SDKs report it on errors."""
+
+    def __init__(self, app: ASGIApp, header: str = "x-request-id") -> None:
+        self.app = app
+        self.header = header.encode()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request_id = f"req_{uuid.uuid4().hex}"
+        REQUEST_ID.set(request_id)
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message.setdefault("headers", []).append((self.header, request_id.encode()))
+            await send(message)
+
+        await self.app(scope, receive, send_with_id)
 
 
 class RateLimitHeaders:

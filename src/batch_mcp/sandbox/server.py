@@ -45,6 +45,10 @@ def create_app(config: SandboxConfig | None = None) -> Starlette:
         from batch_mcp.sandbox import app as digitalocean
 
         return digitalocean.create_app(config)
+    if config.backend == "anthropic":
+        from batch_mcp.sandbox.anthropic import app as anthropic
+
+        return anthropic.create_app(config)
     from batch_mcp.sandbox.openai import app as openai_family
 
     return openai_family.create_app(config)
@@ -52,7 +56,7 @@ def create_app(config: SandboxConfig | None = None) -> Starlette:
 
 def api_base_path(config: SandboxConfig) -> str:
     """Where the emulated API lives below the origin: what an SDK's base URL adds to ``http://host:port``."""
-    return "" if config.backend == "digitalocean" else VARIANTS[config.backend].base_path
+    return VARIANTS[config.backend].base_path if config.backend in VARIANTS else ""
 
 
 def _uvicorn_config(app: Starlette, host: str = "127.0.0.1", port: int = 0) -> uvicorn.Config:
@@ -64,7 +68,8 @@ class SandboxServer:
     """A sandbox listening on 127.0.0.1 at a free port, served from a background thread.
 
     ``with SandboxServer(config) as sb:`` gives ``sb.base_url`` (the API base an SDK takes: the origin
-    for DigitalOcean, ``origin/v1`` for OpenAI, ``/v1/openai`` for DeepInfra, ``/openai/v1`` for Groq),
+    for DigitalOcean and Anthropic, ``origin/v1`` for OpenAI, ``/v1/openai`` for DeepInfra, ``/openai/v1``
+    for Groq),
     ``sb.origin`` (where ``/_sandbox`` admin routes live), ``sb.token`` and ``sb.sandbox`` (the live
     state, for inspection and fault injection). Presigned URLs point back at ``origin``.
 

@@ -31,7 +31,7 @@ from batch_mcp.sandbox.lifecycle import TERMINAL_STATUSES, Snapshot, needs_check
 from batch_mcp.sandbox.ratelimit import RateLimiter
 from batch_mcp.sandbox.results import LineFormat, write_results
 from batch_mcp.sandbox.signing import UrlSigner
-from batch_mcp.sandbox.validation import check_input
+from batch_mcp.sandbox.validation import InputCheck, check_input
 
 
 class ApiError(Exception):
@@ -192,16 +192,29 @@ class Sandbox:
         batch_id: str | None = None,
         result_ids: tuple[str, str] | None = None,
         key: str | None = None,
+        check: InputCheck | None = None,
     ) -> Job:
         """Start a job on an uploaded file; the API checked the request and the file beforehand.
 
         ``result_ids`` name its (output, error) files; ``key`` is an idempotency key: if a job (perhaps
-        made by another process a moment ago) already holds it, that job is returned instead.
+        made by another process a moment ago) already holds it, that job is returned instead. ``check``
+        is the input's check when the API made it on arrival (else it is made when validation ends).
         """
         output_id, error_id = result_ids or (new_id(), new_id())
         job = Job(batch_id or new_id(), request, input_file_id, self.upload_path(input_file_id),
-                  self.api.line_format(request), self.clock.now(), window_s, Pace.of(self.config), output_id, error_id)
+                  self.api.line_format(request), self.clock.now(), window_s, Pace.of(self.config), output_id, error_id,
+                  check=check)
         return self.ledger.add_job(job, key)
+
+    def delete_job(self, job: Job) -> bool:
+        """Remove an ended job, its result files and the bytes nothing else reads; ``False`` if it was gone."""
+        unread = self.ledger.delete_job(job.batch_id)
+        if unread is None:
+            return False
+        for path in unread:
+            path.unlink(missing_ok=True)
+        self._working.pop(job.batch_id, None)
+        return True
 
     def job(self, batch_id: str) -> Job:
         job = self.ledger.job(batch_id)
@@ -287,10 +300,13 @@ class Sandbox:
                     for file_id, path in written.items()
                     if publish_output or file_id != job.output_file_id
                 ]
-                job.results = self.ledger.record_results(job.batch_id, written, published)
-                if job.results != written:
+                kept = self.ledger.record_results(job.batch_id, written, published)
+                if kept != written:
                     for path in written.values():
                         path.unlink()
+                if kept is None:
+                    raise ApiError(404, f"Batch '{job.batch_id}' was not found.")
+                job.results = kept
         return job.results
 
     def result_path(self, file_id: str) -> Path | None:

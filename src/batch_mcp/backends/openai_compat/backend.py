@@ -8,7 +8,6 @@ The protocol has no idempotency key for creating a batch, so exactly-once comes 
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -25,13 +24,10 @@ from batch_mcp.backends.base import (
 from batch_mcp.backends.http import HttpClient, HttpOptions, path_segment
 from batch_mcp.backends.openai_compat.variant import Variant
 from batch_mcp.backends.openai_compat.wire import WireBatch, WireFile, WirePage, parse, rate_limit_reset_s, to_job
+from batch_mcp.backends.recovery import listed_since
 from batch_mcp.backends.settings import BackendSettings
 from batch_mcp.domain import CreateSpec, Job, JobPage, JobStatus, Progress, ResultSource, StagedInput
 
-#: Our clock and the service's may disagree; recovery looks this much further back than planned_at.
-CLOCK_SKEW = timedelta(minutes=5)
-#: Recovery gives up (and says so) rather than page through an account's whole history.
-RECOVER_MAX_PAGES = 50
 LIST_PAGE_MAX = 100
 
 
@@ -105,24 +101,18 @@ class OpenAICompatBackend:
         window carries any token of ours), one batch on the same input and endpoint is taken as ours;
         several are reported, never guessed between.
         """
-        since = spec.planned_at - CLOCK_SKEW
-        tags_kept, candidates, cursor = False, [], None
-        for _ in range(RECOVER_MAX_PAGES):
-            page = await self.list(limit=LIST_PAGE_MAX, cursor=cursor)
-            for job in page.jobs:
+        tags_kept, candidates = False, []
+        try:
+            async for job in listed_since(lambda cursor: self.list(limit=LIST_PAGE_MAX, cursor=cursor),
+                                          spec.planned_at, backend=self.name):
                 if job.client_token == spec.client_token:
                     return job
                 tags_kept = tags_kept or job.client_token is not None
-                if (job.client_token is None and job.input_ref == spec.input_ref and job.endpoint == spec.endpoint
-                        and not _older(job, since)):
+                if job.client_token is None and job.input_ref == spec.input_ref and job.endpoint == spec.endpoint:
                     candidates.append(job)
-            if not page.has_more or all(_older(job, since) for job in page.jobs):
-                break
-            cursor = page.next_cursor
-        else:
-            raise RecoveryInconclusive(f"recover: {RECOVER_MAX_PAGES} pages of batches did not reach back to "
-                                       f"{spec.planned_at.isoformat()}", backend=self.name,
-                                       candidates=tuple(job.id for job in candidates), code="recover_too_far")
+        except RecoveryInconclusive as exc:
+            raise RecoveryInconclusive(exc.message, backend=self.name, code=exc.code,
+                                       candidates=tuple(job.id for job in candidates)) from None
         if tags_kept or not candidates:
             return None
         if len(candidates) == 1:
@@ -171,7 +161,3 @@ class OpenAICompatBackend:
         response = await self._http.request(operation, method, self._http.url(path), idempotent=True)
         return to_job(parse(WireBatch, response, self.name, operation), self.name)
 
-
-def _older(job: Job, since: datetime) -> bool:
-    """Created before ``since``; a batch without a creation time is never ruled out."""
-    return job.created_at is not None and job.created_at < since

@@ -25,7 +25,6 @@ from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Route
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from batch_mcp.sandbox.admin import admin_routes
 from batch_mcp.sandbox.config import SandboxConfig
@@ -41,7 +40,15 @@ from batch_mcp.sandbox.openai.wire import (
     has_output,
     ratelimit_headers,
 )
-from batch_mcp.sandbox.pipeline import Handler, RateLimitHeaders, closing, operation_route, parse_json
+from batch_mcp.sandbox.pipeline import (
+    Handler,
+    RateLimitHeaders,
+    RequestIds,
+    closing,
+    operation_route,
+    parse_json,
+    unrouted,
+)
 from batch_mcp.sandbox.state import ApiError, EmulatedApi, Sandbox
 
 Operation = Literal[
@@ -241,26 +248,6 @@ async def cancel_batch(request: Request, sandbox: Sandbox) -> Response:
 # --- assembly --------------------------------------------------------------------------------------
 
 
-async def _unrouted(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, HTTPException)
-    return error_response(ApiError(exc.status_code))
-
-
-class RequestIds:
-    """Every answer carries an ``x-request-id``, as the SDK reports it on errors."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        async def send_with_id(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                message.setdefault("headers", []).append((b"x-request-id", f"req_{uuid.uuid4().hex}".encode()))
-            await send(message)
-
-        await self.app(scope, receive, send_with_id if scope["type"] == "http" else send)
-
-
 def _routes(base: str) -> list[Route]:
     handlers: list[tuple[str, str, str, Handler]] = [
         ("/files", "POST", "upload", upload_file),
@@ -291,7 +278,7 @@ def create_app(config: SandboxConfig) -> Starlette:
             Middleware(RequestIds),
             Middleware(RateLimitHeaders, sandbox=sandbox, render=ratelimit_headers),
         ],
-        exception_handlers={HTTPException: _unrouted},
+        exception_handlers={HTTPException: unrouted(error_response)},
         lifespan=closing(sandbox),
     )
     app.state.sandbox = sandbox
