@@ -130,6 +130,8 @@ class ArgumentShapes:
         for param in signature.parameters.values():
             if param.name == "backend" and len(self.names) < 2:
                 continue
+            if param.name == "endpoint" and not self.endpoints:
+                continue  # no configured backend names endpoints (Anthropic's lines carry none)
             if param.name == "completion_window" and self.one_window and param.annotation is str:
                 continue  # offered where there is a choice; create_batch has always shown its one value
             annotation = self._backend if param.name == "backend" else self._annotation(param)
