@@ -6,6 +6,7 @@ measured in the same process, with the best of a few runs of each.
 
 from __future__ import annotations
 
+import argparse
 import json
 import math
 import os
@@ -150,6 +151,21 @@ def child_worker(script: str) -> Iterator[ChildWorker]:
         yield worker
     finally:
         worker.close()
+
+
+def child_or_size(doc: str, work: Callable[..., dict[str, Any]], quick: str, full_runs: int = 5
+                  ) -> tuple[int, int] | None:
+    """A transfer benchmark's command line: as the child worker, serve ``work`` and return None; else the
+    (requests, runs) to measure: 5,000 and 3 with ``--quick`` (whose help is ``quick``), else 50,000 and
+    ``full_runs``."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help=quick)
+    parser.add_argument(CHILD_FLAG, action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        serve_parent(work)
+        return None
+    return (5_000, 3) if args.quick else (50_000, full_runs)
 
 
 def serve_parent(work: Callable[..., dict[str, Any]]) -> None:

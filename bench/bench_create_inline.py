@@ -17,7 +17,6 @@ byte for byte), then its stored copy is deleted.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import uuid
@@ -32,14 +31,13 @@ from batch_mcp.domain import CreateSpec
 
 from _common import (
     BENCH_DIR,
-    CHILD_FLAG,
+    child_or_size,
     child_worker,
     children_cpu_seconds,
     curl_seconds,
     print_header,
     request_file,
     sandbox_process,
-    serve_parent,
     warm_page_cache,
 )
 
@@ -94,15 +92,10 @@ def create(base_url: str, token: str, path: str) -> dict[str, float]:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="use 5,000 requests (smoke test)")
-    parser.add_argument(CHILD_FLAG, action="store_true", help=argparse.SUPPRESS)
-    args = parser.parse_args()
-    if args.child:
-        serve_parent(create)
+    sized = child_or_size(__doc__, create, "use 5,000 requests (smoke test)")
+    if sized is None:
         return 0
-
-    requests, runs = (5_000, 3) if args.quick else (50_000, 5)
+    requests, runs = sized
     if "BENCH_REQUESTS" in os.environ:
         requests = int(os.environ["BENCH_REQUESTS"])
     path = anthropic_file(requests)

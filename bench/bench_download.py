@@ -23,7 +23,6 @@ Runs alternate with curl's; each figure is the best run. Target: peak RSS <= 100
 
 from __future__ import annotations
 
-import argparse
 import filecmp
 import hashlib
 import json
@@ -44,8 +43,8 @@ from batch_mcp.services.workspace import NewFile
 
 from _common import (
     BENCH_DIR,
-    CHILD_FLAG,
     background,
+    child_or_size,
     child_worker,
     curl_seconds,
     free_port,
@@ -54,7 +53,6 @@ from _common import (
     print_limit,
     print_ratio,
     request_file,
-    serve_parent,
     warm_page_cache,
 )
 
@@ -143,15 +141,10 @@ def download_and_summarise(output_url: str, errors_url: str, requests: str, work
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="use 5,000 requests (smoke test)")
-    parser.add_argument(CHILD_FLAG, action="store_true", help=argparse.SUPPRESS)
-    args = parser.parse_args()
-    if args.child:
-        serve_parent(download_and_summarise)
+    sized = child_or_size(__doc__, download_and_summarise, "use 5,000 requests (smoke test)", full_runs=3)
+    if sized is None:
         return 0
-
-    requests, runs = (5_000, 3) if args.quick else (50_000, 3)
+    requests, runs = sized
     request_path = request_file(requests)
     served = BENCH_DIR / f"openai-results-{requests}"
     if not served.exists():

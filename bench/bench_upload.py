@@ -17,7 +17,6 @@ sender, sets the pace.
 
 from __future__ import annotations
 
-import argparse
 import math
 import statistics
 import time
@@ -31,8 +30,8 @@ from batch_mcp.backends.base import Backend
 from batch_mcp.backends.digitalocean import DigitalOceanBackend
 
 from _common import (
-    CHILD_FLAG,
     SandboxProcess,
+    child_or_size,
     child_worker,
     children_cpu_seconds,
     cpu_seconds,
@@ -45,7 +44,6 @@ from _common import (
     process_cpu_seconds,
     request_file,
     sandbox_process,
-    serve_parent,
     warm_page_cache,
 )
 
@@ -138,15 +136,10 @@ def report(uploads: dict[str, list[Upload]], size: int, curl_label: str, backend
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="use the 20 MB file (smoke test)")
-    parser.add_argument(CHILD_FLAG, action="store_true", help=argparse.SUPPRESS)
-    args = parser.parse_args()
-    if args.child:
-        serve_parent(upload)
+    sized = child_or_size(__doc__, upload, "use the 20 MB file (smoke test)")
+    if sized is None:
         return 0
-
-    requests, runs = (5_000, 3) if args.quick else (50_000, 5)
+    requests, runs = sized
     path = request_file(requests)
     size = path.stat().st_size
     warm_page_cache(path)  # both senders read it from memory

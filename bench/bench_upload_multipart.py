@@ -12,21 +12,18 @@ ratio <= 1.3, peak RSS <= 100 MiB. Every upload is checked to have arrived whole
 
 from __future__ import annotations
 
-import argparse
-
 from bench_upload import Upload, compare, report, timed_upload
 
 from batch_mcp.backends.openai_compat import VARIANTS, OpenAICompatBackend
 
 from _common import (
-    CHILD_FLAG,
+    child_or_size,
     child_worker,
     children_cpu_seconds,
     curl_seconds,
     print_header,
     request_file,
     sandbox_process,
-    serve_parent,
     warm_page_cache,
 )
 
@@ -39,15 +36,10 @@ def upload(base_url: str, token: str, path: str) -> dict[str, float]:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="use the 20 MB file (smoke test)")
-    parser.add_argument(CHILD_FLAG, action="store_true", help=argparse.SUPPRESS)
-    args = parser.parse_args()
-    if args.child:
-        serve_parent(upload)
+    sized = child_or_size(__doc__, upload, "use the 20 MB file (smoke test)")
+    if sized is None:
         return 0
-
-    requests, runs = (5_000, 3) if args.quick else (50_000, 5)
+    requests, runs = sized
     path = request_file(requests)
     size = path.stat().st_size
     warm_page_cache(path)  # both senders read it from memory
