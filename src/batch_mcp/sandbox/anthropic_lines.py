@@ -13,10 +13,10 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, field_validator
 
 from batch_mcp.sandbox.results import Outcome, pick, read_prompt, reply_to, tokens
-from batch_mcp.sandbox.validation import describe
+from batch_mcp.sandbox.validation import NotStreamed, OpenLine, describe
 
 CUSTOM_ID_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 FAILURES = (
@@ -26,25 +26,14 @@ FAILURES = (
 )
 
 
-class _Open(BaseModel):
-    model_config = ConfigDict(extra="allow")
-
-
-class _Params(_Open):
+class _Params(OpenLine):
     model: str = Field(min_length=1)
     max_tokens: int = Field(ge=1)
     messages: list[Any] = Field(min_length=1)
-    stream: bool | None = None
-
-    @field_validator("stream")
-    @classmethod
-    def _not_streamed(cls, stream: bool | None) -> bool | None:
-        if stream:
-            raise ValueError("a batch request cannot stream; drop stream or set it to false")
-        return stream
+    stream: NotStreamed = None
 
 
-class _RequestLine(_Open):
+class _RequestLine(OpenLine):
     custom_id: str
     params: _Params
 

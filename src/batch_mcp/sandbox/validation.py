@@ -10,12 +10,28 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
-from pydantic import ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationError
 
 from batch_mcp.sandbox.results import LineCheck, iter_requests, will_fail
+
+
+class OpenLine(BaseModel):
+    """A request line's part as the APIs read it: the fields they check, and any others passed through."""
+
+    model_config = ConfigDict(extra="allow")
+
+
+def _not_streamed(stream: bool | None) -> bool | None:
+    if stream:
+        raise ValueError("a batch request cannot stream; drop stream or set it to false")
+    return stream
+
+
+#: ``stream`` in a batch request: absent or false (every batch API refuses a streamed request).
+NotStreamed = Annotated[bool | None, AfterValidator(_not_streamed)]
 
 #: The Batch object carries at most this many errors; the check stops once it has them.
 MAX_REPORTED_ERRORS = 20

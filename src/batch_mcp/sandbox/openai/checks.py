@@ -10,28 +10,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import Field, ValidationError
 
-from batch_mcp.sandbox.validation import describe
-
-
-class _Open(BaseModel):
-    model_config = ConfigDict(extra="allow")
+from batch_mcp.sandbox.validation import NotStreamed, OpenLine, describe
 
 
-class _Body(_Open):
+class _Body(OpenLine):
     model: str = Field(min_length=1)
-    stream: bool | None = None
-
-    @field_validator("stream")
-    @classmethod
-    def _not_streamed(cls, stream: bool | None) -> bool | None:
-        if stream:
-            raise ValueError("a batch request cannot stream; drop stream or set it to false")
-        return stream
+    stream: NotStreamed = None
 
 
-class _Message(_Open):
+class _Message(OpenLine):
     role: str = Field(min_length=1)
 
 
@@ -70,7 +59,7 @@ BODIES: dict[str, type[_Body]] = {
 }
 
 
-class RequestLine(_Open):
+class RequestLine(OpenLine):
     custom_id: str = Field(min_length=1)
     method: Literal["POST"]
     url: str
