@@ -6,7 +6,7 @@ from pathlib import Path
 
 import anyio
 
-from batch_mcp.backends.base import ResultsNotReady
+from batch_mcp.backends.base import Backend, ResultsNotReady
 from batch_mcp.domain import Progress, ResultSource
 from batch_mcp.schemas.jobs import (
     DownloadSummary,
@@ -34,8 +34,7 @@ class Downloads(ServiceCore):
             parts = [await self.result_links(part) for part in view.parts or [] if part not in view.failed_parts]
             return ResultLinksView(batch_id=batch_id, parts=parts,
                                    expires_at=min((p.expires_at for p in parts if p.expires_at), default=None))
-        sources = await self._sources(batch_id)
-        backend, _ = self.job_backend(batch_id)
+        backend, sources = await self._sources(batch_id)
         if not backend.capabilities.shareable_result_links:
             return ResultLinksView(batch_id=batch_id, next_step=(
                 f"{backend.capabilities.label} serves result files only with the API key, so there are no links "
@@ -46,8 +45,8 @@ class Downloads(ServiceCore):
                                error_file_url=errors.shareable_url if errors else None,
                                expires_at=min((s.expires_at for s in sources if s.expires_at), default=None))
 
-    async def _sources(self, batch_id: str) -> list[ResultSource]:
-        """The job's result files; a job that ended without any says so rather than "not ready"."""
+    async def _sources(self, batch_id: str) -> tuple[Backend, list[ResultSource]]:
+        """The job's backend and result files; a job that ended without any says so rather than "not ready"."""
         backend, native = self.job_backend(batch_id)
         try:
             sources = await backend.results(native)
@@ -58,7 +57,7 @@ class Downloads(ServiceCore):
             await self._never_has_results(batch_id)
             raise ResultsNotReady(f"The results of job {batch_id} are not available yet", backend=backend.name,
                                   code="results_not_ready")
-        return sources
+        return backend, sources
 
     async def _never_has_results(self, batch_id: str) -> None:
         view = await self.view(batch_id)
@@ -120,9 +119,9 @@ class Downloads(ServiceCore):
     async def _download_files(self, batch_id: str, targets: dict[str, Path], overwrite: bool,
                               on_progress: Progress | None) -> dict[str, Path]:
         """Each result file into a new file of its own (one stream holding both counts as the output)."""
-        backend, _ = self.job_backend(batch_id)
+        backend, sources = await self._sources(batch_id)
         saved: dict[str, Path] = {}
-        for source in await self._sources(batch_id):
+        for source in sources:
             kind = "errors" if source.kind == "errors" else "output"
             with NewFile(targets[kind], overwrite=overwrite) as new:
                 await backend.download(source, new.out, on_progress=on_progress)

@@ -164,10 +164,9 @@ def _submission_from_row(row: sqlite3.Row) -> Submission:
 
 def _last_seen(text: str, backend: str) -> Job:
     """The stored job; rows written before the neutral model hold DigitalOcean's own batch JSON."""
-    data = json.loads(text)
-    if "raw_status" in data:
-        return Job.model_validate(data)
-    return to_job(WireBatch.model_validate(data), backend)
+    if text.startswith('{"backend":'):  # Job JSON as the store writes it; DigitalOcean's began with batch_id
+        return Job.model_validate_json(text)
+    return to_job(WireBatch.model_validate_json(text), backend)
 
 
 def _job_from_row(row: sqlite3.Row) -> JobRecord:
