@@ -51,6 +51,11 @@ class Seen:
     error: bool = False
 
 
+def text_of(content: str | list[dict]) -> str:
+    """A tool result as a framework hands it over: a string, or content blocks (an MCP result's text blocks)."""
+    return content if isinstance(content, str) else "".join(block.get("text", "") for block in content)
+
+
 def first_object(text: str) -> object:
     """The tool's structured answer as the framework shows it: its JSON text first, perhaps followed by (or,
     as a list, beside) other content blocks such as the resource link of a download."""

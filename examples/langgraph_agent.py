@@ -13,44 +13,14 @@ the calls before it in the state folder they share.
 from __future__ import annotations
 
 import sys
-from typing import Any
 
-from langchain_core.language_models import BaseChatModel
-from langchain_core.messages import AIMessage, BaseMessage, ToolMessage
-from langchain_core.outputs import ChatGeneration, ChatResult
+from langchain_core.messages import BaseMessage
 from langchain_mcp_adapters.client import MultiServerMCPClient
 from langgraph.graph import START, MessagesState, StateGraph
 from langgraph.prebuilt import ToolNode, tools_condition
 
-from _canonical_job import MAX_MODEL_TURNS, PROMPT, Seen, Server, ToolCall, main, next_call
-
-
-class ScriptedChatModel(BaseChatModel):
-    """A chat model whose tool calls are decided by next_call from the ToolMessages it is given."""
-
-    @property
-    def _llm_type(self) -> str:
-        return "scripted"
-
-    def bind_tools(self, tools: Any, **kwargs: Any) -> ScriptedChatModel:
-        return self  # it knows its tools' names already
-
-    def _generate(self, messages: list[BaseMessage], stop: Any = None, run_manager: Any = None,
-                  **kwargs: Any) -> ChatResult:
-        history = [Seen(message.name, text_of(message.content), error=message.status == "error")
-                   for message in messages if isinstance(message, ToolMessage)]
-        step = next_call(history)
-        if isinstance(step, ToolCall):
-            call = {"name": step.name, "args": step.arguments, "id": f"call_{len(history)}"}
-            reply = AIMessage("", tool_calls=[call])
-        else:
-            reply = AIMessage(step)
-        return ChatResult(generations=[ChatGeneration(message=reply)])
-
-
-def text_of(content: str | list[Any]) -> str:
-    """A ToolMessage holds a string or content blocks (an MCP result's text blocks)."""
-    return content if isinstance(content, str) else "".join(block.get("text", "") for block in content)
+from _canonical_job import MAX_MODEL_TURNS, PROMPT, Server, main
+from _scripted_chat_model import ScriptedChatModel
 
 
 async def run(server: Server) -> str:

@@ -17,7 +17,7 @@ from agents import Agent, RunContextWrapper, Runner, set_tracing_disabled
 from agents.mcp import MCPServerStdio
 from agents.testing import ModelCall, ModelStep, ScriptedModel, assistant_message, function_call
 
-from _canonical_job import MAX_MODEL_TURNS, PROMPT, Seen, Server, ToolCall, main, next_call
+from _canonical_job import MAX_MODEL_TURNS, PROMPT, Seen, Server, ToolCall, main, next_call, text_of
 
 
 def respond(call: ModelCall) -> list:
@@ -30,11 +30,6 @@ def respond(call: ModelCall) -> list:
     if isinstance(step, ToolCall):
         return [function_call(step.name, step.arguments, call_id=f"call_{len(history)}")]
     return [assistant_message(step)]
-
-
-def text_of(output: str | list[dict]) -> str:
-    """A tool output is a string, or a list of content items (an MCP result's text blocks)."""
-    return output if isinstance(output, str) else "".join(part.get("text", "") for part in output)
 
 
 async def run(server: Server) -> str:
