@@ -38,6 +38,7 @@ SCHEMA_SHA256 = {
     "mcpb-manifest-v0.4.schema.json": "068557824c651d6d49b86ad132adeafe62ca788d918b3e1e2b224bf0f91320fd",
 }
 RUNNERS = (["uvx"], ["uv", "tool", "run"], ["pipx", "run"])  # run the package's script from the package index
+HOSTS = ("Claude Desktop", "Cursor", "VS Code", "Claude Code")  # each has a section in the README
 USER_CONFIG_REFERENCE = re.compile(r"^\$\{user_config\.(\w+)\}$")
 
 
@@ -114,9 +115,10 @@ def mcp_json_forms() -> dict[str, tuple[list[str], set[str]]]:
     return {name: entry_form(e["command"], e["args"], e.get("env", {})) for name, e in entries.items()}
 
 
-def readme_snippets() -> Iterator[tuple[str, tuple[list[str], set[str]]]]:
-    """Every client snippet in the README: JSON configs (any host's layout) and `claude mcp add` lines."""
-    readme = (ROOT / "README.md").read_text()
+def readme_snippets(readme: str | None = None) -> Iterator[tuple[str, tuple[list[str], set[str]]]]:
+    """Every client snippet in the README (or a part of it): JSON configs (any host's layout) and `claude mcp
+    add` lines."""
+    readme = (ROOT / "README.md").read_text() if readme is None else readme
     for block in re.findall(r"```json\n(.*?)```", readme, re.S):
         config = json.loads(block)
         for name, e in (config.get("mcpServers") or config.get("servers") or {}).items():
@@ -215,6 +217,20 @@ def test_readme_snippets_agree_with_mcp_json() -> None:
     assert {name for name, _ in snippets} >= set(forms), "the README shows a snippet for each mcp.json entry"
     for name, form in snippets:
         assert form == forms[name], f"README snippet {name!r} differs from mcp.json"
+
+
+@pytest.mark.parametrize("host", HOSTS)
+def test_the_readme_has_a_section_per_host_with_a_snippet_that_agrees(host: str) -> None:
+    """Each host's section shows a snippet the test above compares; one in mcp.json's own layout is mcp.json's
+    entry word for word, placeholders included."""
+    clients = (ROOT / "README.md").read_text().split("\n## Use it from your MCP client\n", 1)[1].split("\n## ", 1)[0]
+    section = re.search(rf"\n### {re.escape(host)}\n(.*?)(?=\n### |\Z)", clients, re.S)
+    assert section, f"no section for {host} in the README"
+    assert list(readme_snippets(section[1])), f"no client snippet in the {host} section"
+    entries = load("mcp.json")["mcpServers"]
+    for block in re.findall(r"```json\n(.*?)```", section[1], re.S):
+        for name, entry in json.loads(block).get("mcpServers", {}).items():
+            assert entry == entries[name], f"{host}: {name} differs from mcp.json"
 
 
 @pytest.mark.parametrize("flags, variables", [([], set()), (["--sandbox"], {"BATCH_MCP_SANDBOX"}),
