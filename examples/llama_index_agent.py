@@ -6,7 +6,7 @@
 
 BasicMCPClient keeps its defaults: a server process per tool call (each finds the jobs of the calls before it
 in the state folder they share) and 30 s per answer, so wait_for_batch (given no timeout_s, and asked for no
-progress) answers within about 4 s and the agent calls it again. It takes no working directory, so the
+progress) answers within about 3 s and the agent calls it again. It takes no working directory, so the
 folder the tools may use comes from the configuration (BATCH_MCP_ALLOWED_DIRS).
 """
 

@@ -5,7 +5,7 @@
     python openai_agents_agent.py --base-url URL      # against a standalone `batch-mcp sandbox`
 
 MCPServerStdio keeps its defaults: a tool call that takes over 5 s fails, so wait_for_batch (given no
-timeout_s, and asked for no progress) answers within about 4 s and the model calls it again. The tool schemas
+timeout_s, and asked for no progress) answers within about 3 s and the model calls it again. The tool schemas
 are converted to strict mode, as OpenAI models want them; the summary says how many converted.
 """
 

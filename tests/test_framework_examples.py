@@ -139,7 +139,7 @@ def test_a_75_second_job_completes_against_a_standalone_sandbox(framework: Frame
     with standalone_sandbox(requests_per_s=SLOW_PACE) as base_url:
         run = run_example(framework, "--base-url", base_url, timeout_s=300)
     assert run.seconds >= REQUESTS / SLOW_PACE
-    # every wait answers inside the client's timeout, so a long job takes several (about 4 s each without
+    # every wait answers inside the client's timeout, so a long job takes several (about 3 s each without
     # progress, up to 50 s with it); none failed, or the example would have
     assert run.waits >= 2
     print(f"{framework.name}: {run.waits} waits, {run.seconds} s")

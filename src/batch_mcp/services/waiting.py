@@ -23,9 +23,10 @@ from batch_mcp.schemas.jobs import BatchView, WaitResult
 log = logging.getLogger(__name__)
 
 MAX_POLL_INTERVAL_S = 60.0
-#: A wait's length when the agent names none: inside a 5 s client timeout, or longer for a client that
-#: asked for progress (which it then gets every ``HEARTBEAT_S``, changed or not).
-QUICK_WAIT_S = 4.0
+#: A wait's length when the agent names none: well inside a 5 s client timeout (2 s are left for the call's
+#: own way there and back, which a loaded machine can stretch past 1 s), or longer for a client that asked for
+#: progress (which it then gets every ``HEARTBEAT_S``, changed or not).
+QUICK_WAIT_S = 3.0
 WATCHED_WAIT_S = 50.0
 HEARTBEAT_S = 2.5
 #: Poll failures a wait rides out until its deadline: the next poll may well get through.
