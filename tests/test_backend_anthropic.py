@@ -36,6 +36,7 @@ from batch_mcp.backends.http import HttpOptions
 from batch_mcp.backends.retries import RetryPolicy
 from batch_mcp.domain import Counts, CreateSpec, JobStatus, ResultSource
 from batch_mcp.sandbox import SandboxConfig, SandboxServer
+from batch_mcp.schemas.jobs import BatchView
 
 FAST = HttpOptions(retry=RetryPolicy(max_attempts=3, base_delay_s=0.01, max_delay_s=0.05), timeout_s=30.0)
 
@@ -137,6 +138,19 @@ def test_the_five_counts_map_without_loss() -> None:
     assert job.counts == Counts(total=10, succeeded=4, failed=3, cancelled=2, expired=1, processing=0)
     running = to_job(batch("in_progress", processing=7), "anthropic")
     assert running.counts == Counts(total=7, processing=7)
+
+
+@pytest.mark.parametrize(("wire", "shown", "percent"), [
+    (batch("in_progress", processing=7), (0, 0, 0, 0, 7), 0.0),  # nothing settled yet: no progress is claimed
+    (batch("in_progress", processing=6, succeeded=3, errored=1), (3, 1, 0, 0, 6), 40.0),
+    (batch("ended", cancel=True, succeeded=2, errored=1, canceled=7), (2, 1, 7, 0, 0), 100.0),
+    (batch("ended", succeeded=3, expired=2), (3, 0, 0, 2, 0), 100.0),
+])
+def test_the_view_shows_all_five_counts_and_only_reported_progress(wire: WireBatch, shown: tuple[int, ...],
+                                                                   percent: float) -> None:
+    view = BatchView.from_job(to_job(wire, "anthropic"))
+    assert (view.completed, view.failed, view.cancelled, view.expired, view.processing) == shown
+    assert view.total == sum(shown) and view.percent_done == percent
 
 
 def test_the_spent_budget_decides_when_to_come_back() -> None:
