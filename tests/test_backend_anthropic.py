@@ -13,6 +13,7 @@ import json
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +34,7 @@ from batch_mcp.backends.base import (
     UnexpectedResponse,
 )
 from batch_mcp.backends.http import HttpOptions
+from batch_mcp.backends.recovery import CLOCK_SKEW, MEASURED_SKEW, planned_on_service_clock, service_offset
 from batch_mcp.backends.retries import RetryPolicy
 from batch_mcp.domain import Counts, CreateSpec, JobStatus, ResultSource
 from batch_mcp.sandbox import SandboxConfig, SandboxServer
@@ -286,3 +288,36 @@ async def test_without_its_file_every_batch_in_the_window_is_a_candidate(emulato
     with pytest.raises(RecoveryInconclusive, match="can no longer be read") as caught:
         await backend.recover(gone)
     assert set(caught.value.candidates) == set(made)
+
+
+async def test_a_same_size_batch_from_before_the_plan_or_of_another_submission_is_not_ours(
+        emulator: SandboxServer, backend: AnthropicBackend, tmp_path: Path) -> None:
+    """Without metadata the request count is the match; what else is known narrows it: a batch created a
+    minute before the create was planned (inside the old five-minute allowance for clock skew) is not ours,
+    nor one the job store attributes to another submission."""
+    emulator.sandbox.clock.advance(3600)
+    path = write(tmp_path / "in.jsonl", [line("a"), line("b")])
+    earlier = await backend.create(spec(path))
+    emulator.sandbox.clock.advance(60)
+    planned_at = datetime.fromtimestamp(emulator.sandbox.clock.now(), UTC)  # the emulator's clock is ours here
+    other = await backend.create(spec(path))
+    ours = await backend.create(spec(path))
+    lost = spec(path, planned_at=planned_at)
+    with pytest.raises(RecoveryInconclusive) as caught:
+        await backend.recover(lost)
+    assert set(caught.value.candidates) == {other.id, ours.id}  # the earlier one is no candidate
+    found = await backend.recover(lost.model_copy(update={"not_ours": frozenset({other.id})}))
+    assert found is not None and found.id == ours.id and earlier.id not in caught.value.candidates
+
+
+def test_the_services_clock_is_read_from_its_date_header() -> None:
+    now = datetime.now(UTC)
+    ahead = httpx2.Response(200, headers={"date": format_datetime(now + timedelta(minutes=10), usegmt=True)})
+    offset = service_offset(ahead)
+    assert offset is not None and timedelta(minutes=9, seconds=58) <= offset <= timedelta(minutes=10)
+    assert service_offset(httpx2.Response(200)) is None
+    assert service_offset(httpx2.Response(200, headers={"date": "yesterday"})) is None
+    # a service clock ten minutes behind ours still finds a batch made after the plan; without a Date, the
+    # walk allows the fixed skew
+    assert planned_on_service_clock(now, -offset) == now - offset - MEASURED_SKEW
+    assert planned_on_service_clock(now, None) == now - CLOCK_SKEW
