@@ -28,6 +28,7 @@ from batch_mcp.backends.base import (
     AuthenticationError,
     BackendError,
     ConflictError,
+    CreateNotConfirmed,
     InvalidRequestError,
     NotFoundError,
     RecoveryInconclusive,
@@ -39,6 +40,7 @@ from batch_mcp.backends.retries import RetryPolicy
 from batch_mcp.domain import Counts, CreateSpec, JobStatus, ResultSource
 from batch_mcp.sandbox import SandboxConfig, SandboxServer
 from batch_mcp.schemas.jobs import BatchView
+from batch_mcp.services.once import create_once
 
 FAST = HttpOptions(retry=RetryPolicy(max_attempts=3, base_delay_s=0.01, max_delay_s=0.05), timeout_s=30.0)
 
@@ -321,3 +323,22 @@ def test_the_services_clock_is_read_from_its_date_header() -> None:
     # walk allows the fixed skew
     assert planned_on_service_clock(now, -offset) == now - offset - MEASURED_SKEW
     assert planned_on_service_clock(now, None) == now - CLOCK_SKEW
+
+
+async def test_overloaded_is_ridden_out_where_safe_and_a_create_is_never_resent_blindly(
+        emulator: SandboxServer, backend: AnthropicBackend, tmp_path: Path) -> None:
+    """A 529 to a read is retried. To a create it is not: the API documents no rule that a 529 made nothing, so
+    the create counts as unconfirmed, recovery looks first, and only then is it sent once more."""
+    emulator.sandbox.clock.advance(3600)  # earlier batches of this size lie before the window
+    path = write(tmp_path / "in.jsonl", [line(f"o{i}") for i in range(7)])
+    emulator.sandbox.faults.fail_next("create_batch", "overloaded")
+    emulator.sandbox.faults.fail_next("get_batch", "overloaded", times=2)
+    before = operations(emulator, "create_batch"), len(emulator.sandbox.jobs)
+    lost = spec(path, planned_at=datetime.fromtimestamp(emulator.sandbox.clock.now(), UTC))
+    with pytest.raises(CreateNotConfirmed):
+        await backend.create(lost)
+    assert (operations(emulator, "create_batch"), len(emulator.sandbox.jobs)) == (before[0] + 1, before[1])
+    assert await backend.recover(lost) is None  # nothing was made
+    made = await create_once(backend, lost, looks=1, pause_s=0)
+    assert (await backend.get(made.id)).id == made.id  # two 529s on the read, ridden out
+    assert len(emulator.sandbox.jobs) == before[1] + 1

@@ -138,6 +138,33 @@ def test_the_documented_headers_work_too(emulator: SandboxServer) -> None:
         assert refused.status_code == 400 and message in refused.json()["error"]["message"]
 
 
+@pytest.mark.parametrize("version", ["2023-06-01", "2026-10-21"])
+@pytest.mark.parametrize("scheme", ["x-api-key", "bearer"])
+def test_either_key_header_with_either_version(emulator: SandboxServer, scheme: str, version: str) -> None:
+    url = f"{emulator.base_url}/v1/messages/batches"
+
+    def key(value: str) -> dict[str, str]:
+        return {"x-api-key": value} if scheme == "x-api-key" else {"Authorization": f"Bearer {value}"}
+
+    assert httpx2.get(url, headers={**key(emulator.token), "anthropic-version": version}).status_code == 200
+    refused = httpx2.get(url, headers={**key("sk-ant-wrong"), "anthropic-version": version})
+    assert refused.status_code == 401 and refused.json()["error"]["type"] == "authentication_error"
+
+
+def test_overloaded_is_a_529_that_changes_nothing_and_the_sdk_retries(emulator: SandboxServer) -> None:
+    emulator.sandbox.faults.fail_next("create_batch", "overloaded")
+    before = len(emulator.sandbox.jobs)
+    with pytest.raises(anthropic.OverloadedError) as shed:
+        sdk(emulator).messages.batches.create(requests=REQUESTS[:1])
+    assert shed.value.status_code == 529 and shed.value.body["error"]["type"] == "overloaded_error"  # type: ignore[index]
+    assert len(emulator.sandbox.jobs) == before  # load shed before anything was made
+    emulator.sandbox.faults.fail_next("list_batches", "overloaded", times=2)
+    lists = sum(record.operation == "list_batches" for record in emulator.sandbox.requests)
+    page = sdk(emulator, max_retries=2).messages.batches.list(limit=1)
+    assert page.data is not None and sum(record.operation == "list_batches"
+                                         for record in emulator.sandbox.requests) == lists + 3
+
+
 def test_listing_pages_newest_first(emulator: SandboxServer) -> None:
     client = sdk(emulator)
     created = [client.messages.batches.create(requests=REQUESTS[:1]).id for _ in range(5)]
