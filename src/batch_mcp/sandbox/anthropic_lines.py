@@ -53,12 +53,19 @@ class _RequestLine(_Envelope):
     params: _Params  # type: ignore[assignment]
 
 
-def params_problem(request: Any) -> str | None:
-    """Why the request's params would be rejected when it runs, or None."""
+#: The emulated models' context window in tokens (Claude's 200k); Anthropic's API finds a longer prompt only
+#: when the request runs.
+CONTEXT_TOKENS = 200_000
+
+
+def params_problem(request: Any, *, running: bool = False) -> str | None:
+    """Why the request's params are rejected (``running``: also what only running it shows), or None."""
     try:
         _RequestLine.model_validate(request)
     except ValidationError as exc:
         return describe(exc)
+    if running and (used := tokens(read_prompt(request)[1])) > CONTEXT_TOKENS:
+        return f"prompt is too long: {used} tokens > {CONTEXT_TOKENS} maximum"
     return None
 
 
@@ -75,7 +82,7 @@ class AnthropicLineCheck:
             _Envelope.model_validate(obj)
         except ValidationError as exc:
             return describe(exc)
-        problem = params_problem(obj)
+        problem = params_problem(obj, running=self.deferred_params)
         return Deferred(problem) if problem is not None and self.deferred_params else problem
 
 
@@ -98,7 +105,7 @@ class AnthropicLineFormat:
         if outcome in CUT_OFF:
             return ({"custom_id": custom_id, "result": {"type": CUT_OFF[outcome]}} if self.one_stream else None), None
         if outcome == "failed":
-            invalid = params_problem(request) if self.one_stream else None
+            invalid = params_problem(request, running=True) if self.one_stream else None
             code, message = (INVALID, invalid) if invalid else pick(key, FAILURES)
             error = {"type": "error", "error": {"type": code, "message": message}}
             line = {"custom_id": custom_id, "result": {"type": "errored", "error": error}}

@@ -333,6 +333,8 @@ class RetryResult(BaseModel):
     retried: int = Field(description="Requests put into the retry file.")
     failed: int = Field(description="Of those, requests whose result was an error.")
     missing: int = Field(description="Of those, requests with no result at all (cancelled or expired).")
+    not_retried: int = Field(default=0, description="Failed requests left out because their error says the "
+                                                    "request itself is invalid: fix them in the input instead.")
     retry_file: str | None = Field(default=None, description="The new request file (a subset of the original).")
     submitted: SubmitResult | None = Field(default=None, description="The retry job, linked to its parent.")
     next_step: str

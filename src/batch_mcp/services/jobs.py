@@ -43,11 +43,14 @@ class Jobs(ServiceCore):
         record = self.store.get_job(job.ref)
         if record is None:
             return view
-        cost = self._actual_cost(record.usage, merged=record.parent_batch_id is not None) if record.usage else None
+        cost = (self._actual_cost(record.usage, record.backend, merged=record.parent_batch_id is not None)
+                if record.usage else None)
         return view.model_copy(update={"cost": cost, "parent_batch_id": record.parent_batch_id})
 
-    def _actual_cost(self, usage: dict[str, list[int]], *, merged: bool) -> CostReport:
-        report = self.prices.report({m: (u[0], u[1], u[2]) for m, u in usage.items()}, estimated=False)
+    def _actual_cost(self, usage: dict[str, list[int]], backend: str, *, merged: bool) -> CostReport:
+        """What the usage cost at ``backend``'s batch prices (each backend bills its own)."""
+        report = self.prices.report({m: (u[0], u[1], u[2]) for m, u in usage.items()}, estimated=False,
+                                    backend=backend)
         if not merged:
             return report
         return report.model_copy(update={"note": report.note + " It covers every request in the merged table (all "
