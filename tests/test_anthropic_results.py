@@ -57,3 +57,21 @@ async def test_an_invalid_request_is_left_out_of_the_retry_and_the_rest_retried(
     assert retry.retry_file is not None
     assert [json.loads(raw)["custom_id"] for raw in Path(retry.retry_file).read_text().splitlines()] == ["flaky"]
     assert "rejected as invalid" in retry.next_step and "mixed.jsonl" in retry.next_step
+
+
+async def test_a_file_over_one_batchs_limits_runs_as_a_job_group(emulator: SandboxServer, settings: Settings) -> None:
+    """Anthropic's limits are 100,000 requests / 256 MB; with a lower cap set, the 120 reviews run as three
+    batches of one group, each created inline from its own part file, and download merges them."""
+    before = emulator.sandbox.stats()["jobs"]
+    async with open_app_state(settings.model_copy(update={"max_requests": 50})) as state:
+        service = state.service
+        report = await service.validate("data/reviews-anthropic.jsonl")
+        submitted = await service.submit("data/reviews-anthropic.jsonl")
+        group = submitted.batch
+        assert (await service.wait(group.batch_id, 30, 0.05)).batch.status == "completed"
+        summary = await service.download(group.batch_id)
+    assert report.valid and report.batches == 3
+    assert group.batch_id.startswith("group-") and group.parts is not None and len(group.parts) == 3
+    assert all(part.startswith("anthropic:msgbatch_") for part in group.parts)
+    assert emulator.sandbox.stats()["jobs"] == before + 3
+    assert (summary.succeeded, summary.failed, summary.missing) == (120, 0, 0)
