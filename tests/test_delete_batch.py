@@ -14,8 +14,8 @@ from batch_mcp.backends.registry import CATALOG
 from batch_mcp.config import Settings
 from batch_mcp.domain import Ref
 from batch_mcp.sandbox import SandboxServer
+from batch_mcp.schemas.jobs import DELETED_AT
 from batch_mcp.server import open_app_state
-from batch_mcp.services.deletions import DELETED_AT
 from batch_mcp.services.errors import NotDeletable
 
 from conftest import fast_config, mcp_session, only_digitalocean, settings_for
@@ -55,6 +55,7 @@ async def test_an_ended_batch_is_deleted_once_and_what_we_made_stays(emulator: S
         again = await service.delete(batch_id)  # idempotent: answered from the record, nothing sent
         with pytest.raises(NotFoundError):  # gone at the provider
             await service.get(batch_id)
+        shown = await service.view(batch_id)  # get_batch: how it ended, and that it was deleted
         record = service.store.get_job(batch_id)
     assert (deleted.deleted_now, again.deleted_now) == (True, False)
     assert deleted.batch_id == again.batch_id == batch_id and deleted.status == "completed"
@@ -63,6 +64,7 @@ async def test_an_ended_batch_is_deleted_once_and_what_we_made_stays(emulator: S
     assert set(deleted.kept_files) >= {summary.output_path} and kept
     assert all(Path(path).is_file() for path in kept)  # downloaded files are the user's: never removed
     assert record is not None and DELETED_AT in record.last_seen.extra and not record.last_seen.results_ready
+    assert shown.status == "completed" and not shown.results_ready and "Deleted at the provider" in shown.next_step
 
 
 async def test_a_running_batch_is_refused_and_nothing_is_sent(emulator: SandboxServer, both: Settings) -> None:

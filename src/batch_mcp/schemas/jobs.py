@@ -28,6 +28,8 @@ _NEXT_STEP = {
     "cancelling": "Cancelling: call wait_for_batch until it reaches `cancelled`.",
 }
 _RUNNING = "Running: call wait_for_batch to wait for it (or get_batch later to check)."
+#: Where a job deleted at its provider records when (in ``Job.extra``): it is then shown as last seen.
+DELETED_AT = "deleted_at"
 
 
 class ModelCost(BaseModel):
@@ -126,7 +128,9 @@ class BatchView(BaseModel):
             expires_at=job.expires_at,
             metadata=job.metadata or None,
             errors=[BatchErrorItem(code=e.code, message=e.message, line=e.line) for e in job.errors[:20]],
-            next_step=_NEXT_STEP.get(job.status.value, _RUNNING),
+            next_step=(f"Deleted at the provider ({job.extra[DELETED_AT]}), results included; this is how it "
+                       "ended. Files downloaded before stay where they were saved." if DELETED_AT in job.extra
+                       else _NEXT_STEP.get(job.status.value, _RUNNING)),
         )
 
     @classmethod

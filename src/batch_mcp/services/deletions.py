@@ -13,13 +13,10 @@ from datetime import UTC, datetime
 
 from batch_mcp.backends.base import Deleting, NotFoundError
 from batch_mcp.domain import Job
-from batch_mcp.schemas.jobs import DeleteResult
+from batch_mcp.schemas.jobs import DELETED_AT, DeleteResult
 from batch_mcp.services.core import ServiceCore
 from batch_mcp.services.errors import NotDeletable
 from batch_mcp.services.lineage import is_group_id
-
-#: Where a deleted job's record says when it was deleted.
-DELETED_AT = "deleted_at"
 
 
 class Deletions(ServiceCore):

@@ -5,9 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from batch_mcp.backends.base import BackendError, ConflictError
+from batch_mcp.backends.base import BackendError, ConflictError, NotFoundError
 from batch_mcp.domain import Job, JobStatus, Progress
 from batch_mcp.schemas.jobs import (
+    DELETED_AT,
     BatchList,
     BatchView,
     CostReport,
@@ -38,7 +39,13 @@ class Jobs(ServiceCore):
         """A job (or job group) as agents see it, with its actual cost once results were downloaded."""
         if is_group_id(job_id):
             return await self._group_view(job_id)
-        job = await self.get(job_id)
+        try:
+            job = await self.get(job_id)
+        except NotFoundError:
+            record = self.store.get_job(job_id)
+            if record is None or DELETED_AT not in record.last_seen.extra:
+                raise
+            job = record.last_seen  # deleted at the provider (delete_batch): as it was when it ended
         view = BatchView.from_job(job)
         record = self.store.get_job(job.ref)
         if record is None:
