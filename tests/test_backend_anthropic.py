@@ -13,6 +13,7 @@ import json
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
 from pathlib import Path
 from typing import Any
 
@@ -27,15 +28,19 @@ from batch_mcp.backends.base import (
     AuthenticationError,
     BackendError,
     ConflictError,
+    CreateNotConfirmed,
     InvalidRequestError,
     NotFoundError,
     RecoveryInconclusive,
     UnexpectedResponse,
 )
 from batch_mcp.backends.http import HttpOptions
+from batch_mcp.backends.recovery import CLOCK_SKEW, MEASURED_SKEW, planned_on_service_clock, service_offset
 from batch_mcp.backends.retries import RetryPolicy
 from batch_mcp.domain import Counts, CreateSpec, JobStatus, ResultSource
 from batch_mcp.sandbox import SandboxConfig, SandboxServer
+from batch_mcp.schemas.jobs import BatchView
+from batch_mcp.services.once import create_once
 
 FAST = HttpOptions(retry=RetryPolicy(max_attempts=3, base_delay_s=0.01, max_delay_s=0.05), timeout_s=30.0)
 
@@ -137,6 +142,19 @@ def test_the_five_counts_map_without_loss() -> None:
     assert job.counts == Counts(total=10, succeeded=4, failed=3, cancelled=2, expired=1, processing=0)
     running = to_job(batch("in_progress", processing=7), "anthropic")
     assert running.counts == Counts(total=7, processing=7)
+
+
+@pytest.mark.parametrize(("wire", "shown", "percent"), [
+    (batch("in_progress", processing=7), (0, 0, 0, 0, 7), 0.0),  # nothing settled yet: no progress is claimed
+    (batch("in_progress", processing=6, succeeded=3, errored=1), (3, 1, 0, 0, 6), 40.0),
+    (batch("ended", cancel=True, succeeded=2, errored=1, canceled=7), (2, 1, 7, 0, 0), 100.0),
+    (batch("ended", succeeded=3, expired=2), (3, 0, 0, 2, 0), 100.0),
+])
+def test_the_view_shows_all_five_counts_and_only_reported_progress(wire: WireBatch, shown: tuple[int, ...],
+                                                                   percent: float) -> None:
+    view = BatchView.from_job(to_job(wire, "anthropic"))
+    assert (view.completed, view.failed, view.cancelled, view.expired, view.processing) == shown
+    assert view.total == sum(shown) and view.percent_done == percent
 
 
 def test_the_spent_budget_decides_when_to_come_back() -> None:
@@ -272,3 +290,55 @@ async def test_without_its_file_every_batch_in_the_window_is_a_candidate(emulato
     with pytest.raises(RecoveryInconclusive, match="can no longer be read") as caught:
         await backend.recover(gone)
     assert set(caught.value.candidates) == set(made)
+
+
+async def test_a_same_size_batch_from_before_the_plan_or_of_another_submission_is_not_ours(
+        emulator: SandboxServer, backend: AnthropicBackend, tmp_path: Path) -> None:
+    """Without metadata the request count is the match; what else is known narrows it: a batch created a
+    minute before the create was planned (inside the old five-minute allowance for clock skew) is not ours,
+    nor one the job store attributes to another submission."""
+    emulator.sandbox.clock.advance(3600)
+    path = write(tmp_path / "in.jsonl", [line("a"), line("b")])
+    earlier = await backend.create(spec(path))
+    emulator.sandbox.clock.advance(60)
+    planned_at = datetime.fromtimestamp(emulator.sandbox.clock.now(), UTC)  # the emulator's clock is ours here
+    other = await backend.create(spec(path))
+    ours = await backend.create(spec(path))
+    lost = spec(path, planned_at=planned_at)
+    with pytest.raises(RecoveryInconclusive) as caught:
+        await backend.recover(lost)
+    assert set(caught.value.candidates) == {other.id, ours.id}  # the earlier one is no candidate
+    found = await backend.recover(lost.model_copy(update={"not_ours": frozenset({other.id})}))
+    assert found is not None and found.id == ours.id and earlier.id not in caught.value.candidates
+
+
+def test_the_services_clock_is_read_from_its_date_header() -> None:
+    now = datetime.now(UTC)
+    ahead = httpx2.Response(200, headers={"date": format_datetime(now + timedelta(minutes=10), usegmt=True)})
+    offset = service_offset(ahead)
+    assert offset is not None and timedelta(minutes=9, seconds=58) <= offset <= timedelta(minutes=10)
+    assert service_offset(httpx2.Response(200)) is None
+    assert service_offset(httpx2.Response(200, headers={"date": "yesterday"})) is None
+    # a service clock ten minutes behind ours still finds a batch made after the plan; without a Date, the
+    # walk allows the fixed skew
+    assert planned_on_service_clock(now, -offset) == now - offset - MEASURED_SKEW
+    assert planned_on_service_clock(now, None) == now - CLOCK_SKEW
+
+
+async def test_overloaded_is_ridden_out_where_safe_and_a_create_is_never_resent_blindly(
+        emulator: SandboxServer, backend: AnthropicBackend, tmp_path: Path) -> None:
+    """A 529 to a read is retried. To a create it is not: the API documents no rule that a 529 made nothing, so
+    the create counts as unconfirmed, recovery looks first, and only then is it sent once more."""
+    emulator.sandbox.clock.advance(3600)  # earlier batches of this size lie before the window
+    path = write(tmp_path / "in.jsonl", [line(f"o{i}") for i in range(7)])
+    emulator.sandbox.faults.fail_next("create_batch", "overloaded")
+    emulator.sandbox.faults.fail_next("get_batch", "overloaded", times=2)
+    before = operations(emulator, "create_batch"), len(emulator.sandbox.jobs)
+    lost = spec(path, planned_at=datetime.fromtimestamp(emulator.sandbox.clock.now(), UTC))
+    with pytest.raises(CreateNotConfirmed):
+        await backend.create(lost)
+    assert (operations(emulator, "create_batch"), len(emulator.sandbox.jobs)) == (before[0] + 1, before[1])
+    assert await backend.recover(lost) is None  # nothing was made
+    made = await create_once(backend, lost, looks=1, pause_s=0)
+    assert (await backend.get(made.id)).id == made.id  # two 529s on the read, ridden out
+    assert len(emulator.sandbox.jobs) == before[1] + 1

@@ -18,6 +18,7 @@ from batch_mcp.backends.registry import CATALOG, Registry, default_backend
 from batch_mcp.backends.retries import RetryPolicy, retry_delay, server_wait_s
 from batch_mcp.backends.settings import settings_for
 from batch_mcp.domain import Counts, JobStatus
+from batch_mcp.schemas.jobs import BatchView
 
 CHAT = "/v1/chat/completions"
 ALL_VARIABLES = [var for entry in CATALOG.values() for var in (*entry.capabilities.token_env,
@@ -146,6 +147,10 @@ def test_requests_that_never_ran_are_counted_by_how_the_batch_ended(status: str,
                                                                     counts: Counts) -> None:
     job = to_job(batch(status=status, output_file_id="file-out"), "openai")
     assert (job.status, job.counts) == (expected, counts)
+    view = BatchView.from_job(job)  # the view loses none of them, and counts as settled only what ended
+    assert (view.completed, view.failed, view.cancelled, view.expired, view.processing) == (
+        counts.succeeded, counts.failed, counts.cancelled, counts.expired, counts.processing)
+    assert view.percent_done == {"cancelling": 50.0, "failed": 50.0}.get(status, 100.0)
 
 
 @pytest.mark.parametrize(("raw", "expected"), [

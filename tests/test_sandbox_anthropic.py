@@ -138,6 +138,33 @@ def test_the_documented_headers_work_too(emulator: SandboxServer) -> None:
         assert refused.status_code == 400 and message in refused.json()["error"]["message"]
 
 
+@pytest.mark.parametrize("version", ["2023-06-01", "2026-10-21"])
+@pytest.mark.parametrize("scheme", ["x-api-key", "bearer"])
+def test_either_key_header_with_either_version(emulator: SandboxServer, scheme: str, version: str) -> None:
+    url = f"{emulator.base_url}/v1/messages/batches"
+
+    def key(value: str) -> dict[str, str]:
+        return {"x-api-key": value} if scheme == "x-api-key" else {"Authorization": f"Bearer {value}"}
+
+    assert httpx2.get(url, headers={**key(emulator.token), "anthropic-version": version}).status_code == 200
+    refused = httpx2.get(url, headers={**key("sk-ant-wrong"), "anthropic-version": version})
+    assert refused.status_code == 401 and refused.json()["error"]["type"] == "authentication_error"
+
+
+def test_overloaded_is_a_529_that_changes_nothing_and_the_sdk_retries(emulator: SandboxServer) -> None:
+    emulator.sandbox.faults.fail_next("create_batch", "overloaded")
+    before = len(emulator.sandbox.jobs)
+    with pytest.raises(anthropic.OverloadedError) as shed:
+        sdk(emulator).messages.batches.create(requests=REQUESTS[:1])
+    assert shed.value.status_code == 529 and shed.value.body["error"]["type"] == "overloaded_error"  # type: ignore[index]
+    assert len(emulator.sandbox.jobs) == before  # load shed before anything was made
+    emulator.sandbox.faults.fail_next("list_batches", "overloaded", times=2)
+    lists = sum(record.operation == "list_batches" for record in emulator.sandbox.requests)
+    page = sdk(emulator, max_retries=2).messages.batches.list(limit=1)
+    assert page.data is not None and sum(record.operation == "list_batches"
+                                         for record in emulator.sandbox.requests) == lists + 3
+
+
 def test_listing_pages_newest_first(emulator: SandboxServer) -> None:
     client = sdk(emulator)
     created = [client.messages.batches.create(requests=REQUESTS[:1]).id for _ in range(5)]
@@ -218,20 +245,38 @@ def test_wrong_key_and_unknown_batch(emulator: SandboxServer) -> None:
     ([request("has space")], "requests.0.custom_id"),
     ([request("x" * 65)], "requests.0.custom_id"),
     ([request("a"), request("a")], "duplicate custom_id 'a'"),
-    ([request("a"), {"custom_id": "b", "params": {"max_tokens": 5, "messages": [{"role": "user", "content": "x"}]}}],
-     "requests.1.params.model"),
-    ([request("a", max_tokens=0)], "requests.0.params.max_tokens"),
-    ([{**request("a"), "params": {**request("a")["params"], "messages": []}}], "requests.0.params.messages"),
-    ([request("a", stream=True)], "requests.0.params.stream"),
+    ([request("a"), {"custom_id": "b"}], "requests.1.params"),
+    ([request("a"), {"custom_id": "b", "params": "not an object"}], "requests.1.params"),
     ([], "requests: a batch holds from 1"),
 ])
 def test_malformed_requests_are_refused_whole(emulator: SandboxServer, requests: list[Any], where: str) -> None:
+    """The create checks each request's envelope: its custom_id, and that it has params."""
     before = len(emulator.sandbox.jobs)
     with pytest.raises(anthropic.BadRequestError) as refused:
         sdk(emulator).messages.batches.create(requests=requests)
     assert refused.value.body["error"]["type"] == "invalid_request_error"  # type: ignore[index]
     assert where in refused.value.body["error"]["message"]  # type: ignore[index]
     assert len(emulator.sandbox.jobs) == before and not emulator.sandbox.files
+
+
+def test_bad_params_are_found_when_the_request_runs(emulator: SandboxServer) -> None:
+    """As on the real service, params are checked asynchronously: the batch is created, and each bad request
+    comes back errored with invalid_request_error naming its field, beside the good ones."""
+    bad = {"no-model": {"custom_id": "no-model", "params": {"max_tokens": 5, "messages": [
+               {"role": "user", "content": "x"}]}},
+           "zero": request("zero", max_tokens=0),
+           "no-messages": {**request("no-messages"), "params": {**request("x")["params"], "messages": []}},
+           "streamed": request("streamed", stream=True)}
+    batch = sdk(emulator).messages.batches.create(requests=[request("good"), *bad.values()])  # type: ignore[list-item]
+    assert poll(emulator, batch.id)[-1].request_counts.errored >= len(bad)
+    lines = {line.custom_id: line.result for line in result_lines(emulator, batch.id)}
+    good = lines["good"]  # may fail by chance (this emulator fails 30 %), but never as an invalid request
+    assert good.type == "succeeded" or good.error.error.type != "invalid_request_error"  # type: ignore[union-attr]
+    for custom_id, field in [("no-model", "params.model"), ("zero", "params.max_tokens"),
+                             ("no-messages", "params.messages"), ("streamed", "params.stream")]:
+        result = lines[custom_id]
+        assert result.type == "errored" and result.error.error.type == "invalid_request_error", custom_id
+        assert field in result.error.error.message, (custom_id, result.error.error.message)
 
 
 @pytest.mark.parametrize(("body", "message"), [(b"", "empty"), (b'{"requests": [', "not valid JSON"),

@@ -49,11 +49,16 @@ def refusal(tool: FunctionTool) -> str:
     return "converted here, yet the tool is not strict"
 
 
-@pytest.mark.parametrize("backends", [{}, OTHER_BACKENDS], ids=["digitalocean only", "four backends"])
+ANTHROPIC_TOO = {**OTHER_BACKENDS, "ANTHROPIC_API_KEY": "sk-ant-test-not-real", "ANTHROPIC_BASE_URL": "http://127.0.0.1:9"}
+
+
+@pytest.mark.parametrize(("backends", "count"), [({}, 13), (OTHER_BACKENDS, 13), (ANTHROPIC_TOO, 14)],
+                         ids=["digitalocean only", "four backends", "five backends"])
 async def test_every_tool_converts_in_strict_mode(sandbox: SandboxServer, workdir: Path,
-                                                  backends: dict[str, str]) -> None:
+                                                  backends: dict[str, str], count: int) -> None:
     async with strict_tools({**server_env(sandbox, workdir), **backends}, workdir) as tools:
-        assert len(tools) == 13
+        assert len(tools) == count  # delete_batch comes with a backend that can delete (Anthropic)
+        assert ("delete_batch" in tools) is (count == 14)
         not_strict = {name: refusal(tool) for name, tool in tools.items() if not tool.strict_json_schema}
         assert not_strict == {}
         offers_backend = "backend" in tools["submit_batch"].params_json_schema["properties"]

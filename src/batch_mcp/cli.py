@@ -14,6 +14,9 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+#: The backends the sandbox emulates (spelled out: the registry is imported only by the commands that use it).
+EMULATED = ("digitalocean", "openai", "deepinfra", "groq", "anthropic")
+
 if TYPE_CHECKING:
     from batch_mcp.backends.base import Capabilities
     from batch_mcp.config import Settings
@@ -145,7 +148,11 @@ def _capabilities(name: str | None) -> Capabilities:
 def _demo(args: argparse.Namespace) -> int:
     from batch_mcp.demo import run_demo
 
-    return run_demo(workdir=args.workdir, scenario=args.scenario)
+    if args.backend and args.scenario != "reviews":
+        print("batch-mcp demo: --backend goes with --scenario reviews (tickets runs on two backends side by side)",
+              file=sys.stderr)
+        return 2
+    return run_demo(workdir=args.workdir, scenario=args.scenario, backend=args.backend)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -173,7 +180,7 @@ def build_parser() -> argparse.ArgumentParser:
     sandbox.add_argument("--host", default="127.0.0.1")
     sandbox.add_argument("--port", type=int, default=8787)
     sandbox.add_argument("--token", default=os.environ.get("BATCH_MCP_SANDBOX_TOKEN", "sandbox-token"))
-    sandbox.add_argument("--backend", choices=["digitalocean", "openai", "deepinfra", "groq", "anthropic"],
+    sandbox.add_argument("--backend", choices=EMULATED,
                          default="digitalocean", help="which batch API to emulate")
     sandbox.add_argument("--dialect", choices=["openapi", "godo"], default="openapi",
                          help="digitalocean only: the spec's shapes or the Go client's")
@@ -201,6 +208,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--scenario", choices=["tickets", "reviews"], default="tickets",
                       help="tickets: validate, submit, wait, download; reviews: prepare from a CSV, results "
                            "table, retry failures")
+    demo.add_argument("--backend", choices=EMULATED, help="the emulated backend the reviews scenario runs on "
+                                                               "(default: digitalocean)")
     demo.set_defaults(run=_demo)
     return parser
 

@@ -39,10 +39,13 @@ def example_file(name: str = EXAMPLE) -> Path:
     raise FileNotFoundError(f"example file {name} not found")
 
 
-def run_demo(workdir: Path | None = None, scenario: str = "tickets") -> int:
+def run_demo(workdir: Path | None = None, scenario: str = "tickets", backend: str | None = None) -> int:
+    """Run ``scenario``; ``backend`` picks where the reviews scenario runs (the tickets one shows two at once)."""
     with ExitStack() as stack:
         folder = workdir or Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="batch-mcp-demo-")))
         folder.mkdir(parents=True, exist_ok=True)
+        if scenario == "reviews":
+            return anyio.run(_reviews, folder.resolve(), backend or REVIEWS_BACKEND)
         return anyio.run(SCENARIOS[scenario], folder.resolve())
     return 1
 
@@ -162,18 +165,25 @@ async def _tickets(folder: Path) -> int:
     return 0 if ok else 1
 
 
-async def _reviews(folder: Path) -> int:
-    config = SandboxConfig(requests_per_s=300, failure_rate=0.15)
-    title = "an agent summarises 150 product reviews from a CSV, then retries what failed"
+#: Where the reviews scenario runs unless told otherwise, and the model it asks for on each backend.
+REVIEWS_BACKEND = "digitalocean"
+REVIEWS_MODEL = {"anthropic": "claude-haiku-4-5"}
+
+
+async def _reviews(folder: Path, backend: str = REVIEWS_BACKEND) -> int:
+    config = SandboxConfig(backend=backend, requests_per_s=300, failure_rate=0.15)  # type: ignore[arg-type]
+    title = (f"an agent summarises 150 product reviews from a CSV on {CATALOG[backend].capabilities.label}, then "
+             "retries what failed")
     async with _session(folder, REVIEWS, title, [config]) as client:
         _say("\n1. prepare_batch_file data/reviews.csv with a {column} template")
-        prepared = await _call(client, "prepare_batch_file", source="data/reviews.csv", model="gpt-4o-mini",
+        prepared = await _call(client, "prepare_batch_file", source="data/reviews.csv",
+                               model=REVIEWS_MODEL.get(backend, "gpt-4o-mini"),
                                prompt="In one sentence, what does this {stars}-star {product} review complain "
                                       "about or praise? {review}", id_column="review_id", max_tokens=60)
         _say(f"   wrote {_rel(prepared['path'], folder)}: {prepared['records']} requests, valid={prepared['valid']}")
         _say(f"   example prompt: {prepared['example_prompt']}")
         cost = prepared["estimated_cost"]
-        _say(f"   estimated cost: ${cost['total_cost']:.4f} at batch prices (as of {cost['prices_as_of']})")
+        _say(f"   estimated cost: {_dollars(cost['total_cost'], 4)} at batch prices (as of {cost['prices_as_of']})")
 
         _say("\n2. submit_batch + wait_for_batch")
         batch_id = (await _call(client, "submit_batch", path=prepared["path"]))["batch"]["batch_id"]
@@ -183,7 +193,7 @@ async def _reviews(folder: Path) -> int:
         _say("\n3. download_batch_results -> a table joined with the CSV's columns")
         summary = await _call(client, "download_batch_results", batch_id=batch_id)
         _say(f"   table: {_rel(summary['table_csv_path'], folder)}  succeeded={summary['succeeded']} "
-             f"failed={summary['failed']}  cost=${summary['cost']['total_cost']:.6f}")
+             f"failed={summary['failed']}  cost={_dollars(summary['cost']['total_cost'], 6)}")
         rounds = 0
         while summary["failed"] or summary["missing"]:
             rounds += 1
@@ -208,6 +218,10 @@ async def _reviews(folder: Path) -> int:
 
 
 SCENARIOS = {"tickets": _tickets, "reviews": _reviews}
+
+
+def _dollars(amount: float | None, places: int) -> str:
+    return "unknown (no price for this model here)" if amount is None else f"${amount:.{places}f}"
 
 
 def _bar(fraction: float, width: int = 24) -> str:

@@ -199,6 +199,8 @@ class CreateSpec(_Frozen):
     metadata: dict[str, str] = Field(default_factory=dict)
     client_token: str = Field(pattern=r"^[A-Za-z0-9_-]{8,128}$")
     planned_at: Annotated[datetime, AfterValidator(_aware)]
+    not_ours: frozenset[str] = Field(default=frozenset(), description="Native ids of jobs other submissions made: "
+                                     "``recover`` never takes one of them for this one's.")
 
 
 class ResultSource(_Frozen):

@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Literal, Protocol
+from typing import BinaryIO, Literal, Protocol, runtime_checkable
 
 from batch_mcp.domain import CreateSpec, Job, JobPage, JobStatus, Progress, ResultSource, StagedInput
 
@@ -93,6 +93,9 @@ class Capabilities:
     input_retention_days: int | None = None
     #: Whether the list call filters by status itself (else we filter the pages we get).
     status_filter: bool = False
+    #: Whether an ended job can be deleted at the provider, its results with it (the backend is then
+    #: also a :class:`Deleting`).
+    deletes: bool = False
 
     @property
     def reserved_metadata_keys(self) -> tuple[str, ...]:
@@ -266,6 +269,15 @@ class Backend(Protocol):
         ...
 
     async def aclose(self) -> None: ...
+
+
+@runtime_checkable
+class Deleting(Protocol):
+    """A backend that can delete an ended job (``Capabilities.deletes``)."""
+
+    async def delete(self, job_id: str) -> None:
+        """Delete the ended job ``job_id`` and its results at the provider; a running one is refused."""
+        ...
 
 
 def check_spec(capabilities: Capabilities, spec: CreateSpec) -> None:

@@ -27,7 +27,8 @@ runs on while no process is alive. Faults, delays, the request log, the rate bud
 offset belong to the process that serves them. Without ``storage_dir`` the account is a temporary folder.
 
 Test and admin routes, bearer-authenticated and not rate-limited: ``POST /_sandbox/faults``
-``{operation, kind: server_error|rate_limit|drop, times, retry_after_s}``, ``POST /_sandbox/slow``
+``{operation, kind: server_error|rate_limit|conflict|redirect|drop|lost_answer|overloaded, times,
+retry_after_s}``, ``POST /_sandbox/slow``
 ``{operation, seconds}``, ``POST /_sandbox/expire-upload-urls`` ``{ttl_s?}``,
 ``POST /_sandbox/advance-clock`` ``{seconds}``, ``POST /_sandbox/reset-faults``,
 ``GET /_sandbox/stats`` and ``GET /_sandbox/requests``.

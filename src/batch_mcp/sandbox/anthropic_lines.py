@@ -15,15 +15,17 @@ from typing import Any
 
 from pydantic import Field, ValidationError, field_validator
 
-from batch_mcp.sandbox.results import Outcome, pick, read_prompt, reply_to, tokens
+from batch_mcp.sandbox.results import Deferred, Outcome, pick, read_prompt, reply_to, tokens
 from batch_mcp.sandbox.validation import NotStreamed, OpenLine, describe
 
 CUSTOM_ID_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+#: What a request that fails by chance fails with: passing troubles, which a retry may get past (a request
+#: that is itself invalid fails every time, as ``invalid_request_error``).
 FAILURES = (
     ("overloaded_error", "Overloaded"),
-    ("invalid_request_error", "The request parameters were rejected by the model."),
     ("api_error", "Internal server error"),
 )
+INVALID = "invalid_request_error"
 
 
 class _Params(OpenLine):
@@ -33,9 +35,11 @@ class _Params(OpenLine):
     stream: NotStreamed = None
 
 
-class _RequestLine(OpenLine):
+class _Envelope(OpenLine):
+    """What the create call itself checks: the id, and that there are params."""
+
     custom_id: str
-    params: _Params
+    params: dict[str, Any]
 
     @field_validator("custom_id")
     @classmethod
@@ -45,15 +49,41 @@ class _RequestLine(OpenLine):
         return value
 
 
+class _RequestLine(_Envelope):
+    params: _Params  # type: ignore[assignment]
+
+
+#: The emulated models' context window in tokens (Claude's 200k); Anthropic's API finds a longer prompt only
+#: when the request runs.
+CONTEXT_TOKENS = 200_000
+
+
+def params_problem(request: Any, *, running: bool = False) -> str | None:
+    """Why the request's params are rejected (``running``: also what only running it shows), or None."""
+    try:
+        _RequestLine.model_validate(request)
+    except ValidationError as exc:
+        return describe(exc)
+    if running and (used := tokens(read_prompt(request)[1])) > CONTEXT_TOKENS:
+        return f"prompt is too long: {used} tokens > {CONTEXT_TOKENS} maximum"
+    return None
+
+
+@dataclass
 class AnthropicLineCheck:
+    """The whole line at once (DigitalOcean's validation), or, as Anthropic's own API checks, the envelope at
+    create and ``params`` only when the request runs (``deferred_params``: a bad one comes back errored)."""
+
+    deferred_params: bool = False
     model: str | None = None  # Message Batches may mix models: none is reported
 
     def problem(self, obj: Any) -> str | None:
         try:
-            _RequestLine.model_validate(obj)
+            _Envelope.model_validate(obj)
         except ValidationError as exc:
             return describe(exc)
-        return None
+        problem = params_problem(obj, running=self.deferred_params)
+        return Deferred(problem) if problem is not None and self.deferred_params else problem
 
 
 #: Anthropic's spelling of the outcomes of requests that never ran.
@@ -66,7 +96,7 @@ class AnthropicLineFormat:
     one_stream: bool = False
 
     def checker(self) -> AnthropicLineCheck:
-        return AnthropicLineCheck()
+        return AnthropicLineCheck(deferred_params=self.one_stream)
 
     def result_lines(
         self, request: dict[str, Any], key: str, outcome: Outcome, created: int
@@ -75,7 +105,8 @@ class AnthropicLineFormat:
         if outcome in CUT_OFF:
             return ({"custom_id": custom_id, "result": {"type": CUT_OFF[outcome]}} if self.one_stream else None), None
         if outcome == "failed":
-            code, message = pick(key, FAILURES)
+            invalid = params_problem(request, running=True) if self.one_stream else None
+            code, message = (INVALID, invalid) if invalid else pick(key, FAILURES)
             error = {"type": "error", "error": {"type": code, "message": message}}
             line = {"custom_id": custom_id, "result": {"type": "errored", "error": error}}
             return line, None if self.one_stream else line

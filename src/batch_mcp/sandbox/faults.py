@@ -26,8 +26,9 @@ OPERATIONS: tuple[str, ...] = get_args(Operation)
 #: host (as S3 does when a bucket lives in another region), ``drop`` starts a response and then closes
 #: the connection mid-body (after reading part of any request body).
 #: ``lost_answer`` carries the call out (a create commits) and then drops the connection before the
-#: answer: the client cannot tell whether it happened.
-FaultKind = Literal["server_error", "rate_limit", "conflict", "redirect", "drop", "lost_answer"]
+#: answer: the client cannot tell whether it happened. ``overloaded`` answers 529, as Anthropic does when
+#: it sheds load (``overloaded_error``), having done nothing.
+FaultKind = Literal["server_error", "rate_limit", "conflict", "redirect", "drop", "lost_answer", "overloaded"]
 
 
 @dataclass(frozen=True)

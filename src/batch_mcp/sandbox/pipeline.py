@@ -29,6 +29,9 @@ from batch_mcp.sandbox.ratelimit import Budget
 from batch_mcp.sandbox.state import ApiError, Sandbox
 from batch_mcp.sandbox.validation import describe
 
+#: What the faults that answer with an error status answer.
+_FAULT_STATUS = {"server_error": 500, "conflict": 409, "overloaded": 529}
+
 #: How much of a request body a ``drop`` fault reads before closing the connection.
 DROP_AFTER_BYTES = 64 * 1024
 #: Where a ``redirect`` fault sends the client: a name that never resolves, so following it fails loudly.
@@ -161,8 +164,8 @@ def operation_route(
             if fault is not None and fault.kind == "redirect":
                 await discard_body(request)
                 return _storage_redirect(request)
-            if fault is not None and fault.kind in ("server_error", "conflict"):
-                raise ApiError(409 if fault.kind == "conflict" else 500)
+            if fault is not None and fault.kind in ("server_error", "conflict", "overloaded"):
+                raise ApiError(_FAULT_STATUS[fault.kind])
             if fault is not None and fault.kind == "rate_limit":
                 raise ApiError(429, retry_after_s=fault.retry_after_s)
             response = await handler(request, sandbox)

@@ -25,6 +25,11 @@ GIL_PAUSE_EVERY_S = 0.02
 Outcome = Literal["succeeded", "failed", "cancelled", "expired"]
 
 
+class Deferred(str):
+    """A problem an API finds only when the request runs (Anthropic's ``params``): the line is accepted, and
+    its request fails."""
+
+
 class LineCheck(Protocol):
     """Checks the lines of one input file in order; it may remember earlier lines (one model per file)."""
 
@@ -32,7 +37,8 @@ class LineCheck(Protocol):
     model: str | None
 
     def problem(self, obj: Any) -> str | None:
-        """Why this decoded line is refused, or ``None``; ``obj["custom_id"]`` is a string when accepted."""
+        """Why this decoded line is refused, or ``None``; ``obj["custom_id"]`` is a string when accepted (also
+        when the problem is :class:`Deferred`)."""
         ...
 
 

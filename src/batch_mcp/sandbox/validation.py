@@ -15,7 +15,7 @@ from typing import Annotated, Any
 import msgspec
 from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationError
 
-from batch_mcp.sandbox.results import LineCheck, iter_requests, will_fail
+from batch_mcp.sandbox.results import Deferred, LineCheck, iter_requests, will_fail
 
 
 class OpenLine(BaseModel):
@@ -91,15 +91,16 @@ def check_input(
             report(number, f"invalid JSON ({exc})")
             continue
         problem = lines.problem(obj) if isinstance(obj, dict) else "expected a JSON object"
-        if problem is None and obj["custom_id"] in seen:
-            problem = (
+        deferred = isinstance(problem, Deferred)
+        if (problem is None or deferred) and obj["custom_id"] in seen:
+            problem, deferred = (
                 f"duplicate custom_id '{obj['custom_id']}' (first used on line {seen[obj['custom_id']]})"
-            )
-        if problem is not None:
+            ), False
+        if problem is not None and not deferred:
             report(number, problem)
             continue
         seen[obj["custom_id"]] = number
-        failures.append(will_fail(batch_id, obj["custom_id"], raw, failure_rate))
+        failures.append(deferred or will_fail(batch_id, obj["custom_id"], raw, failure_rate))
     if errors:
         return InputCheck(0, errors)
     if not failures:

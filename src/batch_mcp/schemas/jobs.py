@@ -11,7 +11,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field, SerializerFunctionWrapHandler, model_serializer
 
-from batch_mcp.domain import TERMINAL_STATUSES, Job
+from batch_mcp.domain import TERMINAL_STATUSES, Counts, Job
 
 #: The resource listing this server's jobs; one job is ``{JOBS_URI}/{batch_id}``, a later page ``?cursor=...``.
 JOBS_URI = "batch://jobs"
@@ -28,6 +28,8 @@ _NEXT_STEP = {
     "cancelling": "Cancelling: call wait_for_batch until it reaches `cancelled`.",
 }
 _RUNNING = "Running: call wait_for_batch to wait for it (or get_batch later to check)."
+#: Where a job deleted at its provider records when (in ``Job.extra``): it is then shown as last seen.
+DELETED_AT = "deleted_at"
 
 
 class ModelCost(BaseModel):
@@ -77,7 +79,11 @@ class BatchView(BaseModel):
     total: int = Field(default=0, description="Requests in the job.")
     completed: int = Field(default=0, description="Requests that succeeded so far.")
     failed: int = Field(default=0, description="Requests that failed so far.")
-    percent_done: float = Field(default=0.0, description="Share of requests finished (succeeded or failed), 0-100.")
+    cancelled: int = Field(default=0, description="Requests that will not run because the job was cancelled.")
+    expired: int = Field(default=0, description="Requests that did not run before the job's window ran out.")
+    processing: int = Field(default=0, description="Requests not finished yet.")
+    percent_done: float = Field(default=0.0, description="Share of requests settled (succeeded, failed, cancelled "
+                                                         "or expired), 0-100; 0 while the backend reports none.")
     results_ready: bool = Field(description="True when download_batch_results can fetch results now.")
     created_at: datetime | None = None
     completed_at: datetime | None = None
@@ -93,10 +99,16 @@ class BatchView(BaseModel):
     cost: CostReport | None = Field(default=None, description="Actual cost, once results were downloaded.")
     next_step: str = Field(description="What to do next.")
 
+    @property
+    def settled(self) -> int:
+        """Requests that will not change any more: succeeded, failed, cancelled or expired."""
+        return self.completed + self.failed + self.cancelled + self.expired
+
     @classmethod
     def from_job(cls, job: Job) -> BatchView:
-        counts = job.counts
-        total, succeeded, failed = (counts.total, counts.succeeded, counts.failed) if counts else (0, 0, 0)
+        counts = job.counts or Counts()
+        total = counts.total
+        settled = counts.succeeded + counts.failed + counts.cancelled + counts.expired
         return cls(
             batch_id=job.ref,
             status=job.status.value,
@@ -104,16 +116,21 @@ class BatchView(BaseModel):
             provider=job.line_format,
             endpoint=job.endpoint,
             total=total,
-            completed=succeeded,
-            failed=failed,
-            percent_done=round(100.0 * (succeeded + failed) / total, 1) if total else 0.0,
+            completed=counts.succeeded,
+            failed=counts.failed,
+            cancelled=counts.cancelled,
+            expired=counts.expired,
+            processing=counts.processing,
+            percent_done=_percent(settled, total),
             results_ready=job.results_ready,
             created_at=job.created_at,
             completed_at=job.ended_at,
             expires_at=job.expires_at,
             metadata=job.metadata or None,
             errors=[BatchErrorItem(code=e.code, message=e.message, line=e.line) for e in job.errors[:20]],
-            next_step=_NEXT_STEP.get(job.status.value, _RUNNING),
+            next_step=(f"Deleted at the provider ({job.extra[DELETED_AT]}), results included; this is how it "
+                       "ended. Files downloaded before stay where they were saved." if DELETED_AT in job.extra
+                       else _NEXT_STEP.get(job.status.value, _RUNNING)),
         )
 
     @classmethod
@@ -122,7 +139,7 @@ class BatchView(BaseModel):
         views = [cls.from_job(part) for part in parts]
         status = group_status([v.status for v in views], expected_parts)
         total = sum(v.total for v in views)
-        done = sum(v.completed + v.failed for v in views)
+        done = sum(v.settled for v in views)
         errors = [e.model_copy(update={"message": f"{v.batch_id}: {e.message}"}) for v in views for e in v.errors]
         terminal = status in TERMINAL_STATUSES
         failed_parts = [v.batch_id for v in views if v.status == "failed"]
@@ -135,13 +152,19 @@ class BatchView(BaseModel):
             batch_id=group_id, status=status, terminal=terminal,
             provider=views[0].provider if views else None, endpoint=views[0].endpoint if views else None,
             total=total, completed=sum(v.completed for v in views), failed=sum(v.failed for v in views),
-            percent_done=round(100.0 * done / total, 1) if total else 0.0,
+            cancelled=sum(v.cancelled for v in views), expired=sum(v.expired for v in views),
+            processing=sum(v.processing for v in views), percent_done=_percent(done, total),
             results_ready=terminal and any(v.results_ready for v in views),
             created_at=min((v.created_at for v in views if v.created_at), default=None),
             completed_at=max((v.completed_at for v in views if v.completed_at), default=None) if terminal else None,
             metadata=views[0].metadata if views else None, errors=errors[:20],
             parts=[v.batch_id for v in views], failed_parts=failed_parts, next_step=next_step,
         )
+
+
+def _percent(settled: int, total: int) -> float:
+    """Only what the backend counted as settled: nothing is guessed from time or status."""
+    return round(100.0 * settled / total, 1) if total else 0.0
 
 
 _PROGRESS_ORDER = ["validating", "queued", "in_progress", "finalizing"]
@@ -197,6 +220,18 @@ class WaitResult(BaseModel):
     batch: BatchView = Field(description="The job.")
     timed_out: bool = Field(description="True if the wait ended at the timeout; the job goes on running.")
     waited_s: float
+    next_step: str
+
+
+class DeleteResult(BaseModel):
+    """An ended job deleted at its provider."""
+
+    batch_id: str
+    status: str = Field(description="How the job ended.")
+    deleted_now: bool = Field(description="False when an earlier call had deleted it already.")
+    deleted_at: str = Field(description="When it was deleted at the provider.")
+    kept_files: list[str] = Field(default_factory=list, description="Result files downloaded earlier: they stay "
+                                                                    "on disk.")
     next_step: str
 
 
@@ -302,6 +337,8 @@ class RetryResult(BaseModel):
     retried: int = Field(description="Requests put into the retry file.")
     failed: int = Field(description="Of those, requests whose result was an error.")
     missing: int = Field(description="Of those, requests with no result at all (cancelled or expired).")
+    not_retried: int = Field(default=0, description="Failed requests left out because their error says the "
+                                                    "request itself is invalid: fix them in the input instead.")
     retry_file: str | None = Field(default=None, description="The new request file (a subset of the original).")
     submitted: SubmitResult | None = Field(default=None, description="The retry job, linked to its parent.")
     next_step: str

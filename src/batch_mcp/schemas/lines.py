@@ -20,6 +20,8 @@ Provider = Literal["openai", "anthropic"]
 OPENAI_ENDPOINTS: tuple[str, ...] = ("/v1/chat/completions", "/v1/responses")
 
 CUSTOM_ID_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+#: Per line format, the error types that say the request itself is wrong: a retry would fail the same way.
+RETRY_CANNOT_FIX: dict[str, frozenset[str]] = {"anthropic": frozenset({"invalid_request_error"})}
 
 
 class _Line(BaseModel):

@@ -8,6 +8,7 @@ Each job of the workflow lives in its own module; :class:`BatchService` composes
 
 from __future__ import annotations
 
+from batch_mcp.services.deletions import Deletions
 from batch_mcp.services.downloads import Downloads
 from batch_mcp.services.groups import Groups
 from batch_mcp.services.jobs import Jobs
@@ -16,5 +17,5 @@ from batch_mcp.services.retry import Retrying
 from batch_mcp.services.submit import Submitting
 
 
-class BatchService(Submitting, Groups, Jobs, Downloads, Retrying, LocalChecks):
+class BatchService(Submitting, Groups, Jobs, Deletions, Downloads, Retrying, LocalChecks):
     """Everything the tools call; each method lives in the part named after its job."""

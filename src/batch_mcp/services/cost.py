@@ -40,6 +40,8 @@ class BackendPrices:
     #: Vendor prefixes this backend puts in front of model names (DigitalOcean's ``openai-gpt-4o``).
     strip_prefixes: tuple[str, ...]
     prices: dict[str, ModelPrice]
+    #: Which requests the backend does not bill, when it documents that (said in every cost report).
+    unbilled: str = ""
 
     def key(self, model: str) -> str:
         """``openai-gpt-4o-mini`` (on DigitalOcean), ``GPT-4o-Mini`` and ``claude-3.5-haiku-20241022`` match
@@ -65,7 +67,7 @@ def _backend_prices(name: str, entry: dict[str, Any], list_prices: dict[str, Any
     prices = BackendPrices(backend=name, label=caps.label, as_of=entry.get("as_of", list_date),
                            source=entry.get("source", ""), strip_prefixes=tuple(entry.get("strip_prefixes", ())),
                            discount=float(entry["batch_discount"]) if "batch_discount" in entry else caps.discount,
-                           prices={})
+                           prices={}, unbilled=entry.get("unbilled", ""))
     prices.prices.update({prices.key(model): ModelPrice(float(p["input"]), float(p["output"]))
                           for model, p in raw_models.items()})
     return prices
@@ -126,7 +128,8 @@ class PriceTable:
         return CostReport(currency=self.currency, backend=backend, prices_as_of=table.as_of or "unknown",
                           batch_discount=discount, estimated=estimated, models=rows, total_cost=total,
                           unknown_models=unknown, unpriced_reason=unpriced,
-                          note=(dated + with_discount + basis + (unpriced or "")).strip())
+                          note=" ".join(part.strip() for part in (dated + with_discount + basis, unpriced,
+                                                                  table.unbilled) if part))
 
 
 def _unpriced_reason(table: BackendPrices, unknown: list[str]) -> str | None:

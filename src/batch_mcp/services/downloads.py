@@ -101,7 +101,7 @@ class Downloads(ServiceCore):
         for member in members:
             self.store.record_download(member, saved[member].get("output"), saved[member].get("errors"),
                                        table_paths[0], usage if member == batch_id else None)
-        cost = self._actual_cost(usage, merged=bool(view.parts or view.parent_batch_id))
+        cost = self._actual_cost(usage, self.resolve(members[0])[0], merged=bool(view.parts or view.parent_batch_id))
         next_step = (f"{table.failed} request(s) failed and {table.missing} have no result: call "
                      "retry_failed_requests to run just those again." if table.failed or table.missing else
                      f"All requests succeeded: the merged table is {table_paths[0]}.")

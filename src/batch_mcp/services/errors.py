@@ -38,6 +38,10 @@ class JobStillRunning(Exception):
     """The job cannot be retried yet (or its input is gone); the message says what to do."""
 
 
+class NotDeletable(Exception):
+    """A delete that cannot be done (the job still runs, is a group, or its backend cannot delete); nothing changed."""
+
+
 class ResultsExist(Exception):
     """A download would overwrite files the user already has."""
 

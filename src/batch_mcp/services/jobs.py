@@ -5,9 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from batch_mcp.backends.base import BackendError, ConflictError
+from batch_mcp.backends.base import BackendError, ConflictError, NotFoundError
 from batch_mcp.domain import Job, JobStatus, Progress
 from batch_mcp.schemas.jobs import (
+    DELETED_AT,
     BatchList,
     BatchView,
     CostReport,
@@ -38,16 +39,25 @@ class Jobs(ServiceCore):
         """A job (or job group) as agents see it, with its actual cost once results were downloaded."""
         if is_group_id(job_id):
             return await self._group_view(job_id)
-        job = await self.get(job_id)
+        try:
+            job = await self.get(job_id)
+        except NotFoundError:
+            record = self.store.get_job(job_id)
+            if record is None or DELETED_AT not in record.last_seen.extra:
+                raise
+            job = record.last_seen  # deleted at the provider (delete_batch): as it was when it ended
         view = BatchView.from_job(job)
         record = self.store.get_job(job.ref)
         if record is None:
             return view
-        cost = self._actual_cost(record.usage, merged=record.parent_batch_id is not None) if record.usage else None
+        cost = (self._actual_cost(record.usage, record.backend, merged=record.parent_batch_id is not None)
+                if record.usage else None)
         return view.model_copy(update={"cost": cost, "parent_batch_id": record.parent_batch_id})
 
-    def _actual_cost(self, usage: dict[str, list[int]], *, merged: bool) -> CostReport:
-        report = self.prices.report({m: (u[0], u[1], u[2]) for m, u in usage.items()}, estimated=False)
+    def _actual_cost(self, usage: dict[str, list[int]], backend: str, *, merged: bool) -> CostReport:
+        """What the usage cost at ``backend``'s batch prices (each backend bills its own)."""
+        report = self.prices.report({m: (u[0], u[1], u[2]) for m, u in usage.items()}, estimated=False,
+                                    backend=backend)
         if not merged:
             return report
         return report.model_copy(update={"note": report.note + " It covers every request in the merged table (all "

@@ -8,10 +8,16 @@ a few looks; until then nothing is created again.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import anyio
 
 from batch_mcp.backends.base import Backend, CreateNotConfirmed, RecoveryInconclusive
 from batch_mcp.domain import CreateSpec, Job, Ref
+
+#: The native ids of jobs other submissions made, read when recovery looks (not before: a submission
+#: running beside this one may get its answer meanwhile).
+OthersJobs = Callable[[], frozenset[str]]
 
 #: How often a lost create is looked for, and how long to wait between looks, before it counts as never made.
 RECOVERY_LOOKS = 3
@@ -30,13 +36,14 @@ class SubmissionUnresolved(Exception):
             "cancel any that should not run, and submit again with new=true only if none is yours.")
 
 
-async def recover(backend: Backend, spec: CreateSpec, *, looks: int = RECOVERY_LOOKS,
-                  pause_s: float = RECOVERY_PAUSE_S) -> Job | None:
+async def recover(backend: Backend, spec: CreateSpec, others: OthersJobs | None = None, *,
+                  looks: int = RECOVERY_LOOKS, pause_s: float = RECOVERY_PAUSE_S) -> Job | None:
     """The job ``spec`` made, or None once several looks agree there is none; never creates on its own
-    (except on DigitalOcean, where looking is re-sending the same ``request_id``)."""
+    (except on DigitalOcean, where looking is re-sending the same ``request_id``). ``others`` names the
+    jobs that are known not to be it."""
     for look in range(looks):
         try:
-            found = await backend.recover(spec)
+            found = await backend.recover(spec if others is None else spec.model_copy(update={"not_ours": others()}))
         except RecoveryInconclusive as exc:
             raise SubmissionUnresolved(backend.name, spec.client_token, exc.candidates, exc.message) from exc
         if found is not None:
@@ -46,8 +53,8 @@ async def recover(backend: Backend, spec: CreateSpec, *, looks: int = RECOVERY_L
     return None
 
 
-async def create_once(backend: Backend, spec: CreateSpec, *, looks: int = RECOVERY_LOOKS,
-                      pause_s: float = RECOVERY_PAUSE_S) -> Job:
+async def create_once(backend: Backend, spec: CreateSpec, others: OthersJobs | None = None, *,
+                      looks: int = RECOVERY_LOOKS, pause_s: float = RECOVERY_PAUSE_S) -> Job:
     """Create the job; if the answer is lost, find it first, and create again only when it was never made.
 
     The second create may itself be lost: that is raised (the submission stays stored as pending, so
@@ -58,5 +65,5 @@ async def create_once(backend: Backend, spec: CreateSpec, *, looks: int = RECOVE
     except CreateNotConfirmed:
         if backend.capabilities.idempotency == "request_id":
             raise  # recovering is re-sending, which the request loop already did: settled on the next call
-        found = await recover(backend, spec, looks=looks, pause_s=pause_s)
+        found = await recover(backend, spec, others, looks=looks, pause_s=pause_s)
         return found if found is not None else await backend.create(spec)

@@ -183,10 +183,12 @@ def _rows(index: ResultIndex, requests: Iterator[tuple[str, dict[str, Any]]] | N
             yield custom_id, {}
 
 
-def write_unfinished(source: Path, index: ResultIndex, target: Path) -> tuple[int, int]:
+def write_unfinished(source: Path, index: ResultIndex, target: Path, *,
+                     cannot_fix: frozenset[str] = frozenset()) -> tuple[int, int, int]:
     """Copy the request lines of ``source`` that have no successful result into a new file ``target``
-    (created only if there are some); return (failed, missing)."""
-    failed = missing = 0
+    (created only if there are some), except those whose error is one of ``cannot_fix``; return
+    (failed, missing, left out)."""
+    failed = missing = left_out = 0
     taken = "move it away, then call retry_failed_requests again"
     with source.open("rb") as lines, NewFile(target, if_taken=taken) as new:
         for raw in lines:
@@ -199,12 +201,15 @@ def write_unfinished(source: Path, index: ResultIndex, target: Path) -> tuple[in
             result = index.get(custom_id)
             if result is not None and result.succeeded:
                 continue
+            if result is not None and result.error_code in cannot_fix:
+                left_out += 1
+                continue
             failed, missing = (failed + 1, missing) if result is not None else (failed, missing + 1)
             new.out.write(raw if raw.endswith(b"\n") else raw + b"\n")
         if failed + missing == 0:
             new.discard()
     index.close()
-    return failed, missing
+    return failed, missing, left_out
 
 
 def request_prompts(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:

@@ -8,6 +8,7 @@ from batch_mcp.domain import Progress
 from batch_mcp.schemas.jobs import (
     RetryResult,
 )
+from batch_mcp.schemas.lines import RETRY_CANNOT_FIX
 from batch_mcp.services.core import (
     ServiceCore,
     file_stem,
@@ -50,20 +51,26 @@ class Retrying(ServiceCore):
         target = Workspace([source.parent]).output_file(
             source.with_name(f"{source.stem}.retry-{file_stem(batch_id)[:64]}.jsonl"))
         index = ResultIndex(self.lineage.result_files(batch_id))
-        failed, missing = await anyio.to_thread.run_sync(lambda: write_unfinished(source, index, target))
+        cannot_fix = RETRY_CANNOT_FIX.get(view.provider or "", frozenset())
+        failed, missing, invalid = await anyio.to_thread.run_sync(
+            lambda: write_unfinished(source, index, target, cannot_fix=cannot_fix))
+        fix_them = (f" {invalid} request(s) were rejected as invalid ({', '.join(sorted(cannot_fix))} in the results "
+                    f"table's error_code): a retry would fail the same way, so fix them in {source.name} and "
+                    "submit the corrected file." if invalid else "")
         if failed + missing == 0:
-            return RetryResult(retried=0, failed=0, missing=0,
-                               next_step="Nothing to retry: every request has a successful result.")
+            return RetryResult(retried=0, failed=0, missing=0, not_retried=invalid,
+                               next_step=("Nothing a retry can fix." + fix_them) if invalid
+                               else "Nothing to retry: every request has a successful result.")
         record = self.store.get_job((view.parts or [batch_id])[0])
         # not new=True: asking twice for the same retry returns the job the first call made
         submitted = await self.submit(str(target), view.provider, view.endpoint,
                                       record.metadata if record else None,
                                       workspace=Workspace([target.parent]), on_progress=on_progress,
                                       parent_batch_id=batch_id)
-        return RetryResult(retried=failed + missing, failed=failed, missing=missing, retry_file=str(target),
-                           submitted=submitted,
+        return RetryResult(retried=failed + missing, failed=failed, missing=missing, not_retried=invalid,
+                           retry_file=str(target), submitted=submitted,
                            next_step="Call wait_for_batch on the new job, then download_batch_results on it: its "
-                                     "table merges the earlier results, preferring the newest success.")
+                                     "table merges the earlier results, preferring the newest success." + fix_them)
 
     def _needs_download(self, batch_id: str) -> bool:
         record = self.store.get_job(batch_id)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import anyio
@@ -41,7 +41,7 @@ from batch_mcp.services.errors import (
     FileChanged,
     OverBatchLimits,
 )
-from batch_mcp.services.once import create_once, recover
+from batch_mcp.services.once import OthersJobs, create_once, recover
 from batch_mcp.services.workspace import Workspace, sha256_of
 from batch_mcp.store import (
     Claim,
@@ -56,6 +56,9 @@ log = logging.getLogger(__name__)
 #: ``_MAX_CONFLICTS`` such answers: after that it is never re-sent, and only new=true makes the job.
 _REFUSED = (InvalidRequestError, NotFoundError, PermissionDeniedError)
 _MAX_CONFLICTS = 3
+#: How far back a lost create's recovery rules out other submissions' jobs: far beyond any clock skew.
+ATTRIBUTION_HORIZON = timedelta(days=1)
+_PAGE = 500
 
 
 class Submitting(ServiceCore):
@@ -194,7 +197,7 @@ class Submitting(ServiceCore):
                           completion_window=submission.completion_window, metadata=submission.metadata or {},
                           client_token=submission.request_id, planned_at=submission.created_at)
         try:
-            job = await send(backend, spec)
+            job = await send(backend, spec, lambda: self._made_by_others(submission))
         except _REFUSED:
             self.store.discard_submission(submission.request_id)  # refused for good: never re-send it
             raise
@@ -209,6 +212,22 @@ class Submitting(ServiceCore):
         self.store.attach_batch(submission.request_id, job)
         await self._seen(job)
         return job
+
+    def _made_by_others(self, submission: Submission) -> frozenset[str]:
+        """Jobs on the submission's backend that other submissions here made, created within a day of it: a
+        backend that matches a lost create by its shape alone must not take one of them for this one's."""
+        since, taken = submission.created_at - ATTRIBUTION_HORIZON, set()
+        before: tuple[datetime, str] | None = None
+        while True:
+            records = self.store.list_jobs(limit=_PAGE, before=before)
+            for record in records:
+                if record.created_at < since:
+                    return frozenset(taken)
+                if record.backend == submission.backend and record.request_id not in (None, submission.request_id):
+                    taken.add(record.batch_id)
+            if len(records) < _PAGE:
+                return frozenset(taken)
+            before = (records[-1].created_at, records[-1].batch_id)
 
     async def _still_as_checked(self, submission: Submission) -> None:
         """An inline backend reads the input at create (and again to recover a lost answer by its request
@@ -236,11 +255,11 @@ class Submitting(ServiceCore):
         return resumed
 
 
-_Sender = Callable[[Backend, CreateSpec], Awaitable[Job]]
+_Sender = Callable[[Backend, CreateSpec, OthersJobs], Awaitable[Job]]
 
 
-async def _recover_or_create(backend: Backend, spec: CreateSpec) -> Job:
-    found = await recover(backend, spec)
+async def _recover_or_create(backend: Backend, spec: CreateSpec, others: OthersJobs) -> Job:
+    found = await recover(backend, spec, others)
     return found if found is not None else await backend.create(spec)
 
 

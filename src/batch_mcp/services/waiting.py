@@ -55,7 +55,7 @@ async def wait_for(job_id: str, poll: Callable[[], Awaitable[BatchView]],
         now = anyio.current_time()
         if fresh is not None:
             view, poll_took = fresh, now - polled_at
-            done = view.completed + view.failed
+            done = view.settled
             if on_progress:  # every poll, even unchanged: clients that extend timeouts on progress keep waiting
                 await on_progress(done, view.total)
             if view.terminal:
@@ -84,7 +84,7 @@ async def _pause(seconds: float, on_progress: Progress | None, view: BatchView |
     while (left := end - anyio.current_time()) > 0:
         await anyio.sleep(min(HEARTBEAT_S, left))
         if anyio.current_time() < end:
-            await on_progress(view.completed + view.failed, view.total)
+            await on_progress(view.settled, view.total)
 
 
 def _timed_out(view: BatchView | None, unanswered: BackendError | None, waited: float) -> WaitResult:
@@ -94,7 +94,7 @@ def _timed_out(view: BatchView | None, unanswered: BackendError | None, waited: 
     if view.terminal:  # recorded before this wait, and final: no poll could have changed it
         return WaitResult(batch=view, timed_out=False, waited_s=round(waited, 2), next_step=view.next_step)
     stale = f" That is the last status seen: the last poll failed. {unanswered}" if unanswered else ""
-    done = f", {view.completed + view.failed:,} of {view.total:,} requests done" if view.total else ""
+    done = f", {view.settled:,} of {view.total:,} requests done" if view.total else ""
     return WaitResult(batch=view, timed_out=True, waited_s=round(waited, 2),
                       next_step=f"Still {view.status}{done} after {waited:.0f} s; the job keeps running. Call "
                                 f"wait_for_batch again to keep waiting.{stale}")

@@ -135,6 +135,9 @@ class ArgumentShapes:
             if param.name == "completion_window" and self.one_window and param.annotation is str:
                 continue  # offered where there is a choice; create_batch has always shown its one value
             annotation = self._backend if param.name == "backend" else self._annotation(param)
-            params.append(param.replace(annotation=annotation))
+            default = param.default
+            if param.name == "provider" and isinstance(default, str) and default not in self.formats:
+                default = self.formats[0]  # e.g. Anthropic alone: its own line format, not openai's
+            params.append(param.replace(annotation=annotation, default=default))
         tool.__signature__ = signature.replace(parameters=params)  # type: ignore[attr-defined]
         return tool

@@ -15,6 +15,7 @@ from batch_mcp.schemas.jobs import (
     BatchList,
     BatchView,
     CostReport,
+    DeleteResult,
     DownloadSummary,
     PrepareResult,
     ResultLinksView,
@@ -197,6 +198,19 @@ def register_batch_tools(mcp: MCPServer, registry: Registry) -> None:
     @agent_errors
     async def cancel_batch(batch_id: BatchId, ctx: Context[AppState, Any]) -> BatchView:
         return await state_of(ctx).service.cancel(batch_id)
+
+    if deleting := [caps.label for caps, configured in registry.capabilities() if configured and caps.deletes]:
+        @mcp.tool(
+            **titled("Delete an ended batch", ToolAnnotations(read_only_hint=False, destructive_hint=True,
+                                                               idempotent_hint=True, open_world_hint=True)),
+            description=f"Delete an ended batch job for good at the provider ({', '.join(deleting)} only), its "
+                        "results with it: download_batch_results first if you need them. A job still running is "
+                        "refused (cancel_batch, then wait_for_batch until it ends). Result files already "
+                        "downloaded stay on disk and the job stays listed here; calling again is harmless.",
+        )
+        @agent_errors
+        async def delete_batch(batch_id: BatchId, ctx: Context[AppState, Any]) -> DeleteResult:
+            return await state_of(ctx).service.delete(batch_id)
 
     @mcp.tool(
         **titled("Get batch result links", READ_ONLY_REMOTE),

@@ -61,6 +61,7 @@ def backend_facts(caps: Capabilities, *, configured: bool, default: bool) -> dic
         "exactly_once": {"method": caps.idempotency, "how": _EXACTLY_ONCE[caps.idempotency]},
         "result_retention_days": caps.retention_days,
         "input_retention_days": caps.input_retention_days,
+        "deletes_ended_jobs": caps.deletes,
         "token_variables": list(caps.token_env),
         "base_url_variable": caps.base_url_env,
     }

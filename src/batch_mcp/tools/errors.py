@@ -19,6 +19,7 @@ from batch_mcp.services.errors import (
     InvalidBatchFile,
     JobHasNoResults,
     JobStillRunning,
+    NotDeletable,
     OverBatchLimits,
     ResultsExist,
 )
@@ -33,7 +34,7 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 #: Failures whose message already says what to do.
-_SELF_EXPLAINING = (FileChanged, IncompleteDownload, InvalidBatchFile, JobHasNoResults, JobStillRunning,
+_SELF_EXPLAINING = (FileChanged, IncompleteDownload, InvalidBatchFile, JobHasNoResults, JobStillRunning, NotDeletable,
                     OverBatchLimits, PrepareError, ResultsExist, UnusableInput, PathNotAllowed, ClaimLost,
                     StoreUnavailable, SubmissionUnresolved)
 

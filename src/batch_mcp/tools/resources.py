@@ -84,7 +84,8 @@ def register_backends(mcp: MCPServer, app_state: AppState) -> None:
                   description="Every batch API this server knows: whether it is configured here (and which is the "
                               "default), line formats, endpoints, per-batch limits, completion windows, discount "
                               "(\"unknown\" where none is documented), metadata limits, upload style, how exactly-"
-                              "once submission works, result retention, and the variables that configure it.")
+                              "once submission works, result retention, whether ended jobs can be deleted, and the "
+                              "variables that configure it.")
     def backends() -> str:
         return backends_json(app_state.registry)
 

@@ -4,12 +4,13 @@ There is nothing to upload: ``upload`` checks the file is there and hands its pa
 streams the file's lines into the body. The API has no idempotency key and keeps no metadata, so
 exactly-once rests on two rules: ``create`` is never sent again once its body may have reached the
 service (a lost answer raises :class:`CreateNotConfirmed`), and ``recover`` lists the batches created
-since the planned time and takes the one with our request count; several are reported, never guessed
-between.
+since the planned time (on the service's clock) and takes the one with our request count that no other
+submission of ours made; several are reported, never guessed between.
 """
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, BinaryIO
 from urllib.parse import urlsplit
@@ -31,7 +32,7 @@ from batch_mcp.backends.base import (
     check_spec,
 )
 from batch_mcp.backends.http import HttpClient, HttpOptions, path_segment
-from batch_mcp.backends.recovery import listed_since
+from batch_mcp.backends.recovery import listed_since, planned_on_service_clock, service_offset
 from batch_mcp.backends.settings import BackendSettings
 from batch_mcp.domain import CreateSpec, Job, JobPage, JobStatus, Progress, ResultSource, StagedInput
 
@@ -121,20 +122,27 @@ class AnthropicBackend:
                                      status_code=exc.status_code, code=exc.code, request_id=exc.request_id) from exc
 
     async def recover(self, spec: CreateSpec) -> Job | None:
-        """The batch ``spec`` made: the one batch created since ``planned_at`` with as many requests as its file.
+        """The batch ``spec`` made: the one batch with as many requests as its file, created since ``planned_at``
+        on the service's clock (read from its ``Date`` header) and not one that ``spec.not_ours`` names.
 
-        None when no batch in that window has that count; :class:`RecoveryInconclusive` with the
-        candidates when several have it, or when the file can no longer be counted.
+        None when no such batch exists; :class:`RecoveryInconclusive` with the candidates when several
+        do, or when the file can no longer be counted.
         """
         try:
             count: int | None = (await self._body(spec.input_ref)).requests
         except InvalidRequestError:
             count = None  # every batch in the window is then a candidate
+        first, offset = await self._page(None, LIST_PAGE_MAX)
+
+        async def pages(cursor: str | None) -> JobPage:
+            return first if cursor is None else (await self._page(cursor, LIST_PAGE_MAX))[0]
+
         candidates: list[Job] = []
         try:
-            async for job in listed_since(lambda cursor: self.list(limit=LIST_PAGE_MAX, cursor=cursor),
-                                          spec.planned_at, backend=self.name):
-                if count is None or (job.counts is not None and job.counts.total == count):
+            async for job in listed_since(pages, planned_on_service_clock(spec.planned_at, offset),
+                                          backend=self.name):
+                if job.id not in spec.not_ours and (count is None or (job.counts is not None
+                                                                      and job.counts.total == count)):
                     candidates.append(job)
         except RecoveryInconclusive as exc:
             raise RecoveryInconclusive(exc.message, backend=self.name, code=exc.code,
@@ -143,9 +151,9 @@ class AnthropicBackend:
             return None
         if count is not None and len(candidates) == 1:
             return candidates[0]
-        reason = (f"{len(candidates)} batches of {count:,} requests were created since the create was planned"
-                  if count is not None else f"the input file {Path(spec.input_ref).name} can no longer be read to "
-                  "count its requests")
+        reason = (f"{len(candidates)} batches of {count:,} requests, none made by another submission here, were "
+                  "created since the create was planned" if count is not None else
+                  f"the input file {Path(spec.input_ref).name} can no longer be read to count its requests")
         raise RecoveryInconclusive(f"recover: {reason}, and Anthropic keeps no metadata to tell which is ours",
                                    backend=self.name, candidates=tuple(job.id for job in candidates),
                                    code="recover_ambiguous")
@@ -158,6 +166,12 @@ class AnthropicBackend:
 
     async def list(self, status: JobStatus | None = None, limit: int = 20, cursor: str | None = None) -> JobPage:
         """One page, newest first. The API cannot filter by status, so ``status`` filters this page here."""
+        page, _ = await self._page(cursor, limit)
+        return JobPage(jobs=[job for job in page.jobs if status is None or job.status == status],
+                       next_cursor=page.next_cursor)
+
+    async def _page(self, cursor: str | None, limit: int) -> tuple[JobPage, timedelta | None]:
+        """One page of the listing, and how far the service's clock is ahead of ours (None if it says not)."""
         params: dict[str, Any] = {"limit": max(1, min(LIST_PAGE_MAX, limit))}
         if cursor:
             params["after_id"] = cursor
@@ -166,7 +180,7 @@ class AnthropicBackend:
         last = page.last_id or (page.data[-1].id if page.data else None)
         next_cursor = last if page.has_more and last != cursor else None
         jobs = [to_job(batch, self.name) for batch in page.data]
-        return JobPage(jobs=[job for job in jobs if status is None or job.status == status], next_cursor=next_cursor)
+        return JobPage(jobs=jobs, next_cursor=next_cursor), service_offset(response)
 
     async def delete(self, job_id: str) -> None:
         """Delete an ended batch and its results for good. One still processing is refused before anything

@@ -27,6 +27,7 @@ CAPABILITIES = Capabilities(
     retention_days=29,  # results stay downloadable 29 days from created_at
     input_retention_days=None,  # nothing is uploaded: the input stays on the local disk
     status_filter=False,
+    deletes=True,  # DELETE /v1/messages/batches/{id}, ended batches only
 )
 
 

@@ -24,7 +24,7 @@ from batch_mcp.backends.base import (
 from batch_mcp.backends.http import HttpClient, HttpOptions, path_segment
 from batch_mcp.backends.openai_compat.variant import Variant
 from batch_mcp.backends.openai_compat.wire import WireBatch, WireFile, WirePage, parse, rate_limit_reset_s, to_job
-from batch_mcp.backends.recovery import listed_since
+from batch_mcp.backends.recovery import CLOCK_SKEW, listed_since
 from batch_mcp.backends.settings import BackendSettings
 from batch_mcp.domain import CreateSpec, Job, JobPage, JobStatus, Progress, ResultSource, StagedInput
 
@@ -104,7 +104,7 @@ class OpenAICompatBackend:
         tags_kept, candidates = False, []
         try:
             async for job in listed_since(lambda cursor: self.list(limit=LIST_PAGE_MAX, cursor=cursor),
-                                          spec.planned_at, backend=self.name):
+                                          spec.planned_at - CLOCK_SKEW, backend=self.name):
                 if job.client_token == spec.client_token:
                     return job
                 tags_kept = tags_kept or job.client_token is not None

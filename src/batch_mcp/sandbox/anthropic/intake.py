@@ -3,8 +3,10 @@
 A body may be 256 MB, so it is never held in memory: it streams to a file, msgspec splits the
 ``requests`` array out of a memory map of that file (each element kept raw, not decoded), and each
 request becomes one line of the job's input file, which the shared engine reads like any other
-input. Every request is checked before the batch exists, as Anthropic checks the body's schema: the
-first problem answers 400 and names ``requests.<index>``.
+input. The envelope of every request (its ``custom_id``, that it has ``params``) is checked before the
+batch exists, as Anthropic checks the body's schema: the first problem answers 400 and names
+``requests.<index>``. ``params`` are checked only when the request runs, as on the real service: a bad
+one comes back as an ``errored`` result (``invalid_request_error``) once the batch has ended.
 """
 
 from __future__ import annotations
@@ -82,9 +84,9 @@ def api_message(error: dict[str, Any]) -> str:
 
 
 def check(lines_path: Path, *, batch_id: str, failure_rate: float, max_requests: int, max_bytes: int) -> InputCheck:
-    """Check every request and draw its outcome; the first problem is the API's 400 (worker thread)."""
-    checked = check_input(lines_path, AnthropicLineCheck(), batch_id=batch_id, failure_rate=failure_rate,
-                          max_requests=max_requests, max_bytes=max_bytes)
+    """Check every request's envelope and draw its outcome; the first problem is the API's 400 (worker thread)."""
+    checked = check_input(lines_path, AnthropicLineCheck(deferred_params=True), batch_id=batch_id,
+                          failure_rate=failure_rate, max_requests=max_requests, max_bytes=max_bytes)
     if checked.errors:
         raise ApiError(400, api_message(checked.errors[0]))
     return checked

@@ -32,6 +32,7 @@ ERRORS: dict[int, tuple[str, str]] = {
     413: ("request_too_large", "The request exceeds the maximum allowed number of bytes."),
     429: ("rate_limit_error", "Number of requests has exceeded your rate limit. Retry after the delay."),
     500: ("api_error", "Internal server error"),
+    529: ("overloaded_error", "Overloaded"),
 }
 
 
