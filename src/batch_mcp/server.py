@@ -86,7 +86,7 @@ async def open_app_state(settings: Settings) -> AsyncIterator[AppState]:
         if not registry.configured:
             log.warning("no backend configured: set %s (tools will say so)",
                         "; ".join(" or ".join(entry.capabilities.token_env) for entry in CATALOG.values()))
-        store = stack.enter_context(JobStore(state_dir))
+        store = stack.enter_context(JobStore.at(state_dir, settings.store_url_value()))
         try:
             store.check()
         except StoreUnavailable as exc:  # start anyway: every tool that needs the store answers with this
