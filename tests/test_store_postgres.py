@@ -131,7 +131,9 @@ def test_job_changes_reach_every_replicas_listener() -> None:
             to_job(WireBatch.model_validate({"id": "batch-1", "status": "completed"}), "openai"))
         thread.join(timeout=60)
         assert not thread.is_alive()
-        assert ("acct-a", "openai", "batch-1") in [(c.account, c.backend, c.batch_id) for c in seen]
+        assert ("acct-a", "openai", "batch-1", writer.database.origin) in [
+            (c.account, c.backend, c.batch_id, c.origin) for c in seen]
+        assert writer.database.origin != listener.database.origin
 
 
 @pytest.mark.parametrize("dialect", ["sqlite", "postgresql"])

@@ -37,11 +37,13 @@ class Connection(Protocol):
 
 @dataclass(frozen=True)
 class JobChange:
-    """One job's row changed, announced by whichever process (replica) changed it."""
+    """One job's row changed, announced by whichever process (replica) changed it: ``origin`` is that
+    database object's :attr:`Database.origin`, so a replica can skip what it announced itself."""
 
     account: str
     backend: str
     batch_id: str
+    origin: str
 
 
 class Database(ABC):
@@ -53,6 +55,8 @@ class Database(ABC):
     location: str
     #: Whether a claim's holder can be checked by pid (one machine): else only its lease counts.
     local_processes: bool
+    #: Tells this object's announcements from other processes' (see :class:`JobChange`).
+    origin: str = ""
 
     @abstractmethod
     def transaction(self) -> AbstractContextManager[Connection]:

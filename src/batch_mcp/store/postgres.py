@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import re
 import threading
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -84,6 +85,7 @@ class PostgresDatabase(Database):
         self._pool: ConnectionPool[psycopg.Connection[Row]] | None = None
         self._opening = threading.Lock()  # one pool per process; replicas coordinate in the database
         self.channel = ""
+        self.origin = uuid.uuid4().hex
 
     def _unavailable(self, error: Exception) -> StoreUnavailable:
         cause = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
@@ -166,7 +168,7 @@ class PostgresDatabase(Database):
     def announce(self, conn: _Connection, account: str, backend: str, batch_id: str) -> None:
         """Tell every replica's listener, once this transaction commits, that this job changed."""
         conn.execute("SELECT pg_notify(:channel, :payload)", {"channel": self.channel, "payload": json.dumps(
-            {"account": account, "backend": backend, "batch_id": batch_id})})
+            {"account": account, "backend": backend, "batch_id": batch_id, "origin": self.origin})})
 
     def changes(self, stop: threading.Event) -> Iterator[JobChange]:
         """Job changes made by any replica, as they commit, on a connection of their own (not the pool's),
