@@ -108,6 +108,9 @@ class Settings(BaseSettings):
     max_bytes: int | None = Field(default=None, ge=1, description="Bytes allowed in one batch file (default: the "
                                                                   "backend's own limit).")
     poll_interval_s: float = Field(default=5.0, gt=0, description="Default wait_for_batch poll interval.")
+    claim_lease_s: float = Field(default=30.0, ge=1, description="Seconds a server's claim on a submission lasts "
+                                                                 "unrenewed (renewed every third of that): a "
+                                                                 "crashed replica's is taken over after that.")
     max_attempts: int = Field(default=5, ge=1, description="Attempts per API call before a fault is reported.")
     retry_base_delay_s: float = Field(default=0.5, ge=0, description="First backoff between attempts (doubles).")
     timeout_s: float = Field(default=60.0, gt=0, description="Seconds to wait for an API answer before retrying.")

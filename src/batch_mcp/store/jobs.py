@@ -24,7 +24,7 @@ from types import TracebackType
 from typing import Self
 
 from batch_mcp.domain import TERMINAL_STATUSES, Job, Ref
-from batch_mcp.store.claims import Claim
+from batch_mcp.store.claims import CLAIM_LEASE, Claim
 from batch_mcp.store.coordination import Coordinated
 from batch_mcp.store.database import Connection, Database, JobChange, SqliteDatabase
 from batch_mcp.store.migrations import MIGRATIONS, SCHEMA_VERSION
@@ -114,14 +114,17 @@ class JobStore(Coordinated):
         return store
 
     @classmethod
-    def at(cls, state_dir: Path, url: str | None = None, *,
-           upload_max_age: timedelta = DEFAULT_UPLOAD_MAX_AGE) -> Self:
+    def at(cls, state_dir: Path, url: str | None = None, *, upload_max_age: timedelta = DEFAULT_UPLOAD_MAX_AGE,
+           claim_lease: timedelta = CLAIM_LEASE) -> Self:
         """SQLite in ``state_dir``, or the PostgreSQL database at ``url`` (``postgresql://…``); opened on first use."""
-        if not url:
-            return cls(state_dir, upload_max_age)
-        from batch_mcp.store.postgres import PostgresDatabase  # psycopg is an optional extra: imported when used
+        if url:
+            from batch_mcp.store.postgres import PostgresDatabase  # psycopg is an optional extra: imported if used
 
-        return cls(upload_max_age=upload_max_age, database=PostgresDatabase(url))
+            store = cls(upload_max_age=upload_max_age, database=PostgresDatabase(url))
+        else:
+            store = cls(state_dir, upload_max_age)
+        store.claim_lease = claim_lease
+        return store
 
     def scoped(self, accounts: Mapping[str, str]) -> Self:
         """A view on the same database that writes, reads and matches only ``accounts``' rows: backend name
