@@ -151,6 +151,20 @@ class JobStore(Coordinated):
         ``change.account``), until ``stop`` is set; PostgreSQL only (NOTIFY), else NotImplementedError."""
         return self._db.changes(stop)
 
+    def status_changes_elsewhere(self, stop: threading.Event) -> Iterator[JobRecord]:
+        """Jobs whose status another process (replica) changed, as now stored, in every account: what this
+        process's subscribers should hear of, as they hear of its own changes. See :meth:`job_changes`."""
+        seen: dict[tuple[str, str, str], str] = {}
+        for change in self.job_changes(stop):
+            if change.origin == self._db.origin:
+                continue  # announced here already
+            view = self.scoped({change.backend: change.account})
+            record = view.get_job(str(Ref(change.backend, change.batch_id)))
+            key = (change.account, change.backend, change.batch_id)
+            if record is not None and seen.get(key) != record.status:
+                seen[key] = record.status
+                yield record
+
     def close(self) -> None:
         self._db.close()
 
