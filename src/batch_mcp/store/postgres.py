@@ -11,6 +11,7 @@ with ``NOTIFY`` in the transaction that makes them, so every replica can tell it
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import threading
@@ -47,6 +48,7 @@ def redacted(url: str) -> str:
     return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc}"))
 
 
+@functools.lru_cache(maxsize=512)  # the store has a few dozen statements, each sent many times
 def translate(sql: str) -> str:
     """The store's ``:name`` parameters as psycopg's ``%(name)s`` (and a literal ``%`` doubled)."""
     return _PARAMETER.sub(r"%(\1)s", sql.replace("%", "%%"))
