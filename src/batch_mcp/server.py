@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import hmac
 import logging
+import threading
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, Literal
 
@@ -40,6 +42,8 @@ from batch_mcp.tools.errors import invalid_arguments, unknown_arguments
 from batch_mcp.tools.output_schemas import lean_tools
 
 log = logging.getLogger(__name__)
+#: How soon a replica listens again for the others' job changes after its database was unreachable.
+_RELAY_RETRY_S = 5.0
 Transport = Literal["stdio", "streamable-http", "sse"]
 _DO = digitalocean.CAPABILITIES
 
@@ -86,7 +90,8 @@ async def open_app_state(settings: Settings) -> AsyncIterator[AppState]:
         if not registry.configured:
             log.warning("no backend configured: set %s (tools will say so)",
                         "; ".join(" or ".join(entry.capabilities.token_env) for entry in CATALOG.values()))
-        store = stack.enter_context(JobStore(state_dir))
+        store = stack.enter_context(JobStore.at(state_dir, settings.store_url_value(),
+                                                 claim_lease=timedelta(seconds=settings.claim_lease_s)))
         try:
             store.check()
         except StoreUnavailable as exc:  # start anyway: every tool that needs the store answers with this
@@ -103,6 +108,8 @@ async def open_app_state(settings: Settings) -> AsyncIterator[AppState]:
         async with anyio.create_task_group() as background:
             if registry.names:  # in the background: a slow or unreachable API must not delay the handshake
                 background.start_soon(_resume, service)
+            if store.database.dialect == "postgresql":
+                background.start_soon(_relay, store, state)
             yield state
             background.cancel_scope.cancel()
 
@@ -114,6 +121,26 @@ async def _resume(service: BatchService) -> None:
         return
     if resumed:
         log.info("resumed %d submission(s) whose answer was lost", len(resumed))
+
+
+async def _relay(store: JobStore, state: AppState) -> None:
+    """Replicas: this one's subscribers hear of the status changes the others make (PostgreSQL NOTIFY), from
+    a thread that listens until the server stops (and listens again after the database was unreachable)."""
+    stop = threading.Event()
+
+    def listen() -> None:
+        for record in store.status_changes_elsewhere(stop):
+            anyio.from_thread.run(state.announce, record.last_seen)
+
+    try:
+        while True:
+            try:
+                await anyio.to_thread.run_sync(listen, abandon_on_cancel=True)
+            except StoreUnavailable as exc:
+                log.warning("not hearing other replicas' job changes for now: %s", exc)
+            await anyio.sleep(_RELAY_RETRY_S)
+    finally:
+        stop.set()
 
 
 class BatchMCPServer(MCPServer):
