@@ -16,6 +16,7 @@ from test_faults_mcp import SUBMIT, fast_retries, text
 from batch_mcp.sandbox import SandboxServer
 from batch_mcp.sandbox.pipeline import REDIRECT_HOST
 from batch_mcp.services.workspace import sha256_of
+from batch_mcp.store import JobStore
 
 from conftest import mcp_session, settings_for
 
@@ -191,3 +192,32 @@ async def test_a_storm_longer_than_the_wait_ends_in_a_normal_timeout(faulty: San
     assert not waited.is_error, text(waited)
     assert waited.structured_content["timed_out"] and said in waited.structured_content["next_step"]
     assert elapsed < 4, f"the 1 s wait took {elapsed:.1f} s"
+
+
+# --- a restart beside a server still making the job ------------------------------------------------
+
+
+async def test_a_starting_server_leaves_a_create_another_server_is_making_to_it(faulty: SandboxServer,
+                                                                                workdir: Path) -> None:
+    """A server (or replica) that starts while another is still creating a job once re-sent that create: on
+    the backends that find a lost create by its shape alone, a second paid job. Now it resends only under the
+    submission's claim, so while the other holds it nothing is sent, and once it is free the job is made once."""
+    settings = fast_retries(faulty, workdir)
+    faulty.sandbox.faults.fail_next("create_batch", "conflict")
+    async with mcp_session(settings) as (client, state):
+        answer = await client.call_tool("submit_batch", SUBMIT)
+        assert answer.is_error and "409 Conflict (1 of 3 allowed)" in text(answer), text(answer)
+        (pending,) = state.service.store.pending_submissions()
+    sent, jobs = creates_sent(faulty), faulty.sandbox.stats()["jobs"]
+    with JobStore(settings.state_dir) as other_server:
+        held = other_server.claim(pending.fingerprint, backend=pending.backend)
+        assert held is not None
+        async with mcp_session(settings) as (_, state):
+            assert await state.service.resume_pending() == []
+            assert creates_sent(faulty) == sent
+            assert [s.request_id for s in state.service.store.pending_submissions()] == [pending.request_id]
+            other_server.release_claim(held)
+            (job,) = await state.service.resume_pending()
+            assert await state.service.resume_pending() == []  # answered now: nothing left to send
+    assert creates_sent(faulty) == sent + 1 and faulty.sandbox.stats()["jobs"] == jobs + 1
+    assert job.id

@@ -45,6 +45,7 @@ from batch_mcp.services.once import OthersJobs, create_once, recover
 from batch_mcp.services.workspace import Workspace, sha256_of
 from batch_mcp.store import (
     Claim,
+    StoreUnavailable,
     Submission,
     UploadRecord,
 )
@@ -247,12 +248,33 @@ class Submitting(ServiceCore):
             if submission.conflicts >= _MAX_CONFLICTS or submission.backend not in self.registry.names:
                 continue  # only the agent can resolve it (new=true), or its backend is not configured here
             try:
-                resumed.append(await self._resend(submission))
+                if (job := await self._resend_if_free(submission)) is not None:
+                    resumed.append(job)
             except _REFUSED as exc:
                 log.warning("submission %s was refused (%s); forgotten", submission.request_id, exc)
             except Exception as exc:  # one bad record must not stop the others; it stays pending
                 log.warning("could not resume submission %s: %s", submission.request_id, exc)
         return resumed
+
+    async def _resend_if_free(self, submission: Submission) -> Job | None:
+        """Resend a pending create only under its claim: a server (or replica) still making that job holds it,
+        and a resend beside it would make a second job on a backend that matches lost creates by shape. Its
+        holder settles it; if the holder dies, the next identical submit (or the next start) takes over."""
+        claim = self.store.claim(submission.fingerprint, backend=submission.backend)
+        if claim is None:
+            log.info("submission %s is being made by another server; left to it", submission.request_id)
+            return None
+        try:
+            with self.store.keeping(claim):
+                pending = self.store.pending_submissions(submission.backend)
+                if all(other.request_id != submission.request_id for other in pending):
+                    return None  # answered (or refused) while we waited for the claim
+                return await self._resend(submission)
+        finally:
+            try:
+                self.store.release_claim(claim)
+            except StoreUnavailable as exc:
+                log.warning("could not release a submission claim: %s", exc)
 
 
 _Sender = Callable[[Backend, CreateSpec, OthersJobs], Awaitable[Job]]
