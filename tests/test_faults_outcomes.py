@@ -221,3 +221,21 @@ async def test_a_starting_server_leaves_a_create_another_server_is_making_to_it(
             assert await state.service.resume_pending() == []  # answered now: nothing left to send
     assert creates_sent(faulty) == sent + 1 and faulty.sandbox.stats()["jobs"] == jobs + 1
     assert job.id
+
+
+async def test_a_running_server_makes_the_job_another_left_pending_without_being_asked(faulty: SandboxServer,
+                                                                                      workdir: Path) -> None:
+    """A replica that dies mid-submit leaves a planned create; no agent may ever submit that file again, so a
+    running server sweeps for such creates (leased, one replica at a time) and makes the job, once."""
+    watching = fast_retries(faulty, workdir, resume_interval_s=0.2)
+    async with mcp_session(watching) as (_, watcher):
+        jobs = faulty.sandbox.stats()["jobs"]
+        faulty.sandbox.faults.fail_next("create_batch", "conflict")
+        async with mcp_session(fast_retries(faulty, workdir, resume_interval_s=3600)) as (dying, _):
+            answer = await dying.call_tool("submit_batch", SUBMIT)
+            assert answer.is_error and "409 Conflict (1 of 3 allowed)" in text(answer), text(answer)
+        with anyio.fail_after(10):
+            while watcher.service.store.pending_submissions():
+                await anyio.sleep(0.05)
+        (record,) = watcher.service.store.list_jobs()
+    assert faulty.sandbox.stats()["jobs"] == jobs + 1 and record.request_id is not None

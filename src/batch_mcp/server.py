@@ -10,6 +10,7 @@ from __future__ import annotations
 import hmac
 import logging
 import threading
+import uuid
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from datetime import timedelta
@@ -44,6 +45,8 @@ from batch_mcp.tools.output_schemas import lean_tools
 log = logging.getLogger(__name__)
 #: How soon a replica listens again for the others' job changes after its database was unreachable.
 _RELAY_RETRY_S = 5.0
+#: The lease on the periodic resume sweep: one replica on a store sweeps at a time.
+RESUME_LEASE = "resume-pending"
 Transport = Literal["stdio", "streamable-http", "sse"]
 _DO = digitalocean.CAPABILITIES
 
@@ -107,20 +110,30 @@ async def open_app_state(settings: Settings) -> AsyncIterator[AppState]:
         service.status_listeners.append(state.announce)
         async with anyio.create_task_group() as background:
             if registry.names:  # in the background: a slow or unreachable API must not delay the handshake
-                background.start_soon(_resume, service)
+                background.start_soon(_resume, service, settings.resume_interval_s)
             if store.database.dialect == "postgresql":
                 background.start_soon(_relay, store, state)
             yield state
             background.cancel_scope.cancel()
 
 
-async def _resume(service: BatchService) -> None:
-    try:
-        resumed = await service.resume_pending()
-    except StoreUnavailable:  # already logged at startup; the tools explain it
-        return
-    if resumed:
-        log.info("resumed %d submission(s) whose answer was lost", len(resumed))
+async def _resume(service: BatchService, interval_s: float) -> None:
+    """Settle the creates whose answer was lost: at start, then every ``interval_s`` while the server runs, so a
+    replica (or IDE window) that died mid-submit has its job made by another without an agent asking again.
+    Each resend is claimed (exactly once either way); the periodic sweep is also leased, so of many replicas on
+    one store one sweeps at a time, and another takes over when it stops renewing."""
+    holder, ttl = uuid.uuid4().hex, timedelta(seconds=3 * interval_s)
+    first = True
+    while True:
+        try:
+            if first or service.store.take_lease(RESUME_LEASE, holder, ttl):
+                resumed = await service.resume_pending()
+                if resumed:
+                    log.info("resumed %d submission(s) whose answer was lost", len(resumed))
+        except StoreUnavailable as exc:  # logged at startup; the tools explain it; the next sweep tries again
+            log.debug("resume sweep skipped: %s", exc)
+        first = False
+        await anyio.sleep(interval_s)
 
 
 async def _relay(store: JobStore, state: AppState) -> None:
