@@ -94,8 +94,8 @@ class ArgumentShapes:
     alone, every schema stays as it always was."""
 
     def __init__(self, registry: Registry) -> None:
-        self.names = registry.names
-        shown = [CATALOG[name].capabilities for name in registry.names or (registry.default,)]
+        self.names = registry.configured  # hosted: every backend a caller may send a key for
+        shown = [CATALOG[name].capabilities for name in self.names or (registry.default,)]
         self.formats = tuple(dict.fromkeys(f for caps in shown for f in caps.line_formats))
         self.endpoints = tuple(dict.fromkeys(e for caps in shown for e in caps.endpoints))
         self.windows = "; ".join(f"{caps.name}: {caps.windows}" for caps in shown)
