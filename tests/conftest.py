@@ -15,6 +15,7 @@ from batch_mcp.config import Settings
 from batch_mcp.demo import example_file
 from batch_mcp.sandbox import SandboxConfig, SandboxServer
 from batch_mcp.server import build_server, open_app_state
+from batch_mcp.store import JobStore
 from batch_mcp.tools.context import AppState
 
 
@@ -24,6 +25,13 @@ def fast_config(**overrides: Any) -> SandboxConfig:
                                   cancelling_s=0.05, rate_limit_per_minute=1_000_000, failure_rate=0.05)
     values.update(overrides)
     return SandboxConfig(**values)
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[JobStore]:
+    """A fresh, empty job store."""
+    with JobStore.open(tmp_path / "store") as opened:
+        yield opened
 
 
 @pytest.fixture(scope="module")

@@ -97,7 +97,9 @@ def test_a_v5_store_upgrades_with_every_row_and_its_bare_ids_still_resolve(tmp_p
     connection = sqlite3.connect(tmp_path / STORE_FILENAME)
     try:
         assert connection.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
-        assert connection.execute("SELECT holder FROM claims").fetchall() == [("holder",)]
+        assert connection.execute("SELECT holder, account FROM claims").fetchall() == [("holder", "local")]
+        for table in ("uploads", "submissions", "batches", "job_groups"):  # every old row is the single user's
+            assert connection.execute(f"SELECT DISTINCT account FROM {table}").fetchall() == [("local",)]
         assert connection.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
     finally:
         connection.close()

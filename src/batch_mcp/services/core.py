@@ -100,7 +100,7 @@ class ServiceCore:
         the holder made, or takes over once the holder is gone."""
         fingerprint = key.digest
         async with self._submitting.setdefault(fingerprint, anyio.Lock()):
-            while (claim := self.store.claim(fingerprint)) is None:
+            while (claim := self.store.claim(fingerprint, backend=key.backend)) is None:
                 await anyio.sleep(_CLAIM_POLL_S)
             try:
                 with self.store.keeping(claim):

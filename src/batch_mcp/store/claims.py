@@ -3,17 +3,17 @@
 The in-process lock only orders tasks of one server, and every server a user runs shares the default state
 folder. So before uploading, a server takes a row in ``claims`` keyed by the submission's fingerprint; a
 second server finds it taken and waits, then returns the job the holder made. A claim is a lease: its
-holder renews it while it uploads and creates, and it is taken over once it expires, or at once when its
-holder's process is gone from this machine (killed, crashed). A job is only planned under a claim still
-held at that moment (checked in the planning transaction), so a holder whose lease was taken over cannot
-make a second job.
+holder renews it while it uploads and creates, and it is taken over once it expires, or (on SQLite, one
+machine) at once when its holder's process is gone from this machine (killed, crashed). A job is only
+planned under a claim still held at that moment (checked in the planning transaction), so a holder whose
+lease was taken over cannot make a second job. Claims are per account: the same submission in two tenants'
+accounts is two jobs, each made once.
 """
 
 from __future__ import annotations
 
 import os
 import socket
-import sqlite3
 import sys
 import threading
 import uuid
@@ -22,6 +22,12 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+from batch_mcp.store.scope import LOCAL_ACCOUNT
+
+if TYPE_CHECKING:
+    from batch_mcp.store.database import Connection
 
 #: How long a claim lasts without renewal (its holder renews it every third of that).
 CLAIM_LEASE = timedelta(seconds=30)
@@ -35,6 +41,7 @@ class ClaimLost(RuntimeError):
 class Claim:
     fingerprint: str
     holder: str
+    account: str = LOCAL_ACCOUNT
 
 
 def _alive(pid: int) -> bool:
@@ -54,35 +61,59 @@ def _alive(pid: int) -> bool:
     return state != "Z"
 
 
-def take(conn: sqlite3.Connection, fingerprint: str, now: datetime, lease: timedelta) -> Claim | None:
-    """Claim ``fingerprint`` unless a live holder has it; call inside a write transaction."""
-    row = conn.execute("SELECT host, pid, expires_at FROM claims WHERE fingerprint = ?", (fingerprint,)).fetchone()
-    if row is not None and datetime.fromisoformat(row["expires_at"]) > now and (
-            row["host"] != socket.gethostname() or _alive(row["pid"])):
+def take(conn: Connection, account: str, fingerprint: str, now: datetime, lease: timedelta, *,
+         local_processes: bool) -> Claim | None:
+    """Claim ``fingerprint`` in ``account`` unless a live holder has it; call inside a write transaction.
+
+    The take is one compare-and-swap on the row (an insert, or an update of the very holder seen expired),
+    so two takers racing on a database without a global write lock (PostgreSQL) cannot both win. With
+    ``local_processes`` (one machine, SQLite) a holder whose process is gone is taken over at once; across
+    machines only the lease's expiry counts.
+    """
+    row = conn.execute("SELECT holder, host, pid, expires_at FROM claims WHERE account = :account"
+                       " AND fingerprint = :fingerprint", {"account": account, "fingerprint": fingerprint}).fetchone()
+    if row is not None and datetime.fromisoformat(row["expires_at"]) > now and not (
+            local_processes and row["host"] == socket.gethostname() and not _alive(row["pid"])):
         return None
-    claim = Claim(fingerprint, uuid.uuid4().hex)
-    conn.execute("INSERT OR REPLACE INTO claims (fingerprint, holder, host, pid, expires_at) VALUES (?, ?, ?, ?, ?)",
-                 (fingerprint, claim.holder, socket.gethostname(), os.getpid(), (now + lease).isoformat()))
-    return claim
+    claim = Claim(fingerprint, uuid.uuid4().hex, account)
+    taken = conn.execute(
+        "INSERT INTO claims (account, fingerprint, holder, host, pid, expires_at)"
+        " VALUES (:account, :fingerprint, :holder, :host, :pid, :expires_at)"
+        " ON CONFLICT (account, fingerprint) DO UPDATE SET holder = excluded.holder, host = excluded.host,"
+        " pid = excluded.pid, expires_at = excluded.expires_at WHERE claims.holder = :seen RETURNING holder",
+        {"account": account, "fingerprint": fingerprint, "holder": claim.holder, "host": socket.gethostname(),
+         "pid": os.getpid(), "expires_at": (now + lease).isoformat(), "seen": row["holder"] if row else None},
+    ).fetchall()
+    return claim if taken else None
 
 
-def check(conn: sqlite3.Connection, claim: Claim) -> None:
-    """Refuse to go on unless the claim is still ours (call inside the transaction that depends on it)."""
-    row = conn.execute("SELECT 1 FROM claims WHERE fingerprint = ? AND holder = ?",
-                       (claim.fingerprint, claim.holder)).fetchone()
-    if row is None:
+def check(conn: Connection, claim: Claim) -> None:
+    """Refuse to go on unless the claim is still ours (call inside the transaction that depends on it).
+
+    An update, not a read: it locks the claim's row until the transaction ends, so no taker can slip in
+    between this check and the write that depends on it.
+    """
+    held = conn.execute("UPDATE claims SET holder = holder WHERE account = :account AND fingerprint = :fingerprint"
+                        " AND holder = :holder", _key(claim))
+    if held.rowcount != 1:
         raise ClaimLost("Another batch-mcp process took over this submission while this one was slow; nothing "
                         "was submitted here. Call the same tool again to get the job that process makes.")
 
 
-def renew(conn: sqlite3.Connection, claim: Claim, now: datetime, lease: timedelta) -> bool:
-    cursor = conn.execute("UPDATE claims SET expires_at = ? WHERE fingerprint = ? AND holder = ?",
-                          ((now + lease).isoformat(), claim.fingerprint, claim.holder))
+def renew(conn: Connection, claim: Claim, now: datetime, lease: timedelta) -> bool:
+    cursor = conn.execute("UPDATE claims SET expires_at = :expires_at WHERE account = :account"
+                          " AND fingerprint = :fingerprint AND holder = :holder",
+                          {**_key(claim), "expires_at": (now + lease).isoformat()})
     return cursor.rowcount == 1
 
 
-def release(conn: sqlite3.Connection, claim: Claim) -> None:
-    conn.execute("DELETE FROM claims WHERE fingerprint = ? AND holder = ?", (claim.fingerprint, claim.holder))
+def release(conn: Connection, claim: Claim) -> None:
+    conn.execute("DELETE FROM claims WHERE account = :account AND fingerprint = :fingerprint AND holder = :holder",
+                 _key(claim))
+
+
+def _key(claim: Claim) -> dict[str, str]:
+    return {"account": claim.account, "fingerprint": claim.fingerprint, "holder": claim.holder}
 
 
 @contextmanager
