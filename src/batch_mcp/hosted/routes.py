@@ -1,9 +1,10 @@
 """The two HTTP routes of hosted mode's links, beside the MCP endpoint and outside its bearer auth: the link
 itself is the credential (like a presigned storage URL), and a download also needs the caller's key.
 
-- ``PUT /uploads/<token>``: the JSONL body is streamed into a new file of the link's account, checked with the
-  same preflight as a local file, and kept only if valid; the answer is the report, problems with their line
-  numbers. Once a file is in place the link is spent: a second PUT is refused (409).
+- ``PUT /uploads/<token>``: the link is consumed (once, in the job store: a second PUT, or one after it
+  expired, is refused with 410), the JSONL body is streamed into a new file of the link's account, checked
+  with the same preflight as a local file, and kept only if valid; the answer is the report, problems with
+  their line numbers.
 - ``GET /downloads/<token>``: a result file of the link's account, to a request whose ``X-Api-Key-<Backend>``
   header holds a key of that account (another tenant's key, or none, is refused).
 """
@@ -31,7 +32,8 @@ from batch_mcp.tools.errors import key_header
 from batch_mcp.tools.hosted_tools import DOWNLOADS_PATH, UPLOADS_PATH
 
 log = logging.getLogger(__name__)
-_SPENT = "This upload link was used already: call create_upload_link for a new one."
+_SPENT = ("This upload link is unknown, used already or expired (each takes one PUT): call create_upload_link "
+          "for a new one.")
 
 
 def _refused(status: int, error: str, message: str, **more: Any) -> JSONResponse:
@@ -53,18 +55,16 @@ def register_link_routes(mcp: MCPServer, hosting: Hosting) -> None:
 
     @mcp.custom_route(f"{UPLOADS_PATH}/{{token}}", methods=["PUT"])
     async def upload(request: Request) -> Response:
-        try:
-            link = links.check(request.path_params["token"], "upload")
-            target = links.upload_path(link.account, link.name)
-        except LinkRefused as exc:
-            return _refused(exc.status, "link_refused", str(exc))
-        if os.path.lexists(target):
-            return _refused(409, "link_used", _SPENT)
         declared = request.headers.get("content-length", "")
-        if declared.isdigit() and int(declared) > max_upload_bytes:
+        if declared.isdigit() and int(declared) > max_upload_bytes:  # before the link is spent
             return _refused(413, "too_large", f"This service takes uploads of at most {max_upload_bytes:,} bytes.")
+        link = hosting.base.store.consume_link(request.path_params["token"], "upload")
+        if link is None:
+            return _refused(410, "link_refused", _SPENT)
+        backend, upload_id = link.payload["backend"], link.payload["upload_id"]
+        target = links.upload_path(link.account, upload_id)
         target.parent.mkdir(parents=True, exist_ok=True)
-        limits = hosting.base.limits_for(link.backend)
+        limits = hosting.base.limits_for(backend)
         try:
             with NewFile(target, if_taken="this upload link was used already") as new:
                 size = 0
@@ -73,29 +73,30 @@ def register_link_routes(mcp: MCPServer, hosting: Hosting) -> None:
                     if size > max_upload_bytes:
                         new.discard()
                         return _refused(413, "too_large", f"This service takes uploads of at most "
-                                                          f"{max_upload_bytes:,} bytes.")
+                                                          f"{max_upload_bytes:,} bytes; nothing was kept.")
                     new.out.write(chunk)
-                new.out.flush()
-                try:
-                    report = await anyio.to_thread.run_sync(lambda: preflight(new.partial, None, None, limits))
-                except UnusableInput as exc:
-                    new.discard()
-                    return _refused(422, "unusable", f"{exc}. Nothing was kept; fix the file and PUT it again.")
-                if not report.valid:
-                    new.discard()  # the link stays usable for the fixed file
-                    return JSONResponse({**_report(report, link.name), "message": "Nothing was kept: fix the lines "
-                                         "named in problems, then PUT the file to the same link again."},
-                                        status_code=422)
-        except OutputTaken:
-            return _refused(409, "link_used", _SPENT)
-        log.info("upload %s received: %d requests, %d bytes", link.name, report.requests, report.bytes)
-        return JSONResponse({**_report(report, link.name),
-                             "message": f"Uploaded. Next: submit_batch with upload_id {link.name}."}, status_code=201)
+        except OutputTaken:  # an upload id is made once, so only a planted file can hold its name
+            return _refused(409, "upload_exists", _SPENT)
+        # checked in place (the rules look at the file's name too); submit_batch checks it again before it sends
+        try:
+            report = await anyio.to_thread.run_sync(lambda: preflight(target, None, None, limits))
+        except UnusableInput as exc:
+            target.unlink()
+            return _refused(422, "unusable", f"{exc}. Nothing was kept: fix the file, then call "
+                                             "create_upload_link for a new link and PUT it there.")
+        if not report.valid:
+            target.unlink()  # ours, created above: an invalid file is not kept
+            return JSONResponse({**_report(report, upload_id), "message": "Nothing was kept: fix the lines named "
+                                 "in problems, then call create_upload_link for a new link and PUT the file there."},
+                                status_code=422)
+        log.info("upload %s received: %d requests, %d bytes", upload_id, report.requests, report.bytes)
+        return JSONResponse({**_report(report, upload_id),
+                             "message": f"Uploaded. Next: submit_batch with upload_id {upload_id}."}, status_code=201)
 
     @mcp.custom_route(f"{DOWNLOADS_PATH}/{{token}}", methods=["GET"])
     async def download(request: Request) -> Response:
         try:
-            link = links.check(request.path_params["token"], "download")
+            link = links.check(request.path_params["token"])
             path = links.result_file(link.account, link.name)
         except LinkRefused as exc:
             return _refused(exc.status, "link_refused", str(exc))

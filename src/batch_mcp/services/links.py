@@ -4,10 +4,11 @@ A tenant is whoever holds a provider key: its account on a backend is ``HMAC-SHA
 "<backend>:<key>")`` in hex, so the key itself is never stored, and nobody without the server secret can
 compute an account from a key. Every file of an account lives under its own folder of the state folder.
 
-A link is a credential in a URL, like a presigned storage URL: a base64url JSON payload (what, whose,
-until when) and its HMAC under a key derived from the server secret, so any replica that shares the secret
-checks it without asking anyone. An upload link is one-time because the file it names is created exclusively:
-once it is in place, the same link finds it there and is refused.
+A link is a credential in a URL, like a presigned storage URL. An upload link is a one-time link of the job
+store (its token's hash, account, upload id and expiry in the database, consumed exactly once by whichever
+replica takes the PUT). A download link may be fetched again until it expires, so it is signed instead: a
+base64url JSON payload (whose file, until when) and its HMAC under a key derived from the server secret, which
+any replica checks without asking anyone.
 """
 
 from __future__ import annotations
@@ -22,9 +23,7 @@ import secrets
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
-Kind = Literal["upload", "download"]
 #: What an upload id looks like (also the file's name in the account's uploads folder, plus ``.jsonl``).
 UPLOAD_ID = re.compile(r"^upload-[0-9a-f]{32}$")
 _SEGMENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,254}$")
@@ -40,7 +39,8 @@ def new_upload_id() -> str:
 
 
 class LinkRefused(Exception):
-    """A link that is forged, damaged, expired, used already, or not the caller's; ``status`` is the HTTP answer."""
+    """A link or upload that is forged, damaged, expired, used already, or not the caller's; ``status`` is the
+    HTTP answer."""
 
     def __init__(self, message: str, status: int = 403) -> None:
         super().__init__(message)
@@ -48,11 +48,10 @@ class LinkRefused(Exception):
 
 
 @dataclass(frozen=True)
-class Link:
-    """What a link grants: ``kind`` on ``name`` (an upload id, or a result file's path in the results folder)
-    of ``account`` on ``backend``, until ``expires_at`` (Unix seconds)."""
+class Download:
+    """What a download link grants: the file ``name`` (its path in the results folder) of ``account`` on
+    ``backend``, until ``expires_at`` (Unix seconds)."""
 
-    kind: Kind
     backend: str
     account: str
     name: str
@@ -68,34 +67,32 @@ def _unb64(text: str) -> bytes:
 
 
 class Links:
-    """Signs and checks links, and knows where each account's uploads and results live."""
+    """Signs and checks download links, and knows where each account's uploads and results live."""
 
     def __init__(self, secret: bytes, root: Path, ttl_s: float) -> None:
         self._key = hmac.new(secret, b"batch-mcp links v1", hashlib.sha256).digest()  # never the accounts' key
         self.root = root
         self.ttl_s = ttl_s
 
-    def sign(self, kind: Kind, backend: str, account: str, name: str, *, now: float | None = None) -> tuple[str, int]:
-        """A token for the link, and when it expires."""
+    def sign(self, backend: str, account: str, name: str, *, now: float | None = None) -> str:
+        """A download token for the file ``name`` of ``account``'s results, valid for ``ttl_s``."""
         expires_at = int((time.time() if now is None else now) + self.ttl_s)
-        payload = _b64(json.dumps([kind, backend, account, name, expires_at], separators=(",", ":")).encode())
-        return f"{payload}.{self._mac(payload)}", expires_at
+        payload = _b64(json.dumps([backend, account, name, expires_at], separators=(",", ":")).encode())
+        return f"{payload}.{self._mac(payload)}"
 
-    def check(self, token: str, kind: Kind, *, now: float | None = None) -> Link:
-        """The link ``token`` grants, or :class:`LinkRefused`; never says more of a bad token than that."""
+    def check(self, token: str, *, now: float | None = None) -> Download:
+        """What the download token grants, or :class:`LinkRefused`; never says more of a bad token than that."""
         payload, _, mac = token.partition(".")
         if not (payload and mac and hmac.compare_digest(mac, self._mac(payload))):
-            raise LinkRefused("This link is not valid (damaged, or not made by this service): ask for a new one.")
+            raise LinkRefused("This link is not valid (damaged, or not made by this service): call "
+                              "download_batch_results for fresh links.")
         try:
-            given_kind, backend, account, name, expires_at = json.loads(_unb64(payload))
-        except (ValueError, binascii.Error):
-            raise LinkRefused("This link is not valid: ask for a new one.") from None
-        if given_kind != kind:
-            raise LinkRefused(f"This is not a{'n' if kind == 'upload' else ''} {kind} link.")
+            backend, account, name, expires_at = json.loads(_unb64(payload))
+        except (ValueError, TypeError, binascii.Error):
+            raise LinkRefused("This link is not valid: call download_batch_results for fresh links.") from None
         if (time.time() if now is None else now) >= expires_at:
-            raise LinkRefused("This link has expired: ask for a new one (create_upload_link, or "
-                              "download_batch_results again).", status=410)
-        return Link(given_kind, backend, account, name, int(expires_at))
+            raise LinkRefused("This link has expired: call download_batch_results for fresh links.", status=410)
+        return Download(backend, account, name, int(expires_at))
 
     def _mac(self, payload: str) -> str:
         return _b64(hmac.new(self._key, payload.encode(), hashlib.sha256).digest())

@@ -4,7 +4,7 @@ and results go out as download links. Registered only in hosted mode (``register
 from __future__ import annotations
 
 import shlex
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -71,10 +71,12 @@ def register_hosted_tools(mcp: MCPServer, choosable: ArgumentShapes) -> None:
         name = service.backend_name(backend)
         service.backend_for(name)  # a backend without the caller's key says which header to send
         upload_id = new_upload_id()
-        token, expires_at = links.sign("upload", name, tenant.accounts[name], upload_id)
+        ttl = timedelta(seconds=links.ttl_s)
+        token = service.store.create_link("upload", {"backend": name, "upload_id": upload_id}, ttl,
+                                          account=tenant.accounts[name])
         url = f"{tenant.origin}{UPLOADS_PATH}/{token}"
         return UploadLink(upload_id=upload_id, upload_url=url, curl=f"curl -fsS -T requests.jsonl {shlex.quote(url)}",
-                          expires_at=datetime.fromtimestamp(expires_at, UTC), backend=name,
+                          expires_at=datetime.now(UTC) + ttl, backend=name,
                           next_step="Run the curl command with your file's name (once: the link then stops "
                                     f"working), then call submit_batch with upload_id {upload_id}.")
 
@@ -123,8 +125,7 @@ def register_hosted_tools(mcp: MCPServer, choosable: ArgumentShapes) -> None:
         def link(path: str | None) -> str | None:
             if path is None:
                 return None
-            token, _ = links.sign("download", backend, account, Path(path).relative_to(links.results(account))
-                                  .as_posix())
+            token = links.sign(backend, account, Path(path).relative_to(links.results(account)).as_posix())
             return f"{tenant.origin}{DOWNLOADS_PATH}/{token}"
 
         header = key_header(CATALOG[backend].capabilities)
