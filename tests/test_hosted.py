@@ -102,59 +102,59 @@ async def test_two_tenants_reach_only_their_own_jobs_uploads_and_results(
     caplog.set_level(logging.DEBUG)
     tickets = workdir / "data" / "tickets.jsonl"
     said: list[str] = []  # every answer either tenant got, to look for keys in
-    async with hosted_server(hosted_settings(workdir)) as server:
-        async with server.tenant(KEY_A) as alice, server.tenant(KEY_B) as bob:
-            upload_id, put = await upload(server, alice, tickets)
-            assert put.status_code == 201 and put.json()["valid"] and put.json()["requests"] == 300
-            said.append(put.text)
+    async with hosted_server(hosted_settings(workdir)) as server, \
+            server.tenant(KEY_A) as alice, server.tenant(KEY_B) as bob:
+        upload_id, put = await upload(server, alice, tickets)
+        assert put.status_code == 201 and put.json()["valid"] and put.json()["requests"] == 300
+        said.append(put.text)
 
-            # Bob cannot submit Alice's upload, and her spent link takes nothing more from anyone
-            said.append(await refused(bob, "submit_batch", upload_id=upload_id))
-            assert f"No upload {upload_id!r} for your key" in said[-1]
-            async with server.http() as http:
-                again = await http.put(put.request.url, content=tickets.read_bytes())
-            assert again.status_code == 410
+        # Bob cannot submit Alice's upload, and her spent link takes nothing more from anyone
+        said.append(await refused(bob, "submit_batch", upload_id=upload_id))
+        assert f"No upload {upload_id!r} for your key" in said[-1]
+        async with server.http() as http:
+            again = await http.put(put.request.url, content=tickets.read_bytes())
+        assert again.status_code == 410
 
-            submitted = await call(alice, "submit_batch", upload_id=upload_id)
-            batch_id = submitted["batch"]["batch_id"]
-            assert (await call(alice, "submit_batch", upload_id=upload_id))["reused_existing_job"]
-            said.append(str(submitted))
+        submitted = await call(alice, "submit_batch", upload_id=upload_id)
+        batch_id = submitted["batch"]["batch_id"]
+        assert (await call(alice, "submit_batch", upload_id=upload_id))["reused_existing_job"]
+        said.append(str(submitted))
 
-            for tool in ("get_batch", "wait_for_batch", "cancel_batch", "download_batch_results",
-                         "get_batch_results", "retry_failed_requests"):
-                said.append(await refused(bob, tool, batch_id=batch_id))
-                assert "No batch job" in said[-1] or "not found" in said[-1].lower(), (tool, said[-1])
-            bobs_list = await call(bob, "list_batches")
-            assert batch_id not in str(bobs_list)
-            bobs_jobs = await bob.read_resource("batch://jobs")
-            assert batch_id not in str(bobs_jobs)
-            with pytest.raises(MCPError):
-                await bob.read_resource(f"batch://jobs/{batch_id}")
+        for tool in ("get_batch", "wait_for_batch", "cancel_batch", "download_batch_results",
+                     "get_batch_results", "retry_failed_requests"):
+            said.append(await refused(bob, tool, batch_id=batch_id))
+            assert "No batch job" in said[-1] or "not found" in said[-1].lower(), (tool, said[-1])
+        bobs_list = await call(bob, "list_batches")
+        assert batch_id not in str(bobs_list)
+        bobs_jobs = await bob.read_resource("batch://jobs")
+        assert batch_id not in str(bobs_jobs)
+        with pytest.raises(MCPError):
+            await bob.read_resource(f"batch://jobs/{batch_id}")
 
-            assert batch_id in str(await call(alice, "list_batches"))
-            assert batch_id in str(await alice.read_resource("batch://jobs"))
-            await finished(alice, batch_id)
-            summary = await call(alice, "download_batch_results", batch_id=batch_id)
-            said.append(str(summary))
-            links = [summary[name] for name in ("output_path", "table_csv_path", "table_jsonl_path")]
-            assert all(link.startswith(f"{ORIGIN}/downloads/") for link in links), links
-            assert str(workdir.parent) not in str(summary)  # links, never server paths
-            async with server.http({"X-Api-Key-DigitalOcean": KEY_A}) as own, \
-                    server.http({"X-Api-Key-DigitalOcean": KEY_B}) as other, server.http() as nobody:
-                got = await own.get(links[0])
-                assert got.status_code == 200 and got.text.count("\n") == summary["succeeded"]
-                assert (await other.get(links[0])).status_code == 403
-                assert (await nobody.get(links[0])).status_code == 401
-                said.extend([got.text, (await other.get(links[0])).text])
-            with pytest.raises(MCPError):
-                await bob.read_resource(f"batch://results/{batch_id}")
-            assert batch_id in str(await alice.read_resource(f"batch://results/{batch_id}"))
+        assert batch_id in str(await call(alice, "list_batches"))
+        assert batch_id in str(await alice.read_resource("batch://jobs"))
+        await finished(alice, batch_id)
+        summary = await call(alice, "download_batch_results", batch_id=batch_id)
+        said.append(str(summary))
+        links = [summary[name] for name in ("output_path", "table_csv_path", "table_jsonl_path")]
+        assert all(link.startswith(f"{ORIGIN}/downloads/") for link in links), links
+        assert str(workdir.parent) not in str(summary)  # links, never server paths
+        async with server.http({"X-Api-Key-DigitalOcean": KEY_A}) as own, \
+                server.http({"X-Api-Key-DigitalOcean": KEY_B}) as other, server.http() as nobody:
+            got = await own.get(links[0])
+            assert got.status_code == 200 and got.text.count("\n") == summary["succeeded"]
+            assert (await other.get(links[0])).status_code == 403
+            assert (await nobody.get(links[0])).status_code == 401
+            said.extend([got.text, (await other.get(links[0])).text])
+        with pytest.raises(MCPError):
+            await bob.read_resource(f"batch://results/{batch_id}")
+        assert batch_id in str(await alice.read_resource(f"batch://results/{batch_id}"))
 
-            # Bob's own job is his alone too
-            bob_upload, _ = await upload(server, bob, tickets)
-            bobs = await call(bob, "submit_batch", upload_id=bob_upload)
-            assert not bobs["reused_existing_job"] and bobs["batch"]["batch_id"] != batch_id
-            said.append(await refused(alice, "get_batch", batch_id=bobs["batch"]["batch_id"]))
+        # Bob's own job is his alone too
+        bob_upload, _ = await upload(server, bob, tickets)
+        bobs = await call(bob, "submit_batch", upload_id=bob_upload)
+        assert not bobs["reused_existing_job"] and bobs["batch"]["batch_id"] != batch_id
+        said.append(await refused(alice, "get_batch", batch_id=bobs["batch"]["batch_id"]))
     logged = "\n".join(record.getMessage() for record in caplog.records)
     for key in (KEY_A, KEY_B):
         assert key not in logged
@@ -212,10 +212,9 @@ async def test_a_callers_key_is_what_reaches_the_provider(sandbox: SandboxServer
     """Not on the embedded sandbox: a real base URL, whose API accepts Alice's key only."""
     with SandboxServer(sandbox._config.model_copy(update={"token": KEY_A})) as api:
         settings = hosted_settings(workdir, sandbox=False, base_url=api.base_url, token="server-own-key-never-used")
-        async with hosted_server(settings) as server:
-            async with server.tenant(KEY_A) as alice, server.tenant(KEY_B) as bob:
-                assert (await call(alice, "list_batches"))["batches"] == []
-                said = await refused(bob, "list_batches")
+        async with hosted_server(settings) as server, server.tenant(KEY_A) as alice, server.tenant(KEY_B) as bob:
+            assert (await call(alice, "list_batches"))["batches"] == []
+            said = await refused(bob, "list_batches")
     assert "refused the key sent in the X-Api-Key-DigitalOcean header" in said and KEY_B not in said
 
 
@@ -251,6 +250,6 @@ def test_hosted_mode_needs_an_account_secret(sandbox: SandboxServer, workdir: Pa
     assert started.returncode == 2 and "BATCH_MCP_ACCOUNT_SECRET is required" in started.stderr
     assert "Traceback" not in started.stderr
     over_stdio = subprocess.run([sys.executable, "-m", "batch_mcp", "serve", "--hosted", "--state-dir",
-                                 str(tmp_path)], env={**server_env(sandbox, workdir), "BATCH_MCP_ACCOUNT_SECRET": SECRET},
-                                capture_output=True, text=True, timeout=60)
+                                 str(tmp_path)], capture_output=True, text=True, timeout=60,
+                                env={**server_env(sandbox, workdir), "BATCH_MCP_ACCOUNT_SECRET": SECRET})
     assert over_stdio.returncode == 2 and "--transport streamable-http" in over_stdio.stderr
