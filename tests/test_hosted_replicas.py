@@ -26,9 +26,9 @@ from test_stdio import free_port, wait_for_port
 
 
 @contextmanager
-def replica(api: SandboxServer, state: Path, log: Path) -> Iterator[str]:
+def replica(api: SandboxServer, state: Path, log: Path, **more: str) -> Iterator[str]:
     port = free_port()
-    env = {"PATH": os.environ.get("PATH", ""), "BATCH_MCP_HOSTED": "1", "BATCH_MCP_ACCOUNT_SECRET": SECRET,
+    env = {**more, "PATH": os.environ.get("PATH", ""), "BATCH_MCP_HOSTED": "1", "BATCH_MCP_ACCOUNT_SECRET": SECRET,
            "BATCH_MCP_AUTH_TOKEN": AUTH, "BATCH_MCP_BASE_URL": api.base_url, "BATCH_MCP_STATE_DIR": str(state),
            "BATCH_MCP_LOG_LEVEL": "DEBUG", "BATCH_MCP_POLL_INTERVAL_S": "0.05",
            "MODEL_ACCESS_KEY": "the-servers-own-key-is-never-used"}
@@ -44,8 +44,8 @@ def replica(api: SandboxServer, state: Path, log: Path) -> Iterator[str]:
 
 
 @contextmanager
-def api_accepting(key: str) -> Iterator[SandboxServer]:
-    with SandboxServer(fast_config(token=key, failure_rate=0.0)) as api:
+def api_accepting(key: str, **pace: float) -> Iterator[SandboxServer]:
+    with SandboxServer(fast_config(token=key, failure_rate=0.0, **pace)) as api:
         yield api
 
 

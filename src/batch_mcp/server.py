@@ -173,8 +173,9 @@ def build_server(state: AppState) -> MCPServer:
         yield state
 
     hosting = state.hosting if isinstance(state.hosting, Hosting) else None
-    mcp = BatchMCPServer("batch-mcp", version=__version__, instructions=instructions(state.registry), lifespan=lifespan,
-                         subscriptions=state.bus, middleware=[hosting.middleware] if hosting else [])
+    mcp = BatchMCPServer("batch-mcp", version=__version__, lifespan=lifespan, subscriptions=state.bus,
+                         instructions=instructions(state.registry, hosted=hosting is not None),
+                         middleware=[hosting.middleware] if hosting else [])
     register_all(mcp, state)
     if hosting:
         register_link_routes(mcp, hosting)

@@ -127,6 +127,9 @@ class Hosting:
         except KeyRefused as exc:
             raise MCPError(code=INVALID_PARAMS, message=str(exc)) from None
         async with self.tenant(keys, origin) as tenant:
+            log.debug("serving %s for %s", ctx.method,
+                      ", ".join(f"{name} account {account[:12]}" for name, account in tenant.accounts.items())
+                      or "a caller without keys")
             current, hosted = self._current.set(tenant), HOSTED_CALL.set(True)
             try:
                 return await call_next(ctx)

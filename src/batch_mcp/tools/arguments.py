@@ -84,6 +84,12 @@ CREATES_REMOTE = ToolAnnotations(read_only_hint=False, destructive_hint=False, i
 
 
 Tool = TypeVar("Tool", bound=Callable[..., Any])
+
+
+def unregistered(**_: Any) -> Callable[[Tool], Tool]:
+    """Stands in for ``mcp.tool`` or ``mcp.prompt`` where a configuration offers no such tool or prompt."""
+    return lambda tool: tool
+
 #: A completion window as the backends write them: ``24h``, ``48h``, ``7d``.
 WINDOW_PATTERN = r"^[1-9][0-9]{0,3}[hd]$"
 

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Annotated, Any, Literal, TypeVar
+from typing import Annotated, Any, Literal
 
 from mcp.server import MCPServer
 from mcp.server.mcpserver import Context
@@ -41,6 +40,7 @@ from batch_mcp.tools.arguments import (
     Roots,
     metadata_dict,
     titled,
+    unregistered,
 )
 from batch_mcp.tools.context import (
     AppState,
@@ -54,19 +54,13 @@ from batch_mcp.tools.describe import limits_sentence
 from batch_mcp.tools.errors import agent_errors
 from batch_mcp.tools.hosted_tools import register_hosted_tools
 
-Tool = TypeVar("Tool", bound=Callable[..., Any])
-
-
-def _not_registered(**_: Any) -> Callable[[Tool], Tool]:
-    return lambda tool: tool
-
 
 def register_batch_tools(mcp: MCPServer, registry: Registry, *, hosted: bool = False) -> None:
     """Every batch tool; in hosted mode, those taking or writing paths on this machine give way to the links of
     tools/hosted_tools.py (a remote caller's paths mean nothing here)."""
     choosable = ArgumentShapes(registry)
     limits = limits_sentence(registry)
-    local_tool = _not_registered if hosted else mcp.tool
+    local_tool = unregistered if hosted else mcp.tool
 
     @local_tool(
         **titled("Validate a batch file", READ_ONLY_LOCAL),
