@@ -52,10 +52,11 @@ class Hosted:
         return httpx2.AsyncClient(transport=self.transport, base_url=ORIGIN, headers=headers or {}, timeout=60)
 
     @asynccontextmanager
-    async def tenant(self, key: str | None, backend: str = "DigitalOcean") -> AsyncIterator[Client]:
+    async def tenant(self, key: str | None, backend: str = "DigitalOcean", mode: str = "auto"
+                     ) -> AsyncIterator[Client]:
         headers = {"Authorization": f"Bearer {AUTH}", **({f"X-Api-Key-{backend}": key} if key else {})}
-        async with self.http(headers) as http, Client(streamable_http_client(f"{ORIGIN}/mcp",
-                                                                             http_client=http)) as client:
+        async with self.http(headers) as http, Client(streamable_http_client(f"{ORIGIN}/mcp", http_client=http),
+                                                      mode=mode) as client:
             yield client
 
 
@@ -196,7 +197,9 @@ async def test_an_upload_link_says_which_line_is_wrong_and_works_once_within_its
 
 
 async def test_hosted_tools_take_uploads_and_links_instead_of_paths(workdir: Path) -> None:
-    async with hosted_server(hosted_settings(workdir)) as server, server.tenant(KEY_A) as alice:
+    async with hosted_server(hosted_settings(workdir)) as server, server.tenant(KEY_A, mode="legacy") as alice:
+        assert "create_upload_link" in alice.instructions  # the 2025-era handshake, stateless
+        assert [prompt.name for prompt in (await alice.list_prompts()).prompts] == ["summarise_batch"]
         tools = {tool.name: tool for tool in (await alice.list_tools()).tools}
         assert "create_upload_link" in tools and "upload_id" in tools["submit_batch"].input_schema["properties"]
         assert not {"validate_batch_file", "upload_batch_file", "prepare_batch_file", "estimate_batch_cost",
