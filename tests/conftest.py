@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import shutil
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import ExitStack, asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -27,11 +29,59 @@ def fast_config(**overrides: Any) -> SandboxConfig:
     return SandboxConfig(**values)
 
 
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[JobStore]:
-    """A fresh, empty job store."""
-    with JobStore.open(tmp_path / "store") as opened:
+#: A PostgreSQL database the store tests may create schemas in (.ci/postgres starts one); unset: SQLite only,
+#: unless BATCH_MCP_REQUIRE_POSTGRES=1 (CI), which makes its absence a failure.
+POSTGRES_URL = os.environ.get("BATCH_MCP_TEST_POSTGRES_URL")
+
+
+def postgres_url() -> str:
+    if not POSTGRES_URL:
+        if os.environ.get("BATCH_MCP_REQUIRE_POSTGRES") == "1":
+            pytest.fail("BATCH_MCP_TEST_POSTGRES_URL is unset; start a server with .ci/postgres")
+        pytest.skip("no PostgreSQL: export BATCH_MCP_TEST_POSTGRES_URL=\"$(.ci/postgres)\" to run these on it too")
+    return POSTGRES_URL
+
+
+@contextmanager
+def postgres_schema() -> Iterator[str]:
+    """A fresh schema in the test database, dropped afterwards: the URL of a store in it."""
+    import psycopg
+
+    base, name = postgres_url(), f"test_{uuid.uuid4().hex[:16]}"
+    with psycopg.connect(base, autocommit=True) as conn:
+        conn.execute(f"CREATE SCHEMA {name}")
+    try:
+        yield f"{base}{'&' if '?' in base else '?'}options=-csearch_path%3D{name}"
+    finally:
+        with psycopg.connect(base, autocommit=True) as conn:
+            conn.execute(f"DROP SCHEMA {name} CASCADE")
+
+
+OpenStore = Callable[..., JobStore]
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def open_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[OpenStore]:
+    """Opens job stores on one fresh database (SQLite in a folder, or a PostgreSQL schema): each call is
+    another process's (or a restarted server's) store on the same data. Every store opened is closed after."""
+    with ExitStack() as stack:
+        if request.param == "sqlite":
+            def opened(**options: Any) -> JobStore:
+                return stack.enter_context(JobStore.open(tmp_path / "store", **options))
+        else:
+            from batch_mcp.store.postgres import PostgresDatabase
+
+            url = stack.enter_context(postgres_schema())
+
+            def opened(**options: Any) -> JobStore:
+                return stack.enter_context(JobStore.open(database=PostgresDatabase(url), **options))
         yield opened
+
+
+@pytest.fixture
+def store(open_store: OpenStore) -> JobStore:
+    """A fresh, empty job store, on SQLite and on PostgreSQL."""
+    return open_store()
 
 
 @pytest.fixture(scope="module")

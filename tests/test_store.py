@@ -8,7 +8,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -24,6 +24,7 @@ from batch_mcp.store import (
     ClaimLost,
     JobRecord,
     JobStore,
+    SqliteDatabase,
     StoreUnavailable,
     StoreVersionError,
     Submission,
@@ -31,14 +32,10 @@ from batch_mcp.store import (
     submission_fingerprint,
 )
 
+from conftest import OpenStore
+
 SHA = "a" * 64
 INPUT = Path("/data/requests.jsonl")
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[JobStore]:
-    with JobStore.open(tmp_path) as opened:
-        yield opened
 
 
 def plan(store: JobStore, **overrides: Any) -> Submission:
@@ -148,9 +145,9 @@ def test_fingerprint_lookup_returns_the_existing_job(store: JobStore) -> None:
     assert no_metadata == submission_fingerprint(SHA, "anthropic", None, {})
 
 
-def test_upload_reuse_respects_completion_and_age(tmp_path: Path) -> None:
+def test_upload_reuse_respects_completion_and_age(open_store: OpenStore) -> None:
     day0 = datetime(2025, 3, 1, tzinfo=UTC)
-    with JobStore.open(tmp_path) as store:
+    with open_store() as store:
         store.record_upload(upload("file-interrupted", created_at=day0))
         assert store.find_reusable_upload(SHA, now=day0 + timedelta(hours=1)) is None
 
@@ -167,19 +164,19 @@ def test_upload_reuse_respects_completion_and_age(tmp_path: Path) -> None:
         with pytest.raises(KeyError):
             store.mark_upload_complete("no-such-file")
 
-    with JobStore.open(tmp_path, upload_max_age=timedelta(hours=1)) as strict:
+    with open_store(upload_max_age=timedelta(hours=1)) as strict:
         assert strict.find_reusable_upload(SHA, now=day0 + timedelta(days=1, minutes=30)) == newest
         assert strict.find_reusable_upload(SHA, now=day0 + timedelta(days=1, hours=2)) is None
 
 
-def test_pending_submissions_are_found_after_a_restart(tmp_path: Path) -> None:
-    with JobStore.open(tmp_path) as store:
+def test_pending_submissions_are_found_after_a_restart(open_store: OpenStore) -> None:
+    with open_store() as store:
         answered = plan(store, file_id="file-1")
         store.attach_batch(answered.request_id, batch("batch-1"))
         crashed = plan(store, file_id="file-2")  # the create call was sent, the answer never stored
         refused = plan(store, file_id="file-3")
 
-    with JobStore.open(tmp_path) as restarted:
+    with open_store() as restarted:
         assert restarted.pending_submissions() == [crashed, refused]
         restarted.attach_batch(crashed.request_id, batch("batch-2", request_id=crashed.request_id))
         restarted.discard_submission(refused.request_id)
@@ -189,11 +186,11 @@ def test_pending_submissions_are_found_after_a_restart(tmp_path: Path) -> None:
         assert existing_job(restarted, "batch-2").request_id == crashed.request_id
 
 
-def test_conflicts_are_counted_per_submission_across_restarts(tmp_path: Path) -> None:
-    with JobStore.open(tmp_path) as store:
+def test_conflicts_are_counted_per_submission_across_restarts(open_store: OpenStore) -> None:
+    with open_store() as store:
         stuck, other = plan(store, file_id="file-1"), plan(store, file_id="file-2")
         assert [store.count_conflict(stuck.request_id) for _ in range(2)] == [1, 2]
-    with JobStore.open(tmp_path) as restarted:
+    with open_store() as restarted:
         assert restarted.count_conflict(stuck.request_id) == 3
         assert [s.conflicts for s in restarted.pending_submissions()] == [3, 0]
         restarted.attach_batch(other.request_id, batch("batch-2"))
@@ -201,20 +198,20 @@ def test_conflicts_are_counted_per_submission_across_restarts(tmp_path: Path) ->
             restarted.count_conflict(other.request_id)  # answered: nothing is pending to count against
 
 
-def test_jobs_and_downloads_survive_reopen(tmp_path: Path) -> None:
-    with JobStore.open(tmp_path) as store:
+def test_jobs_and_downloads_survive_reopen(open_store: OpenStore, tmp_path: Path) -> None:
+    with open_store() as store:
         submission = plan(store)
         store.attach_batch(submission.request_id, batch("batch-1", "in_progress"))
         before = existing_job(store, "batch-1")
 
-    with JobStore.open(tmp_path) as restarted:
+    with open_store() as restarted:
         assert restarted.get_job("batch-1") == before
         restarted.upsert_batch(batch("batch-1", "completed", request_counts={"total": 2, "completed": 2}))
         restarted.record_download("batch-1", tmp_path / "out.jsonl", None)
         with pytest.raises(KeyError):
             restarted.record_download("batch-unknown", tmp_path / "out.jsonl", None)
 
-    with JobStore.open(tmp_path) as again:
+    with open_store() as again:
         job = existing_job(again, "batch-1")
         assert (job.status, job.output_path, job.error_path) == ("completed", tmp_path / "out.jsonl", None)
         assert job.created_at == before.created_at
@@ -315,7 +312,7 @@ def run_in_threads(work: Callable[[int], None], count: int) -> None:
     assert failures == []
 
 
-def test_concurrent_writes_from_threads_do_not_corrupt(tmp_path: Path, store: JobStore) -> None:
+def test_concurrent_writes_from_threads_do_not_corrupt(store: JobStore) -> None:
     threads_count, writes_each = 8, 50
 
     def poll(thread: int) -> None:
@@ -326,14 +323,15 @@ def test_concurrent_writes_from_threads_do_not_corrupt(tmp_path: Path, store: Jo
 
     run_in_threads(poll, threads_count)
 
-    assert pragma(tmp_path, "integrity_check") == "ok"
+    if isinstance(store.database, SqliteDatabase):
+        assert pragma(store.database.path.parent, "integrity_check") == "ok"
     assert len(store.list_jobs(limit=1000)) == threads_count + 1
     for n in range(threads_count):
         assert existing_job(store, f"batch-{n}").counts.succeeded == writes_each - 1
 
 
-def test_two_servers_share_one_state_folder(tmp_path: Path) -> None:
-    with JobStore.open(tmp_path) as first, JobStore.open(tmp_path) as second:
+def test_two_servers_share_one_store(open_store: OpenStore) -> None:
+    with open_store() as first, open_store() as second:
         servers = (first, second)
 
         def submit(thread: int) -> None:
@@ -344,8 +342,8 @@ def test_two_servers_share_one_state_folder(tmp_path: Path) -> None:
         assert len(first.list_jobs(limit=1000)) == len(second.list_jobs(limit=1000)) == 80
 
 
-def test_a_claim_is_held_by_one_store_until_released_or_expired(tmp_path: Path) -> None:
-    with JobStore.open(tmp_path) as first, JobStore.open(tmp_path) as second:
+def test_a_claim_is_held_by_one_store_until_released_or_expired(open_store: OpenStore) -> None:
+    with open_store() as first, open_store() as second:
         held = first.claim("fp")
         assert held is not None and second.claim("fp") is None and second.claim("other") is not None
         first.release_claim(held)
@@ -362,15 +360,19 @@ def test_a_claim_is_held_by_one_store_until_released_or_expired(tmp_path: Path) 
         assert second.claim("fp") is None
 
 
-def test_renewal_extends_a_claim(tmp_path: Path) -> None:
-    with JobStore.open(tmp_path) as first, JobStore.open(tmp_path) as second:
+def test_renewal_extends_a_claim(open_store: OpenStore) -> None:
+    with open_store() as first, open_store() as second:
         held = first.claim("fp", lease=timedelta(seconds=1))
         assert held is not None and first.renew_claim(held, lease=timedelta(hours=1))
         assert second.claim("fp", now=datetime.now(UTC) + timedelta(minutes=5)) is None
-        before = read_one(tmp_path, "SELECT expires_at FROM claims")
+
+        def expiry() -> Any:  # as the other process reads it
+            return second.database.query("SELECT expires_at FROM claims")[0][0]
+
+        before = expiry()
         with first.keeping(held, lease=timedelta(milliseconds=30)):
             deadline = time.monotonic() + 60
-            while read_one(tmp_path, "SELECT expires_at FROM claims") == before:  # renewed in the background
+            while expiry() == before:  # renewed in the background
                 assert time.monotonic() < deadline
                 time.sleep(0.01)
 

@@ -105,41 +105,38 @@ def test_a_v5_store_upgrades_with_every_row_and_its_bare_ids_still_resolve(tmp_p
         connection.close()
 
 
-def test_one_native_id_on_two_backends_is_two_jobs(tmp_path: Path) -> None:
-    with JobStore.open(tmp_path) as store:
-        store.upsert_batch(job("openai", "batch_1", "completed"))
-        store.upsert_batch(job("groq", "batch_1", "in_progress"))
-        openai, groq = store.get_job("openai:batch_1"), store.get_job("groq:batch_1")
-        assert openai is not None and groq is not None
-        assert (openai.status, groq.status) == ("completed", "in_progress")
-        store.record_download("groq:batch_1", Path("/o.jsonl"), None)
-        refreshed = store.get_job("openai:batch_1")
-        assert refreshed is not None and refreshed.output_path is None
+def test_one_native_id_on_two_backends_is_two_jobs(store: JobStore) -> None:
+    store.upsert_batch(job("openai", "batch_1", "completed"))
+    store.upsert_batch(job("groq", "batch_1", "in_progress"))
+    openai, groq = store.get_job("openai:batch_1"), store.get_job("groq:batch_1")
+    assert openai is not None and groq is not None
+    assert (openai.status, groq.status) == ("completed", "in_progress")
+    store.record_download("groq:batch_1", Path("/o.jsonl"), None)
+    refreshed = store.get_job("openai:batch_1")
+    assert refreshed is not None and refreshed.output_path is None
 
 
-def test_a_submission_is_another_job_on_another_backend_or_window(tmp_path: Path) -> None:
+def test_a_submission_is_another_job_on_another_backend_or_window(store: JobStore) -> None:
     keys = {submission_fingerprint(SHA, "openai", "/v1/chat/completions", None, backend=backend,
                                    completion_window=window)
             for backend, window in [("digitalocean", "24h"), ("openai", "24h"), ("groq", "24h"), ("groq", "7d")]}
     assert len(keys) == 4
-    with JobStore.open(tmp_path) as store:
-        planned = store.plan_submission(sha256=SHA, path=None, file_id="file-a", provider="openai",
-                                        endpoint="/v1/chat/completions", metadata=None, backend="groq",
-                                        completion_window="7d")
-        store.attach_batch(planned.request_id, job("groq", "batch_9", "validating"))
-        record = store.get_job("groq:batch_9")
-        assert record is not None and record.request_id == planned.request_id
-        assert store.get_job("digitalocean:batch_9") is None
+    planned = store.plan_submission(sha256=SHA, path=None, file_id="file-a", provider="openai",
+                                    endpoint="/v1/chat/completions", metadata=None, backend="groq",
+                                    completion_window="7d")
+    store.attach_batch(planned.request_id, job("groq", "batch_9", "validating"))
+    record = store.get_job("groq:batch_9")
+    assert record is not None and record.request_id == planned.request_id
+    assert store.get_job("digitalocean:batch_9") is None
 
 
-def test_reusable_uploads_are_per_backend(tmp_path: Path) -> None:
+def test_reusable_uploads_are_per_backend(store: JobStore) -> None:
     moment = datetime(2025, 3, 1, tzinfo=UTC)
-    with JobStore.open(tmp_path) as store:
-        store.record_upload(UploadRecord(backend="openai", file_id="file-x", path=Path("/in.jsonl"), sha256=SHA,
-                                         size_bytes=1, line_count=1, created_at=moment))
-        store.mark_upload_complete("openai:file-x")
-        assert store.find_reusable_upload(SHA, moment, backend="digitalocean") is None
-        reused = store.find_reusable_upload(SHA, moment, backend="openai")
-        assert reused is not None and reused.file_id == "file-x"
-        store.forget_upload("openai:file-x")
-        assert store.find_reusable_upload(SHA, moment, backend="openai") is None
+    store.record_upload(UploadRecord(backend="openai", file_id="file-x", path=Path("/in.jsonl"), sha256=SHA,
+                                     size_bytes=1, line_count=1, created_at=moment))
+    store.mark_upload_complete("openai:file-x")
+    assert store.find_reusable_upload(SHA, moment, backend="digitalocean") is None
+    reused = store.find_reusable_upload(SHA, moment, backend="openai")
+    assert reused is not None and reused.file_id == "file-x"
+    store.forget_upload("openai:file-x")
+    assert store.find_reusable_upload(SHA, moment, backend="openai") is None

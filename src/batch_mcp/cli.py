@@ -1,4 +1,4 @@
-"""``batch-mcp``: serve the MCP server, run the sandbox, validate a file, or run the demo.
+"""``batch-mcp``: serve the MCP server, run the sandbox, manage the job store, validate a file, or run the demo.
 
 Heavy imports (mcp, uvicorn) happen inside the subcommand that needs them, so ``batch-mcp validate``
 starts fast.
@@ -106,6 +106,41 @@ def _sandbox(args: argparse.Namespace) -> int:
     return 0
 
 
+def _store(args: argparse.Namespace) -> int:
+    """``store migrate`` brings the job store's schema up to date (run it once before new replicas start);
+    ``store check`` says whether it is reachable and up to date, changing nothing (exit 0 yes, 1 it needs
+    ``store migrate``, 2 unusable: unreachable, damaged, or written by a newer batch-mcp)."""
+    from batch_mcp.config import ConfigurationError, load_settings
+    from batch_mcp.store import SCHEMA_VERSION, JobStore, StoreUnavailable
+
+    try:
+        settings = load_settings(**({"state_dir": args.state_dir} if args.state_dir else {}))
+    except ConfigurationError as exc:
+        print(f"batch-mcp: invalid configuration: {exc}", file=sys.stderr)
+        return 2
+    store = JobStore.at(settings.state_dir, settings.store_url_value())
+    try:
+        found = store.database.stored_version()
+        if found > SCHEMA_VERSION:
+            store.check()  # raises the newer-release explanation
+        if args.action == "migrate":
+            store.check()
+            print(f"job store {store.location}: schema v{SCHEMA_VERSION}"
+                  + (f" (migrated from v{found})" if found < SCHEMA_VERSION else " (already up to date)"))
+            return 0
+    except StoreUnavailable as exc:
+        print(f"batch-mcp: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        store.close()
+    if found < SCHEMA_VERSION:
+        print(f"job store {store.location}: schema v{found}, this batch-mcp uses v{SCHEMA_VERSION}: run "
+              "`batch-mcp store migrate` (a server also migrates it when it first opens it)")
+        return 1
+    print(f"job store {store.location}: schema v{found}, up to date")
+    return 0
+
+
 def _validate(args: argparse.Namespace) -> int:
     from batch_mcp.services.preflight import Limits, UnusableInput, preflight
 
@@ -189,6 +224,12 @@ def build_parser() -> argparse.ArgumentParser:
                                                          "restarts and shared with other sandboxes using it "
                                                          "(default: a temporary folder, removed on exit)")
     sandbox.set_defaults(run=_sandbox)
+
+    store = sub.add_parser("store", help="the job store: migrate its schema, or check it (BATCH_MCP_STORE_URL "
+                                         "for PostgreSQL, else SQLite in the state folder)")
+    store.add_argument("action", choices=["migrate", "check"])
+    store.add_argument("--state-dir", type=Path, help="the state folder of a SQLite store (or BATCH_MCP_STATE_DIR)")
+    store.set_defaults(run=_store)
 
     validate = sub.add_parser("validate", help="check a JSONL batch file (exit 0 valid, warnings "
                               "allowed; 1 invalid; 2 unusable)")

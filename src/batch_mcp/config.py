@@ -38,7 +38,7 @@ SYSTEM_FOLDERS = ("/bin", "/boot", "/dev", "/etc", "/home", "/lib", "/lib64", "/
 MIN_PUBLIC_AUTH_TOKEN = 32
 #: Shortest server secret accepted for deriving account fingerprints and signing links in hosted mode.
 MIN_ACCOUNT_SECRET = 32
-SECRETS = ("token", "auth_token", "account_secret")
+SECRETS = ("token", "auth_token", "account_secret", "store_url")
 
 
 class ConfigurationError(ValueError):
@@ -101,6 +101,9 @@ class Settings(BaseSettings):
                     "unless it is /, the home folder or a system folder.",
     )
     state_dir: Path = Field(default_factory=default_state_dir, description="Where the job store lives.")
+    store_url: SecretStr | None = Field(
+        default=None, description="A PostgreSQL job store (postgresql://user:password@host/db) shared by replicas, "
+                                  "instead of SQLite in the state folder; needs batch-mcp[postgres].")
     sandbox: bool = Field(default=False, description="Run against the embedded sandbox instead of the real API.")
     auth_token: SecretStr | None = Field(default=None, description="Bearer token required on HTTP transports.")
     max_requests: int | None = Field(default=None, ge=1, description="Requests allowed in one batch file "
@@ -108,6 +111,9 @@ class Settings(BaseSettings):
     max_bytes: int | None = Field(default=None, ge=1, description="Bytes allowed in one batch file (default: the "
                                                                   "backend's own limit).")
     poll_interval_s: float = Field(default=5.0, gt=0, description="Default wait_for_batch poll interval.")
+    claim_lease_s: float = Field(default=30.0, ge=1, description="Seconds a server's claim on a submission lasts "
+                                                                 "unrenewed (renewed every third of that): a "
+                                                                 "crashed replica's is taken over after that.")
     max_attempts: int = Field(default=5, ge=1, description="Attempts per API call before a fault is reported.")
     retry_base_delay_s: float = Field(default=0.5, ge=0, description="First backoff between attempts (doubles).")
     timeout_s: float = Field(default=60.0, gt=0, description="Seconds to wait for an API answer before retrying.")
@@ -166,6 +172,22 @@ class Settings(BaseSettings):
                 "replica, and keep it: changing it hides every tenant's earlier jobs")
         return self
 
+    @field_validator("store_url")
+    @classmethod
+    def _postgres_url(cls, value: SecretStr | None) -> SecretStr | None:
+        """Only PostgreSQL, and only with its driver installed: said at start, not at the first tool call."""
+        url = _checked_secret(value)
+        if not url:
+            return None
+        if not url.startswith(("postgresql://", "postgres://")):
+            raise ValueError("must be a postgresql:// URL (unset it to keep the SQLite store in the state folder)")
+        try:
+            import psycopg_pool  # noqa: F401
+        except ImportError:
+            raise ValueError("names PostgreSQL, whose driver is not installed: pip install 'batch-mcp[postgres]'"
+                             ) from None
+        return SecretStr(url)
+
     @field_validator("base_url")
     @classmethod
     def _https_beyond_loopback(cls, url: str) -> str:
@@ -208,6 +230,9 @@ class Settings(BaseSettings):
         if self.account_secret is None:
             raise ConfigurationError("BATCH_MCP_ACCOUNT_SECRET is not set")
         return self.account_secret.get_secret_value().encode()
+
+    def store_url_value(self) -> str | None:
+        return self.store_url.get_secret_value() if self.store_url else None
 
 
 def environment_variables() -> dict[str, FieldInfo]:

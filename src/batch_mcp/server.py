@@ -11,6 +11,7 @@ import hmac
 import logging
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, Literal
 
@@ -103,7 +104,8 @@ async def open_app_state(settings: Settings) -> AsyncIterator[AppState]:
         if not registry.configured:
             log.warning("no backend configured: set %s (tools will say so)",
                         "; ".join(" or ".join(entry.capabilities.token_env) for entry in CATALOG.values()))
-        store = stack.enter_context(JobStore(state_dir))
+        store = stack.enter_context(JobStore.at(state_dir, settings.store_url_value(),
+                                                 claim_lease=timedelta(seconds=settings.claim_lease_s)))
         try:
             store.check()
         except StoreUnavailable as exc:  # start anyway: every tool that needs the store answers with this

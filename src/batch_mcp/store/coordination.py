@@ -43,6 +43,8 @@ class Coordinated:
 
     _db: Database
     _scope: Scope
+    #: How long a claim lasts unrenewed: a crashed holder's is taken over after that (at once, on SQLite).
+    claim_lease: timedelta = CLAIM_LEASE
 
     @contextmanager
     def _write(self, claim: Claim | None = None) -> Iterator[Connection]:
@@ -61,26 +63,27 @@ class Coordinated:
 
     # Claims
 
-    def claim(self, fingerprint: str, *, backend: str = LEGACY_BACKEND, lease: timedelta = CLAIM_LEASE,
+    def claim(self, fingerprint: str, *, backend: str = LEGACY_BACKEND, lease: timedelta | None = None,
               now: datetime | None = None) -> Claim | None:
         """The right to make this submission's job (in this view's account on ``backend``), or None while
         another live process holds it."""
         account = self._scope.account(backend)
         with self._write() as conn:
-            return claims.take(conn, account, fingerprint, now or _now(), lease,
+            return claims.take(conn, account, fingerprint, now or _now(), lease or self.claim_lease,
                                local_processes=self._db.local_processes)
 
-    def renew_claim(self, claim: Claim, *, lease: timedelta = CLAIM_LEASE) -> bool:
+    def renew_claim(self, claim: Claim, *, lease: timedelta | None = None) -> bool:
         """Extend a held claim; False once another process has taken it over."""
         with self._write() as conn:
-            return claims.renew(conn, claim, _now(), lease)
+            return claims.renew(conn, claim, _now(), lease or self.claim_lease)
 
     def release_claim(self, claim: Claim) -> None:
         with self._write() as conn:
             claims.release(conn, claim)
 
-    def keeping(self, claim: Claim, *, lease: timedelta = CLAIM_LEASE) -> AbstractContextManager[None]:
+    def keeping(self, claim: Claim, *, lease: timedelta | None = None) -> AbstractContextManager[None]:
         """Renew ``claim`` in the background while the body runs."""
+        lease = lease or self.claim_lease
         return claims.renewing(lambda: self.renew_claim(claim, lease=lease), lease)
 
     # Leases: work one replica of a service does at a time (resuming submissions, polling watched jobs)

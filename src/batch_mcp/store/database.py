@@ -12,7 +12,8 @@ import sqlite3
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import AbstractContextManager, closing, contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -34,6 +35,17 @@ class Connection(Protocol):
     def execute(self, sql: str, params: Params = ...) -> Cursor: ...
 
 
+@dataclass(frozen=True)
+class JobChange:
+    """One job's row changed, announced by whichever process (replica) changed it: ``origin`` is that
+    database object's :attr:`Database.origin`, so a replica can skip what it announced itself."""
+
+    account: str
+    backend: str
+    batch_id: str
+    origin: str
+
+
 class Database(ABC):
     """Where the store's rows live; every method raises :class:`StoreUnavailable` when it cannot be used."""
 
@@ -43,6 +55,8 @@ class Database(ABC):
     location: str
     #: Whether a claim's holder can be checked by pid (one machine): else only its lease counts.
     local_processes: bool
+    #: Tells this object's announcements from other processes' (see :class:`JobChange`).
+    origin: str = ""
 
     @abstractmethod
     def transaction(self) -> AbstractContextManager[Connection]:
@@ -57,11 +71,24 @@ class Database(ABC):
         """The schema version of the store as it is now (after opening it, :data:`SCHEMA_VERSION`)."""
 
     @abstractmethod
+    def stored_version(self) -> int:
+        """The schema version as stored, without creating or migrating anything (0: no store yet)."""
+
+    @abstractmethod
     def close(self) -> None: ...
 
     def check(self) -> None:
         """Open (and migrate) now, raising :class:`StoreUnavailable` (location, cause, fix) when it cannot."""
         self.version()
+
+    def announce(self, conn: Connection, account: str, backend: str, batch_id: str) -> None:
+        """Tell other processes, once this transaction commits, that a job changed (where they can listen)."""
+        return None  # SQLite: one process tells its own subscribers
+
+    def changes(self, stop: threading.Event) -> Iterator[JobChange]:
+        """Job changes made by every process on this database, until ``stop`` is set."""
+        raise NotImplementedError(f"{self.dialect} does not announce changes across processes: a single server "
+                                  "tells its own subscribers; run replicas on PostgreSQL")
 
 
 class SqliteDatabase(Database):
@@ -111,6 +138,15 @@ class SqliteDatabase(Database):
 
     def version(self) -> int:
         return int(self.query("PRAGMA user_version")[0][0])
+
+    def stored_version(self) -> int:
+        if not self.path.exists():
+            return 0
+        try:
+            with closing(sqlite3.connect(f"{self.path.as_uri()}?mode=ro", uri=True)) as conn:
+                return int(conn.execute("PRAGMA user_version").fetchone()[0])
+        except sqlite3.Error as exc:
+            raise explain(self.path, exc) from exc
 
     def close(self) -> None:
         with self._lock:

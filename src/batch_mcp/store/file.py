@@ -29,7 +29,7 @@ _ELSEWHERE = "or point BATCH_MCP_STATE_DIR (serve --state-dir) at another folder
 class StoreUnavailable(RuntimeError):
     """The job store cannot be used. Nothing that needs it runs, so no job is made that could be forgotten."""
 
-    def __init__(self, path: Path, cause: str, fix: str) -> None:
+    def __init__(self, path: Path | str, cause: str, fix: str) -> None:
         self.path, self.cause, self.fix = path, cause, fix
         super().__init__(f"The job store {path} cannot be used: {cause}. {fix} Until then no job is submitted "
                          "(so none can be forgotten); validating files still works.")
@@ -38,7 +38,7 @@ class StoreUnavailable(RuntimeError):
 class StoreVersionError(StoreUnavailable):
     """The store was written by a newer release; opening it here could lose what that release knows."""
 
-    def __init__(self, path: Path, version: int, understood: int) -> None:
+    def __init__(self, path: Path | str, version: int, understood: int) -> None:
         super().__init__(path, f"it was written by a newer batch-mcp (schema v{version}; this one reads up to "
                                f"v{understood})", f"Upgrade batch-mcp, {_ELSEWHERE}.")
 

@@ -15,17 +15,18 @@ from __future__ import annotations
 
 import copy
 import json
+import threading
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from datetime import datetime, timedelta
 from pathlib import Path
 from types import TracebackType
 from typing import Self
 
 from batch_mcp.domain import TERMINAL_STATUSES, Job, Ref
-from batch_mcp.store.claims import Claim
+from batch_mcp.store.claims import CLAIM_LEASE, Claim
 from batch_mcp.store.coordination import Coordinated
-from batch_mcp.store.database import Connection, Database, SqliteDatabase
+from batch_mcp.store.database import Connection, Database, JobChange, SqliteDatabase
 from batch_mcp.store.migrations import MIGRATIONS, SCHEMA_VERSION
 from batch_mcp.store.records import (
     LEGACY_BACKEND,
@@ -112,6 +113,19 @@ class JobStore(Coordinated):
         store.check()
         return store
 
+    @classmethod
+    def at(cls, state_dir: Path, url: str | None = None, *, upload_max_age: timedelta = DEFAULT_UPLOAD_MAX_AGE,
+           claim_lease: timedelta = CLAIM_LEASE) -> Self:
+        """SQLite in ``state_dir``, or the PostgreSQL database at ``url`` (``postgresql://…``); opened on first use."""
+        if url:
+            from batch_mcp.store.postgres import PostgresDatabase  # psycopg is an optional extra: imported if used
+
+            store = cls(upload_max_age=upload_max_age, database=PostgresDatabase(url))
+        else:
+            store = cls(state_dir, upload_max_age)
+        store.claim_lease = claim_lease
+        return store
+
     def scoped(self, accounts: Mapping[str, str]) -> Self:
         """A view on the same database that writes, reads and matches only ``accounts``' rows: backend name
         -> account fingerprint, derived by the caller (see :mod:`.scope`). Closing the store closes its views."""
@@ -131,6 +145,11 @@ class JobStore(Coordinated):
     def check(self) -> None:
         """Raise :class:`StoreUnavailable` (location, cause, fix) unless the store can be used now."""
         self._db.check()
+
+    def job_changes(self, stop: threading.Event) -> Iterator[JobChange]:
+        """Every job change committed by any process on this database (every account's: filter by
+        ``change.account``), until ``stop`` is set; PostgreSQL only (NOTIFY), else NotImplementedError."""
+        return self._db.changes(stop)
 
     def close(self) -> None:
         self._db.close()
@@ -313,6 +332,7 @@ class JobStore(Coordinated):
         """One statement, so two replicas polling at once cannot interleave a read and a write."""
         now = _now()
         counts = job.counts
+        account = self._scope.account(job.backend)
         conn.execute(
             f"""INSERT INTO batches (account, backend, batch_id, status, total_count, completed_count, failed_count,
                                      last_seen, created_at, updated_at)
@@ -324,7 +344,7 @@ class JobStore(Coordinated):
                    last_seen = excluded.last_seen, updated_at = excluded.updated_at
                WHERE :terminal = 1 OR {_STILL_OPEN}""",
             {
-                "account": self._scope.account(job.backend),
+                "account": account,
                 "backend": job.backend,
                 "batch_id": job.id,
                 "status": job.status.value,
@@ -337,6 +357,7 @@ class JobStore(Coordinated):
                 "terminal": int(job.is_terminal),
             },
         )
+        self._db.announce(conn, account, job.backend, job.id)
 
     def record_download(self, batch_id: str, output_path: Path | None, error_path: Path | None,
                         table_path: Path | None = None, usage: dict[str, list[int]] | None = None) -> None:
