@@ -157,9 +157,12 @@ async def test_two_tenants_reach_only_their_own_jobs_uploads_and_results(
         assert not bobs["reused_existing_job"] and bobs["batch"]["batch_id"] != batch_id
         said.append(await refused(alice, "get_batch", batch_id=bobs["batch"]["batch_id"]))
     logged = "\n".join(record.getMessage() for record in caplog.records)
+    kept = [path.read_bytes() for path in (workdir.parent / "state").rglob("*") if path.is_file()]
+    assert any(b"digitalocean" in data for data in kept)  # the store and the files are there to look in
     for key in (KEY_A, KEY_B):
         assert key not in logged
         assert all(key not in text for text in said)
+        assert all(key.encode() not in data for data in kept)  # store, uploads, results: accounts, never keys
 
 
 async def test_the_service_token_guards_mcp_but_not_the_links(workdir: Path) -> None:

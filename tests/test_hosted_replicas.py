@@ -11,17 +11,18 @@ import os
 import subprocess
 import sys
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 import httpx2
+import pytest
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 from test_hosted import AUTH, KEY_A, KEY_B, SECRET, call, refused
 
 from batch_mcp.sandbox import SandboxServer
 
-from conftest import fast_config
+from conftest import fast_config, postgres_schema
 from test_stdio import free_port, wait_for_port
 
 
@@ -55,11 +56,16 @@ def client(origin: str, key: str) -> tuple[httpx2.AsyncClient, Client]:
     return http, Client(streamable_http_client(f"{origin}/mcp", http_client=http))
 
 
-async def test_any_replica_serves_any_step_and_no_tenant_reaches_another(workdir: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("database", ["sqlite", "postgresql"])
+async def test_any_replica_serves_any_step_and_no_tenant_reaches_another(workdir: Path, tmp_path: Path,
+                                                                         database: str) -> None:
     tickets = (workdir / "data" / "tickets.jsonl").read_bytes()
     logs = [tmp_path / "one.log", tmp_path / "two.log"]
-    with api_accepting(KEY_A) as api, replica(api, tmp_path / "state", logs[0]) as one, \
-            replica(api, tmp_path / "state", logs[1]) as two:
+    with ExitStack() as stack:
+        store = {"BATCH_MCP_STORE_URL": stack.enter_context(postgres_schema())} if database == "postgresql" else {}
+        api = stack.enter_context(api_accepting(KEY_A))
+        one = stack.enter_context(replica(api, tmp_path / "state", logs[0], **store))
+        two = stack.enter_context(replica(api, tmp_path / "state", logs[1], **store))
         http_a1, alice_one = client(one, KEY_A)
         http_a2, alice_two = client(two, KEY_A)
         http_b2, bob_two = client(two, KEY_B)
