@@ -14,9 +14,9 @@ from pathlib import Path
 import httpx2
 import pytest
 from test_hosted import KEY_A, call
-from test_hosted_replicas import api_accepting, client, replica
+from test_hosted_replicas import api_accepting, client, listening, replica
 
-from test_stdio import free_port, wait_for_port
+from test_stdio import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 NGINX = shutil.which("nginx") or next((p for p in ("/usr/sbin/nginx",) if Path(p).exists()), None)
@@ -52,13 +52,7 @@ http {{
     command = [str(NGINX), "-p", str(folder), "-c", str(folder / "nginx.conf"), "-g", "daemon off;"]
     checked = subprocess.run([*command[:-2], "-t"], capture_output=True, text=True)
     assert checked.returncode == 0, checked.stderr
-    server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        wait_for_port(port)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
+    yield from listening(command, port, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
 async def test_a_tenants_job_runs_through_nginx_across_two_replicas(workdir: Path, tmp_path: Path) -> None:

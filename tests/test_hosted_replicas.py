@@ -13,6 +13,7 @@ import sys
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
+from typing import Any
 
 import httpx2
 import pytest
@@ -34,14 +35,19 @@ def replica(api: SandboxServer, state: Path, log: Path, **more: str) -> Iterator
            "BATCH_MCP_LOG_LEVEL": "DEBUG", "BATCH_MCP_POLL_INTERVAL_S": "0.05",
            "MODEL_ACCESS_KEY": "the-servers-own-key-is-never-used"}
     with log.open("wb") as sink:
-        server = subprocess.Popen([sys.executable, "-m", "batch_mcp", "serve", "--transport", "streamable-http",
-                                   "--port", str(port)], env=env, stdout=sink, stderr=sink)
-        try:
-            wait_for_port(port)
-            yield f"http://127.0.0.1:{port}"
-        finally:
-            server.terminate()
-            server.wait(timeout=30)
+        yield from listening([sys.executable, "-m", "batch_mcp", "serve", "--transport", "streamable-http", "--port",
+                              str(port)], port, env=env, stdout=sink, stderr=sink)
+
+
+def listening(command: list[str], port: int, **popen: Any) -> Iterator[str]:
+    """Run ``command`` until the caller is done with the origin it serves on ``port``."""
+    server = subprocess.Popen(command, **popen)
+    try:
+        wait_for_port(port)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
 
 
 @contextmanager

@@ -10,7 +10,6 @@ from typing import Annotated, Any
 
 from mcp.server import MCPServer
 from mcp.server.mcpserver import Context
-from mcp.types import ToolAnnotations
 from pydantic import Field
 
 from batch_mcp.backends.registry import CATALOG
@@ -100,8 +99,7 @@ def register_hosted_tools(mcp: MCPServer, choosable: ArgumentShapes) -> None:
                                            on_progress=progress_reporter(ctx, "bytes uploaded"))
 
     @mcp.tool(
-        **titled("Download batch results",
-            ToolAnnotations(read_only_hint=False, destructive_hint=False, idempotent_hint=True, open_world_hint=True)),
+        **titled("Download batch results", CREATES_REMOTE),  # files of its own on this service, replaced each time
         description="Fetch a finished job's results and errors files onto this service and summarise them: "
                     "succeeded/failed/missing counts, error codes, token usage and a preview. The files and the "
                     "merged table (CSV and JSONL) come back as download links that expire; fetch them with the "
