@@ -132,8 +132,11 @@ async def test_two_tenants_reach_only_their_own_jobs_uploads_and_results(
         with pytest.raises(MCPError):
             await bob.read_resource(f"batch://jobs/{batch_id}")
 
-        assert batch_id in str(await call(alice, "list_batches"))
+        listed = await call(alice, "list_batches")
+        assert [job["input_path"] for job in listed["batches"]] == [f"uploads/{upload_id}.jsonl"]
         assert batch_id in str(await alice.read_resource("batch://jobs"))
+        detail = str(await alice.read_resource(f"batch://jobs/{batch_id}"))
+        assert f"uploads/{upload_id}.jsonl" in detail and str(workdir.parent) not in detail
         await finished(alice, batch_id)
         summary = await call(alice, "download_batch_results", batch_id=batch_id)
         said.append(str(summary))
@@ -149,7 +152,8 @@ async def test_two_tenants_reach_only_their_own_jobs_uploads_and_results(
             said.extend([got.text, (await other.get(links[0])).text])
         with pytest.raises(MCPError):
             await bob.read_resource(f"batch://results/{batch_id}")
-        assert batch_id in str(await alice.read_resource(f"batch://results/{batch_id}"))
+        page = str(await alice.read_resource(f"batch://results/{batch_id}"))
+        assert batch_id in page and str(workdir.parent) not in page
 
         # Bob's own job is his alone too
         bob_upload, _ = await upload(server, bob, tickets)

@@ -10,6 +10,7 @@ anywhere but its backend's API host. The store sees accounts only (``services/li
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
@@ -20,6 +21,7 @@ from typing import Any
 from mcp import MCPError
 from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
 from mcp.types import INVALID_PARAMS
+from pydantic import BaseModel
 
 from batch_mcp.backends.base import Capabilities
 from batch_mcp.backends.http import HttpOptions
@@ -132,7 +134,24 @@ class Hosting:
                       or "a caller without keys")
             current, hosted = self._current.set(tenant), HOSTED_CALL.set(True)
             try:
-                return await call_next(ctx)
+                return self._without_server_paths(await call_next(ctx), tenant)
             finally:
                 HOSTED_CALL.reset(hosted)
                 self._current.reset(current)
+
+    def _without_server_paths(self, result: HandlerResult, tenant: Tenant) -> HandlerResult:
+        """The answer with this server's folders cut from every path in it: a remote caller gets the names of
+        its files in its own folders (``uploads/upload-….jsonl``, ``results/…``), not where the server keeps
+        them (results come as download links; see tools/hosted_tools.py)."""
+        root = f"{self.links.root}/"
+        if isinstance(result, BaseModel):
+            text, back = result.model_dump_json(by_alias=True), type(result).model_validate_json
+        elif isinstance(result, dict):  # what the SDK's handlers answer
+            text, back = json.dumps(result, ensure_ascii=False), json.loads
+        else:
+            return result
+        if root not in text:
+            return result
+        for account in tenant.accounts.values():
+            text = text.replace(f"{root}{account}/", "")
+        return back(text.replace(root, ""))
