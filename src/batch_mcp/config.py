@@ -10,7 +10,7 @@ import os
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, ValidationInfo, field_validator, model_validator
 from pydantic.fields import FieldInfo
 from pydantic_core import ErrorDetails
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -38,7 +38,7 @@ SYSTEM_FOLDERS = ("/bin", "/boot", "/dev", "/etc", "/home", "/lib", "/lib64", "/
 MIN_PUBLIC_AUTH_TOKEN = 32
 #: Shortest server secret accepted for deriving account fingerprints and signing links in hosted mode.
 MIN_ACCOUNT_SECRET = 32
-SECRETS = ("token", "auth_token", "account_secret", "store_url")
+SECRETS = ("token", "auth_token", "account_secret", "store_url", "oauth_client_secret")
 
 
 class ConfigurationError(ValueError):
@@ -128,6 +128,15 @@ class Settings(BaseSettings):
                                                                              "download link stays valid.")
     max_upload_bytes: int = Field(default=2_000_000_000, ge=1, description="Hosted mode: the largest upload "
                                                                           "accepted through a link.")
+    oauth_issuer: str | None = Field(default=None, description="OAuth authorization server whose tokens admit "
+                                                              "callers (instead of BATCH_MCP_AUTH_TOKEN).")
+    oauth_introspection_url: str | None = Field(default=None, description="Its token introspection endpoint "
+                                                                         "(RFC 7662).")
+    oauth_client_id: str | None = Field(default=None, description="This service's client id at the introspection "
+                                                                 "endpoint.")
+    oauth_client_secret: SecretStr | None = Field(default=None, description="This service's client secret there.")
+    oauth_scopes: Annotated[list[str], NoDecode] = Field(default_factory=list, description="Scopes a token must "
+                                                         "hold (space- or comma-separated).")
 
     @field_validator("token")
     @classmethod
@@ -161,6 +170,30 @@ class Settings(BaseSettings):
     def _public_origin(cls, url: str | None) -> str | None:
         """Links carry one-time credentials: never in clear text beyond this machine."""
         return check_base_url(url.rstrip("/"), "BATCH_MCP_PUBLIC_URL") if url else None
+
+    @field_validator("oauth_scopes", mode="before")
+    @classmethod
+    def _split_scopes(cls, value: object) -> object:
+        return value.replace(",", " ").split() if isinstance(value, str) else value
+
+    @field_validator("oauth_issuer", "oauth_introspection_url")
+    @classmethod
+    def _oauth_https(cls, url: str | None, info: ValidationInfo) -> str | None:
+        """Tokens travel to the introspection endpoint: never in clear text beyond this machine."""
+        return check_base_url(url, f"BATCH_MCP_{str(info.field_name).upper()}") if url else None
+
+    @model_validator(mode="after")
+    def _oauth_complete(self) -> Settings:
+        wanted = {"BATCH_MCP_OAUTH_ISSUER": self.oauth_issuer, "BATCH_MCP_OAUTH_CLIENT_ID": self.oauth_client_id,
+                  "BATCH_MCP_OAUTH_CLIENT_SECRET": self.oauth_client_secret, "BATCH_MCP_PUBLIC_URL": self.public_url}
+        if self.oauth_introspection_url is not None and (missing := [name for name, v in wanted.items() if not v]):
+            raise ValueError(f"BATCH_MCP_OAUTH_INTROSPECTION_URL also needs {', '.join(missing)}: the issuer is "
+                             "advertised to clients, the client credentials authenticate the introspection, and "
+                             "the public URL names this resource")
+        if self.oauth_introspection_url is not None and self.auth_token is not None:
+            raise ValueError("BATCH_MCP_AUTH_TOKEN and BATCH_MCP_OAUTH_INTROSPECTION_URL both set: the service "
+                             "takes one kind of bearer token; unset one")
+        return self
 
     @model_validator(mode="after")
     def _hosted_needs_a_secret(self) -> Settings:
@@ -225,6 +258,9 @@ class Settings(BaseSettings):
 
     def token_value(self) -> str | None:
         return self.token.get_secret_value() if self.token else None
+
+    def oauth_client_secret_value(self) -> str:
+        return self.oauth_client_secret.get_secret_value() if self.oauth_client_secret else ""
 
     def account_secret_value(self) -> bytes:
         if self.account_secret is None:

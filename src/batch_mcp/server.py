@@ -17,6 +17,8 @@ from typing import Any, Literal
 
 import anyio
 from mcp.server import MCPServer
+from mcp.server.auth.provider import TokenVerifier
+from mcp.server.auth.settings import AuthSettings
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp.server.subscriptions import InMemorySubscriptionBus
 from mcp.server.transport_security import TransportSecuritySettings
@@ -31,6 +33,7 @@ from batch_mcp.backends.registry import CATALOG, FALLBACK_BACKEND, Registry
 from batch_mcp.backends.retries import RetryPolicy as BackendRetryPolicy
 from batch_mcp.backends.settings import BackendSettings, settings_for
 from batch_mcp.config import MIN_PUBLIC_AUTH_TOKEN, Settings, is_loopback
+from batch_mcp.hosted.oauth import oauth_of
 from batch_mcp.hosted.routes import register_link_routes
 from batch_mcp.hosted.tenants import Endpoint, Hosting
 from batch_mcp.services.batches import BatchService
@@ -169,7 +172,8 @@ class BatchMCPServer(MCPServer):
             raise
 
 
-def build_server(state: AppState) -> MCPServer:
+def build_server(state: AppState, oauth: tuple[TokenVerifier, AuthSettings] | None = None) -> MCPServer:
+    """The MCP server over ``state``; with ``oauth``, an OAuth resource server that checks every bearer token."""
     @asynccontextmanager
     async def lifespan(_: MCPServer) -> AsyncIterator[AppState]:
         yield state
@@ -177,7 +181,8 @@ def build_server(state: AppState) -> MCPServer:
     hosting = state.hosting if isinstance(state.hosting, Hosting) else None
     mcp = BatchMCPServer("batch-mcp", version=__version__, lifespan=lifespan, subscriptions=state.bus,
                          instructions=instructions(state.registry, hosted=hosting is not None),
-                         middleware=[hosting.middleware] if hosting else [])
+                         middleware=[hosting.middleware] if hosting else [],
+                         **({"token_verifier": oauth[0], "auth": oauth[1]} if oauth else {}))
     register_all(mcp, state)
     if hosting:
         register_link_routes(mcp, hosting)
@@ -211,14 +216,15 @@ class UnsafeBinding(Exception):
     """Refusal to expose an unauthenticated server beyond this machine, or to serve in a way that cannot work."""
 
 
-def check_binding(host: str, auth_token: str | None) -> None:
-    """Refuse a server that other machines could reach without a token too long to guess."""
-    if is_loopback(host):
+def check_binding(host: str, auth_token: str | None, *, oauth: bool = False) -> None:
+    """Refuse a server that other machines could reach without a token too long to guess (or OAuth)."""
+    if is_loopback(host) or oauth:
         return
     if not auth_token:
         raise UnsafeBinding(
             f"Refusing to serve on {host} without authentication: anyone who can reach it could run batch jobs "
-            "on your account and read your files. Pass --auth-token (or BATCH_MCP_AUTH_TOKEN), or bind 127.0.0.1."
+            "on your account and read your files. Pass --auth-token (or BATCH_MCP_AUTH_TOKEN), set "
+            "BATCH_MCP_OAUTH_INTROSPECTION_URL (an OAuth resource server), or bind 127.0.0.1."
         )
     if len(auth_token) < MIN_PUBLIC_AUTH_TOKEN:
         raise UnsafeBinding(
@@ -245,7 +251,7 @@ def http_app(mcp: MCPServer, transport: Transport, host: str, auth_token: str | 
     """The ASGI app of an HTTP transport: DNS-rebinding protection on loopback, bearer auth with a token.
     Hosted, it is stateless (any replica answers any request: no session lives in one process) and its link
     routes are outside the bearer auth."""
-    check_binding(host, auth_token)
+    check_binding(host, auth_token, oauth=mcp.settings.auth is not None)
     security = rebinding_protection(host)
     app: ASGIApp = (mcp.sse_app(host=host, transport_security=security) if transport == "sse"
                     else mcp.streamable_http_app(host=host, transport_security=security, stateless_http=hosted))
@@ -269,12 +275,13 @@ async def serve(settings: Settings, transport: Transport = "stdio", host: str = 
     if settings.hosted and transport != "streamable-http":
         raise UnsafeBinding("Hosted mode serves many callers over HTTP, each with its own keys: start it with "
                             "--transport streamable-http (stdio and SSE serve one local user).")
-    if transport != "stdio":
-        check_binding(host, auth)  # before anything is opened: a refused server touches nothing
+    oauth = oauth_of(settings)
+    if transport != "stdio":  # before anything is opened: a refused server touches nothing
+        check_binding(host, auth, oauth=oauth is not None)
     if not settings.hosted:  # hosted callers reach their own folders only
         log_allowed_folders(settings)
     async with open_app_state(settings) as state:
-        mcp = build_server(state)
+        mcp = build_server(state, oauth)
         if transport == "stdio":
             await mcp.run_stdio_async()
             return
