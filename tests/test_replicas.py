@@ -11,7 +11,7 @@ import signal
 import subprocess
 import sys
 from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import AsyncExitStack, ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +22,10 @@ from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 from test_http_transport import http_server_process
 
-from conftest import postgres_schema
+from batch_mcp.sandbox import SandboxServer
+from batch_mcp.server import build_server, open_app_state
+
+from conftest import postgres_schema, settings_for
 from test_stdio import free_port, wait_for_port
 
 SUBMIT = {"path": "data/tickets.jsonl"}
@@ -50,7 +53,7 @@ class Sandbox:
 
 
 @pytest.fixture
-def sandbox(tmp_path: Path) -> Iterator[Sandbox]:
+def standalone(tmp_path: Path) -> Iterator[Sandbox]:
     port = free_port()
     process = subprocess.Popen(
         [sys.executable, "-m", "batch_mcp", "sandbox", "--port", str(port), "--token", TOKEN,
@@ -104,7 +107,8 @@ async def until(condition: Any) -> None:
             await anyio.sleep(0.05)
 
 
-async def test_fifty_agents_on_three_replicas_make_one_job(sandbox: Sandbox, workdir: Path) -> None:
+async def test_fifty_agents_on_three_replicas_make_one_job(standalone: Sandbox, workdir: Path) -> None:
+    sandbox = standalone
     sandbox.slow("upload", 1.0)  # the first upload is still going when every other call arrives
     with postgres_schema() as url, replicas(sandbox, workdir, url) as servers:
         answers: list[dict[str, Any]] = []
@@ -124,7 +128,8 @@ async def test_fifty_agents_on_three_replicas_make_one_job(sandbox: Sandbox, wor
         assert rows(url, "SELECT count(*) FROM claims") == [(0,)]  # every claim released
 
 
-async def test_a_replica_killed_mid_submit_and_mid_wait_loses_nothing(sandbox: Sandbox, workdir: Path) -> None:
+async def test_a_replica_killed_mid_submit_and_mid_wait_loses_nothing(standalone: Sandbox, workdir: Path) -> None:
+    sandbox = standalone
     with postgres_schema() as url, replicas(sandbox, workdir, url) as servers:
         # 1. the first replica dies after planning the job and sending its create call, before the answer
         sandbox.slow("create_batch", 600)
@@ -168,3 +173,33 @@ async def test_a_replica_killed_mid_submit_and_mid_wait_loses_nothing(sandbox: S
         assert downloaded["succeeded"] + downloaded["failed"] == 300
         assert sandbox.jobs() == 1 and rows(url, "SELECT count(*) FROM batches") == [(1,)]
         assert rows(url, "SELECT status, output_path IS NOT NULL FROM batches") == [("completed", True)]
+
+
+@pytest.mark.filterwarnings("ignore:resources/(un)?subscribe is removed")
+async def test_a_subscriber_on_one_replica_hears_what_another_replica_saw(sandbox: SandboxServer,
+                                                                         workdir: Path) -> None:
+    """Two replicas in this process (each its own app state and store connections) on one database: the
+    watcher subscribed on the first hears the job it never polled change status on the second."""
+    heard: list[str] = []
+
+    async def on_message(message: Any) -> None:
+        if getattr(message, "method", None) == "notifications/resources/updated":
+            heard.append(str(message.params.uri))
+
+    with postgres_schema() as url:
+        settings = settings_for(sandbox, workdir, store_url=url)
+        async with AsyncExitStack() as stack:
+            first = await stack.enter_async_context(open_app_state(settings))
+            second = await stack.enter_async_context(open_app_state(settings))
+            watcher = await stack.enter_async_context(Client(build_server(first), mode="legacy",
+                                                             message_handler=on_message))
+            worker = await stack.enter_async_context(Client(build_server(second), mode="legacy"))
+            submitted = answer(await worker.call_tool("submit_batch", {**SUBMIT, "new": True}))
+            batch_id = submitted["batch"]["batch_id"]
+            await watcher.subscribe_resource(f"batch://jobs/{batch_id}")
+            waited = answer(await worker.call_tool("wait_for_batch", {"batch_id": batch_id, "timeout_s": 60,
+                                                                      "poll_interval_s": 0.05}))
+            assert waited["batch"]["status"] == "completed"
+            with anyio.fail_after(DEADLINE_S):
+                while f"batch://jobs/{batch_id}" not in heard:
+                    await anyio.sleep(0.05)

@@ -3,9 +3,6 @@ its own connections, as separate processes would be), changes announced to every
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import threading
 from collections.abc import Callable
 from datetime import timedelta
@@ -15,6 +12,7 @@ from typing import Any
 import pytest
 
 from batch_mcp.backends.digitalocean.wire import WireBatch, to_job
+from batch_mcp.cli import main
 from batch_mcp.store import MIGRATIONS, SCHEMA_VERSION, JobStore, StoreVersionError
 
 from conftest import OpenStore, postgres_schema
@@ -137,23 +135,28 @@ def test_job_changes_reach_every_replicas_listener() -> None:
 
 
 @pytest.mark.parametrize("dialect", ["sqlite", "postgresql"])
-def test_the_store_commands_check_then_migrate(dialect: str, tmp_path: Path) -> None:
-    def command(action: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "batch_mcp", "store", action, "--state-dir", str(tmp_path)],
-                              env={**os.environ, **env}, capture_output=True, text=True, timeout=120)
+def test_the_store_commands_check_then_migrate(dialect: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    def command(action: str) -> tuple[int, str, str]:
+        code = main(["store", action, "--state-dir", str(tmp_path)])
+        out, err = capsys.readouterr()
+        return code, out, err
 
-    def run(env: dict[str, str]) -> None:
-        fresh = command("check", env)
-        assert fresh.returncode == 1 and "store migrate" in fresh.stdout, fresh
-        migrated = command("migrate", env)
-        assert migrated.returncode == 0 and f"v{SCHEMA_VERSION} (migrated from v0)" in migrated.stdout, migrated
-        checked = command("check", env)
-        assert checked.returncode == 0 and "up to date" in checked.stdout, checked
+    def run() -> None:
+        code, out, _ = command("check")
+        assert code == 1 and "store migrate" in out
+        code, out, _ = command("migrate")
+        assert code == 0 and f"v{SCHEMA_VERSION} (migrated from v0)" in out
+        code, out, _ = command("check")
+        assert code == 0 and "up to date" in out
 
     if dialect == "sqlite":
-        run({})
+        monkeypatch.delenv("BATCH_MCP_STORE_URL", raising=False)
+        run()
         return
     with postgres_schema() as url:
-        run({"BATCH_MCP_STORE_URL": url})
-    broken = command("check", {"BATCH_MCP_STORE_URL": "postgresql://u:hunter2@127.0.0.1:1/none"})
-    assert broken.returncode == 2 and "cannot be reached" in broken.stderr and "hunter2" not in broken.stderr
+        monkeypatch.setenv("BATCH_MCP_STORE_URL", url)
+        run()
+    monkeypatch.setenv("BATCH_MCP_STORE_URL", "postgresql://u:hunter2@127.0.0.1:1/none")
+    code, out, err = command("check")
+    assert code == 2 and "cannot be reached" in err and "hunter2" not in out + err

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hmac
 import logging
+import threading
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from datetime import timedelta
@@ -48,6 +49,8 @@ from batch_mcp.tools.hosted_tools import DOWNLOADS_PATH, UPLOADS_PATH
 from batch_mcp.tools.output_schemas import lean_tools
 
 log = logging.getLogger(__name__)
+#: How soon a replica listens again for the others' job changes after its database was unreachable.
+_RELAY_RETRY_S = 5.0
 Transport = Literal["stdio", "streamable-http", "sse"]
 _DO = digitalocean.CAPABILITIES
 
@@ -132,6 +135,8 @@ async def open_app_state(settings: Settings) -> AsyncIterator[AppState]:
         async with anyio.create_task_group() as background:
             if registry.names:  # in the background: a slow or unreachable API must not delay the handshake
                 background.start_soon(_resume, service)
+            if store.database.dialect == "postgresql":
+                background.start_soon(_relay, store, state)
             yield state
             background.cancel_scope.cancel()
 
@@ -143,6 +148,26 @@ async def _resume(service: BatchService) -> None:
         return
     if resumed:
         log.info("resumed %d submission(s) whose answer was lost", len(resumed))
+
+
+async def _relay(store: JobStore, state: AppState) -> None:
+    """Replicas: this one's subscribers hear of the status changes the others make (PostgreSQL NOTIFY), from
+    a thread that listens until the server stops (and listens again after the database was unreachable)."""
+    stop = threading.Event()
+
+    def listen() -> None:
+        for record in store.status_changes_elsewhere(stop):
+            anyio.from_thread.run(state.announce, record.last_seen)
+
+    try:
+        while True:
+            try:
+                await anyio.to_thread.run_sync(listen, abandon_on_cancel=True)
+            except StoreUnavailable as exc:
+                log.warning("not hearing other replicas' job changes for now: %s", exc)
+            await anyio.sleep(_RELAY_RETRY_S)
+    finally:
+        stop.set()
 
 
 class BatchMCPServer(MCPServer):

@@ -25,19 +25,20 @@ from typing import Self
 
 from batch_mcp.domain import TERMINAL_STATUSES, Job, Ref
 from batch_mcp.store.claims import CLAIM_LEASE, Claim
-from batch_mcp.store.coordination import Coordinated
 from batch_mcp.store.database import Connection, Database, JobChange, SqliteDatabase
+from batch_mcp.store.groups import GroupRecords
 from batch_mcp.store.migrations import MIGRATIONS, SCHEMA_VERSION
 from batch_mcp.store.records import (
+    _SUBMISSION_COLUMNS,
     LEGACY_BACKEND,
-    JobGroup,
     JobRecord,
-    PreparedFile,
     Submission,
     UploadRecord,
     _job_from_row,
     _metadata_to_text,
     _now,
+    _older,
+    _older_than,
     _path_to_text,
     _submission_from_row,
     _time_to_text,
@@ -51,10 +52,6 @@ DEFAULT_UPLOAD_MAX_AGE = timedelta(days=7)
 
 __all__ = ["DEFAULT_UPLOAD_MAX_AGE", "MIGRATIONS", "SCHEMA_VERSION", "JobStore"]
 
-_SUBMISSION_COLUMNS = (
-    "request_id, backend, fingerprint, path, file_id, provider, endpoint, completion_window, metadata, batch_id, "
-    "group_id, parent_batch_id, created_at, conflicts"
-)
 _JOB_QUERY = """
     SELECT b.backend, b.batch_id, b.status, b.total_count, b.completed_count, b.failed_count, b.last_seen,
            b.created_at, b.updated_at, b.output_path, b.error_path, b.table_path, b.usage,
@@ -78,16 +75,7 @@ _BY_KEY = "(:backend IS NULL OR {alias}backend = :backend) AND {alias}{column} =
 _PREFERRED = f"ORDER BY {{alias}}backend != '{LEGACY_BACKEND}', {{alias}}backend LIMIT 1"
 
 
-def _older(created_at: str, key: str) -> str:
-    """Rows after a page's last one in (created_at DESC, key DESC) order; every row when there is none."""
-    return f"(:before_at IS NULL OR {created_at} < :before_at OR ({created_at} = :before_at AND {key} < :before_id))"
-
-
-def _older_than(before: tuple[datetime, str] | None) -> dict[str, str | None]:
-    return {"before_at": _time_to_text(before[0]) if before else None, "before_id": before[1] if before else None}
-
-
-class JobStore(Coordinated):
+class JobStore(GroupRecords):
     """The server's memory of uploads, submissions and batches.
 
     :meth:`open` opens it at once and raises :class:`StoreUnavailable` when it cannot; the constructor
@@ -150,6 +138,20 @@ class JobStore(Coordinated):
         """Every job change committed by any process on this database (every account's: filter by
         ``change.account``), until ``stop`` is set; PostgreSQL only (NOTIFY), else NotImplementedError."""
         return self._db.changes(stop)
+
+    def status_changes_elsewhere(self, stop: threading.Event) -> Iterator[JobRecord]:
+        """Jobs whose status another process (replica) changed, as now stored, in every account: what this
+        process's subscribers should hear of, as they hear of its own changes. See :meth:`job_changes`."""
+        seen: dict[tuple[str, str, str], str] = {}
+        for change in self.job_changes(stop):
+            if change.origin == self._db.origin:
+                continue  # announced here already
+            view = self.scoped({change.backend: change.account})
+            record = view.get_job(str(Ref(change.backend, change.batch_id)))
+            key = (change.account, change.backend, change.batch_id)
+            if record is not None and seen.get(key) != record.status:
+                seen[key] = record.status
+                yield record
 
     def close(self) -> None:
         self._db.close()
@@ -398,68 +400,3 @@ class JobStore(Coordinated):
             {"status": status, "limit": limit, **_older_than(before)},
         )
         return [_job_from_row(row) for row in rows]
-
-    # prepared files (no backend: they belong to the view's owner, see .scope) ----------------------
-
-    def record_prepared(self, path: Path, source_path: Path, source_format: str, id_column: str | None,
-                        source_sha256: str) -> None:
-        with self._write() as conn:
-            conn.execute(
-                "INSERT INTO prepared_files (account, path, source_path, source_format, id_column, source_sha256,"
-                " created_at) VALUES (:account, :path, :source_path, :source_format, :id_column, :source_sha256,"
-                " :created_at) ON CONFLICT (account, path) DO UPDATE SET source_path = excluded.source_path,"
-                " source_format = excluded.source_format, id_column = excluded.id_column,"
-                " source_sha256 = excluded.source_sha256, created_at = excluded.created_at",
-                {"account": self._scope.owner, "path": str(path), "source_path": str(source_path),
-                 "source_format": source_format, "id_column": id_column, "source_sha256": source_sha256,
-                 "created_at": _time_to_text(_now())},
-            )
-
-    def find_prepared(self, path: Path) -> PreparedFile | None:
-        rows = self._query(f"SELECT * FROM prepared_files WHERE {self._scope.where_owner()} AND path = :path",
-                           {"path": str(path)})
-        return PreparedFile.model_validate(dict(rows[0])) if rows else None
-
-    # job groups ----------------------------------------------------------------------------------
-
-    def create_group(self, path: Path, sha256: str, fingerprint: str, parts: int,
-                     parent_batch_id: str | None = None, claim: Claim | None = None,
-                     backend: str = LEGACY_BACKEND) -> JobGroup:
-        group = JobGroup(group_id=f"group-{uuid.uuid4()}", backend=backend, path=path, sha256=sha256,
-                         fingerprint=fingerprint, parts=parts, parent_batch_id=parent_batch_id, created_at=_now())
-        with self._write(claim) as conn:
-            conn.execute(
-                "INSERT INTO job_groups (account, group_id, backend, path, sha256, fingerprint, parts,"
-                " parent_batch_id, created_at) VALUES (:account, :group_id, :backend, :path, :sha256, :fingerprint,"
-                " :parts, :parent_batch_id, :created_at)",
-                {"account": self._scope.account(backend), "group_id": group.group_id, "backend": backend,
-                 "path": str(path), "sha256": sha256, "fingerprint": fingerprint, "parts": parts,
-                 "parent_batch_id": parent_batch_id, "created_at": _time_to_text(group.created_at)},
-            )
-        return group
-
-    def get_group(self, group_id: str) -> JobGroup | None:
-        rows = self._query(f"SELECT * FROM job_groups WHERE {self._scope.where()} AND group_id = :group_id",
-                           {"group_id": group_id})
-        return JobGroup.model_validate(dict(rows[0])) if rows else None
-
-    def find_group_by_fingerprint(self, fingerprint: str) -> JobGroup | None:
-        rows = self._query(f"SELECT * FROM job_groups WHERE {self._scope.where()} AND fingerprint = :fingerprint"
-                           " ORDER BY created_at DESC LIMIT 1", {"fingerprint": fingerprint})
-        return JobGroup.model_validate(dict(rows[0])) if rows else None
-
-    def list_groups(self, limit: int = 100, before: tuple[datetime, str] | None = None) -> list[JobGroup]:
-        """Newest first, or older than ``before`` (created_at, group_id)."""
-        rows = self._query(f"SELECT * FROM job_groups WHERE {self._scope.where()}"
-                           f" AND {_older('created_at', 'group_id')} ORDER BY created_at DESC, group_id DESC"
-                           " LIMIT :limit", {"limit": limit, **_older_than(before)})
-        return [JobGroup.model_validate(dict(row)) for row in rows]
-
-    def group_submissions(self, group_id: str) -> list[Submission]:
-        """The group's parts in submission order (answered or still pending)."""
-        rows = self._query(
-            f"SELECT {_SUBMISSION_COLUMNS} FROM submissions WHERE {self._scope.where()} AND group_id = :group_id"
-            " ORDER BY created_at, request_id",
-            {"group_id": group_id},
-        )
-        return [_submission_from_row(row) for row in rows]

@@ -11,18 +11,21 @@ with ``NOTIFY`` in the transaction that makes them, so every replica can tell it
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-import psycopg
-from psycopg.rows import RowMaker
-from psycopg_pool import ConnectionPool
+try:
+    import psycopg
+    from psycopg_pool import ConnectionPool
+except ImportError:  # the postgres extra is not installed: PostgresDatabase says so when it is made
+    psycopg = None  # type: ignore[assignment]
 
 from batch_mcp.store.database import Database, JobChange, Params
 from batch_mcp.store.file import StoreUnavailable, StoreVersionError
@@ -45,6 +48,7 @@ def redacted(url: str) -> str:
     return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc}"))
 
 
+@functools.lru_cache(maxsize=512)  # the store has a few dozen statements, each sent many times
 def translate(sql: str) -> str:
     """The store's ``:name`` parameters as psycopg's ``%(name)s`` (and a literal ``%`` doubled)."""
     return _PARAMETER.sub(r"%(\1)s", sql.replace("%", "%%"))
@@ -57,7 +61,7 @@ class Row(dict[str, Any]):
         return list(self.values())[key] if isinstance(key, int) else super().__getitem__(key)
 
 
-def _rows(cursor: psycopg.Cursor[Any]) -> RowMaker[Row]:
+def _rows(cursor: psycopg.Cursor[Any]) -> Callable[[Sequence[Any]], Row]:
     names = [column.name for column in cursor.description or ()]
     return lambda values: Row(zip(names, values, strict=True))
 
@@ -81,6 +85,9 @@ class PostgresDatabase(Database):
     def __init__(self, url: str, *, max_connections: int = 10) -> None:
         self._url = url
         self.location = redacted(url)
+        if psycopg is None:
+            raise StoreUnavailable(self.location, "its driver (psycopg) is not installed",
+                                   "Install it: pip install 'batch-mcp[postgres]'.")
         self._max = max_connections
         self._pool: ConnectionPool[psycopg.Connection[Row]] | None = None
         self._opening = threading.Lock()  # one pool per process; replicas coordinate in the database

@@ -45,6 +45,22 @@ def _path_to_text(path: Path | None) -> str | None:
     return None if path is None else str(path)
 
 
+#: The columns a submission is written and read with (its account aside, which the scope decides).
+_SUBMISSION_COLUMNS = (
+    "request_id, backend, fingerprint, path, file_id, provider, endpoint, completion_window, metadata, batch_id, "
+    "group_id, parent_batch_id, created_at, conflicts"
+)
+
+
+def _older(created_at: str, key: str) -> str:
+    """Rows after a page's last one in (created_at DESC, key DESC) order; every row when there is none."""
+    return f"(:before_at IS NULL OR {created_at} < :before_at OR ({created_at} = :before_at AND {key} < :before_id))"
+
+
+def _older_than(before: tuple[datetime, str] | None) -> dict[str, str | None]:
+    return {"before_at": _time_to_text(before[0]) if before else None, "before_id": before[1] if before else None}
+
+
 #: The backend every row stored before there were several belongs to.
 LEGACY_BACKEND = "digitalocean"
 _LEGACY_WINDOW = "24h"
