@@ -68,6 +68,8 @@ def serve_settings(args: argparse.Namespace) -> Settings:
         overrides["auth_token"] = args.auth_token
     if args.backend:
         overrides["backend"] = args.backend
+    if args.hosted:
+        overrides["hosted"] = True
     return load_settings(**overrides)
 
 
@@ -209,6 +211,10 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--state-dir", type=Path, help="where the job store lives")
     serve.add_argument("--auth-token", help="require this bearer token on HTTP transports (or "
                                             "BATCH_MCP_AUTH_TOKEN; at least 32 characters off loopback)")
+    serve.add_argument("--hosted", action="store_true",
+                       help="serve many callers over streamable HTTP, each sending its own provider keys in "
+                            "X-Api-Key-<Backend> headers, files through upload/download links (or BATCH_MCP_HOSTED; "
+                            "needs BATCH_MCP_ACCOUNT_SECRET)")
     serve.set_defaults(run=_serve)
 
     sandbox = sub.add_parser("sandbox", help="run the offline emulator of the batch API")

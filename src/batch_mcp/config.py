@@ -10,7 +10,7 @@ import os
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, ValidationInfo, field_validator, model_validator
 from pydantic.fields import FieldInfo
 from pydantic_core import ErrorDetails
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -27,6 +27,7 @@ SOURCES = {
     "allowed_dirs": "BATCH_MCP_ALLOWED_DIRS (or --allow-dir)",
     "state_dir": "BATCH_MCP_STATE_DIR (or --state-dir)",
     "auth_token": "BATCH_MCP_AUTH_TOKEN (or --auth-token)",
+    "hosted": "BATCH_MCP_HOSTED (or --hosted)",
 }
 #: Folders that are never allowed just because the server was started in them: an MCP host that launches
 #: the server from / or the home folder did not mean to hand the agent everything below it.
@@ -35,7 +36,9 @@ SYSTEM_FOLDERS = ("/bin", "/boot", "/dev", "/etc", "/home", "/lib", "/lib64", "/
                   "/Volumes")
 #: Shortest bearer token accepted for a server other machines can reach.
 MIN_PUBLIC_AUTH_TOKEN = 32
-SECRETS = ("token", "auth_token", "store_url")
+#: Shortest server secret accepted for deriving account fingerprints and signing links in hosted mode.
+MIN_ACCOUNT_SECRET = 32
+SECRETS = ("token", "auth_token", "account_secret", "store_url", "oauth_client_secret")
 
 
 class ConfigurationError(ValueError):
@@ -116,6 +119,26 @@ class Settings(BaseSettings):
     max_attempts: int = Field(default=5, ge=1, description="Attempts per API call before a fault is reported.")
     retry_base_delay_s: float = Field(default=0.5, ge=0, description="First backoff between attempts (doubles).")
     timeout_s: float = Field(default=60.0, gt=0, description="Seconds to wait for an API answer before retrying.")
+    hosted: bool = Field(default=False, description="Serve many callers over streamable HTTP: each request brings "
+                                                    "its own provider keys (X-Api-Key-<backend> headers), files come "
+                                                    "and go through signed links.")
+    account_secret: SecretStr | None = Field(default=None, description="Hosted mode: the server secret that turns a "
+                                             "provider key into an account fingerprint and signs links.")
+    public_url: str | None = Field(default=None, description="Hosted mode: the origin links are built on (e.g. "
+                                                            "https://batch.example.com); default: the request's.")
+    link_ttl_s: float = Field(default=900.0, gt=0, le=7 * 86400, description="Hosted mode: seconds an upload or "
+                                                                             "download link stays valid.")
+    max_upload_bytes: int = Field(default=2_000_000_000, ge=1, description="Hosted mode: the largest upload "
+                                                                          "accepted through a link.")
+    oauth_issuer: str | None = Field(default=None, description="OAuth authorization server whose tokens admit "
+                                                              "callers (instead of BATCH_MCP_AUTH_TOKEN).")
+    oauth_introspection_url: str | None = Field(default=None, description="Its token introspection endpoint "
+                                                                         "(RFC 7662).")
+    oauth_client_id: str | None = Field(default=None, description="This service's client id at the introspection "
+                                                                 "endpoint.")
+    oauth_client_secret: SecretStr | None = Field(default=None, description="This service's client secret there.")
+    oauth_scopes: Annotated[list[str], NoDecode] = Field(default_factory=list, description="Scopes a token must "
+                                                         "hold (space- or comma-separated).")
 
     @field_validator("token")
     @classmethod
@@ -134,6 +157,55 @@ class Settings(BaseSettings):
                              f"string of at least {MIN_PUBLIC_AUTH_TOKEN} characters "
                              "(python3 -c 'import secrets; print(secrets.token_urlsafe(32))'), or unset it")
         return None if token is None else SecretStr(token)
+
+    @field_validator("account_secret")
+    @classmethod
+    def _clean_account_secret(cls, value: SecretStr | None) -> SecretStr | None:
+        secret = _checked_secret(value)
+        if secret is not None and len(secret) < MIN_ACCOUNT_SECRET:
+            raise ValueError(f"BATCH_MCP_ACCOUNT_SECRET must be at least {MIN_ACCOUNT_SECRET} random characters "
+                             "(python3 -c 'import secrets; print(secrets.token_urlsafe(32))')")
+        return SecretStr(secret) if secret else None
+
+    @field_validator("public_url")
+    @classmethod
+    def _public_origin(cls, url: str | None) -> str | None:
+        """Links carry one-time credentials: never in clear text beyond this machine."""
+        return check_base_url(url.rstrip("/"), "BATCH_MCP_PUBLIC_URL") if url else None
+
+    @field_validator("oauth_scopes", mode="before")
+    @classmethod
+    def _split_scopes(cls, value: object) -> object:
+        return value.replace(",", " ").split() if isinstance(value, str) else value
+
+    @field_validator("oauth_issuer", "oauth_introspection_url")
+    @classmethod
+    def _oauth_https(cls, url: str | None, info: ValidationInfo) -> str | None:
+        """Tokens travel to the introspection endpoint: never in clear text beyond this machine."""
+        return check_base_url(url, f"BATCH_MCP_{str(info.field_name).upper()}") if url else None
+
+    @model_validator(mode="after")
+    def _oauth_complete(self) -> Settings:
+        wanted = {"BATCH_MCP_OAUTH_ISSUER": self.oauth_issuer, "BATCH_MCP_OAUTH_CLIENT_ID": self.oauth_client_id,
+                  "BATCH_MCP_OAUTH_CLIENT_SECRET": self.oauth_client_secret, "BATCH_MCP_PUBLIC_URL": self.public_url}
+        if self.oauth_introspection_url is not None and (missing := [name for name, v in wanted.items() if not v]):
+            raise ValueError(f"BATCH_MCP_OAUTH_INTROSPECTION_URL also needs {', '.join(missing)}: the issuer is "
+                             "advertised to clients, the client credentials authenticate the introspection, and "
+                             "the public URL names this resource")
+        if self.oauth_introspection_url is not None and self.auth_token is not None:
+            raise ValueError("BATCH_MCP_AUTH_TOKEN and BATCH_MCP_OAUTH_INTROSPECTION_URL both set: the service "
+                             "takes one kind of bearer token; unset one")
+        return self
+
+    @model_validator(mode="after")
+    def _hosted_needs_a_secret(self) -> Settings:
+        if self.hosted and self.account_secret is None:
+            raise ValueError(
+                "BATCH_MCP_ACCOUNT_SECRET is required in hosted mode (BATCH_MCP_HOSTED or --hosted): it derives each "
+                "caller's account fingerprint from their provider key and signs upload and download links. Set it to "
+                "the output of python3 -c 'import secrets; print(secrets.token_urlsafe(32))', the same on every "
+                "replica, and keep it: changing it hides every tenant's earlier jobs")
+        return self
 
     @field_validator("store_url")
     @classmethod
@@ -189,6 +261,14 @@ class Settings(BaseSettings):
     def token_value(self) -> str | None:
         return self.token.get_secret_value() if self.token else None
 
+    def oauth_client_secret_value(self) -> str:
+        return self.oauth_client_secret.get_secret_value() if self.oauth_client_secret else ""
+
+    def account_secret_value(self) -> bytes:
+        if self.account_secret is None:
+            raise ConfigurationError("BATCH_MCP_ACCOUNT_SECRET is not set")
+        return self.account_secret.get_secret_value().encode()
+
     def store_url_value(self) -> str | None:
         return self.store_url.get_secret_value() if self.store_url else None
 
@@ -236,6 +316,8 @@ def _problem(error: ErrorDetails) -> str:
         case _:
             rule = f"is invalid: {error['msg']}"
     hidden = field in SECRETS or error["type"] == "value_error"  # a secret, or a message that quotes what matters
+    if not error["loc"]:  # a rule across settings names its variables itself
+        return rule
     source = setting_source(field)
     named = rule if rule.startswith(source.split()[0]) else f"{source} {rule}"  # some rules name it already
     return named + ("" if hidden else f" (got {str(error['input'])[:80]!r})")

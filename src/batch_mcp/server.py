@@ -19,6 +19,8 @@ from typing import Any, Literal
 
 import anyio
 from mcp.server import MCPServer
+from mcp.server.auth.provider import TokenVerifier
+from mcp.server.auth.settings import AuthSettings
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp.server.subscriptions import InMemorySubscriptionBus
 from mcp.server.transport_security import TransportSecuritySettings
@@ -29,17 +31,22 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from batch_mcp import __version__
 from batch_mcp.backends import digitalocean
 from batch_mcp.backends.http import HttpOptions
-from batch_mcp.backends.registry import CATALOG, Registry
+from batch_mcp.backends.registry import CATALOG, FALLBACK_BACKEND, Registry
 from batch_mcp.backends.retries import RetryPolicy as BackendRetryPolicy
 from batch_mcp.backends.settings import BackendSettings, settings_for
 from batch_mcp.config import MIN_PUBLIC_AUTH_TOKEN, Settings, is_loopback
+from batch_mcp.hosted.oauth import oauth_of
+from batch_mcp.hosted.routes import register_link_routes
+from batch_mcp.hosted.tenants import Endpoint, Hosting
 from batch_mcp.services.batches import BatchService
+from batch_mcp.services.links import Links
 from batch_mcp.services.workspace import Workspace
 from batch_mcp.store import JobStore, StoreUnavailable
 from batch_mcp.tools import register_all
 from batch_mcp.tools.context import AppState
 from batch_mcp.tools.describe import instructions
 from batch_mcp.tools.errors import invalid_arguments, unknown_arguments
+from batch_mcp.tools.hosted_tools import DOWNLOADS_PATH, UPLOADS_PATH
 from batch_mcp.tools.output_schemas import lean_tools
 
 log = logging.getLogger(__name__)
@@ -55,6 +62,16 @@ def backend_settings(settings: Settings) -> dict[str, BackendSettings]:
     """Each backend's key and base URL from its own variables; DigitalOcean's from ``settings`` (flags win)."""
     read = {name: settings_for(entry.capabilities)() for name, entry in CATALOG.items() if name != _DO.name}
     return {_DO.name: settings_for(_DO).given(settings.token_value(), settings.base_url), **read}
+
+
+def hosted_endpoints(settings: Settings, every: dict[str, BackendSettings]) -> dict[str, Endpoint]:
+    """Where each backend's API is for hosted callers: the configured base URLs, with the caller's key; on the
+    sandbox, its emulators with their own tokens. The server's own keys are never used for a caller."""
+    if not settings.sandbox and (ignored := [name for name, read in every.items() if read.api_key_value()]):
+        log.warning("hosted mode: ignoring the server's own keys for %s; each caller sends its own",
+                    ", ".join(ignored))
+    return {name: Endpoint(read.base_url, read.api_key_value() if settings.sandbox else None)
+            for name, read in every.items()}
 
 
 def start_sandboxes(stack: AsyncExitStack, folder: Path) -> dict[str, BackendSettings]:
@@ -88,7 +105,10 @@ async def open_app_state(settings: Settings) -> AsyncIterator[AppState]:
         options = HttpOptions(retry=BackendRetryPolicy(max_attempts=settings.max_attempts,
                                                        base_delay_s=settings.retry_base_delay_s),
                               timeout_s=settings.timeout_s)
-        registry = Registry.open(options, default=settings.backend, settings=every)
+        if settings.hosted:  # no backend of its own: each call opens its caller's (hosted/tenants.py)
+            registry = Registry({}, default=settings.backend or FALLBACK_BACKEND, configured=tuple(CATALOG))
+        else:
+            registry = Registry.open(options, default=settings.backend, settings=every)
         stack.push_async_callback(registry.aclose)
         if not registry.configured:
             log.warning("no backend configured: set %s (tools will say so)",
@@ -106,7 +126,14 @@ async def open_app_state(settings: Settings) -> AsyncIterator[AppState]:
             max_requests=settings.max_requests, max_bytes=settings.max_bytes,
             default_poll_interval_s=settings.poll_interval_s,
         )
-        state = AppState(service=service, bus=InMemorySubscriptionBus(), registry=registry)
+        hosting = None
+        if settings.hosted:
+            secret = settings.account_secret_value()
+            hosting = Hosting(service, Links(secret, state_dir / "hosted", settings.link_ttl_s), secret=secret,
+                              options=options,
+                              endpoints=hosted_endpoints(settings, every), default=settings.backend,
+                              public_url=settings.public_url, max_upload_bytes=settings.max_upload_bytes)
+        state = AppState(base=service, bus=InMemorySubscriptionBus(), registry=registry, hosting=hosting)
         service.status_listeners.append(state.announce)
         async with anyio.create_task_group() as background:
             if registry.names:  # in the background: a slow or unreachable API must not delay the handshake
@@ -183,26 +210,34 @@ class BatchMCPServer(MCPServer):
             raise
 
 
-def build_server(state: AppState) -> MCPServer:
+def build_server(state: AppState, oauth: tuple[TokenVerifier, AuthSettings] | None = None) -> MCPServer:
+    """The MCP server over ``state``; with ``oauth``, an OAuth resource server that checks every bearer token."""
     @asynccontextmanager
     async def lifespan(_: MCPServer) -> AsyncIterator[AppState]:
         yield state
 
-    mcp = BatchMCPServer("batch-mcp", version=__version__, instructions=instructions(state.registry), lifespan=lifespan,
-                    subscriptions=state.bus)
+    hosting = state.hosting if isinstance(state.hosting, Hosting) else None
+    mcp = BatchMCPServer("batch-mcp", version=__version__, lifespan=lifespan, subscriptions=state.bus,
+                         instructions=instructions(state.registry, hosted=hosting is not None),
+                         middleware=[hosting.middleware] if hosting else [],
+                         **({"token_verifier": oauth[0], "auth": oauth[1]} if oauth else {}))
     register_all(mcp, state)
+    if hosting:
+        register_link_routes(mcp, hosting)
     return mcp
 
 
 class BearerAuth:
-    """Require ``Authorization: Bearer <token>`` on every HTTP request (compared in constant time)."""
+    """Require ``Authorization: Bearer <token>`` on every HTTP request (compared in constant time), except under
+    ``exempt`` paths (hosted mode's links, which are credentials of their own)."""
 
-    def __init__(self, app: ASGIApp, token: str) -> None:
+    def __init__(self, app: ASGIApp, token: str, exempt: tuple[str, ...] = ()) -> None:
         self.app = app
         self.token = token.encode()
+        self.exempt = exempt
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
+        if scope["type"] == "http" and not str(scope.get("path", "")).startswith(self.exempt):
             given = dict(scope.get("headers") or []).get(b"authorization", b"")
             scheme, _, credential = given.partition(b" ")
             if not (scheme.lower() == b"bearer" and hmac.compare_digest(credential.strip(), self.token)):
@@ -216,17 +251,18 @@ class BearerAuth:
 
 
 class UnsafeBinding(Exception):
-    """Refusal to expose an unauthenticated server beyond this machine."""
+    """Refusal to expose an unauthenticated server beyond this machine, or to serve in a way that cannot work."""
 
 
-def check_binding(host: str, auth_token: str | None) -> None:
-    """Refuse a server that other machines could reach without a token too long to guess."""
-    if is_loopback(host):
+def check_binding(host: str, auth_token: str | None, *, oauth: bool = False) -> None:
+    """Refuse a server that other machines could reach without a token too long to guess (or OAuth)."""
+    if is_loopback(host) or oauth:
         return
     if not auth_token:
         raise UnsafeBinding(
             f"Refusing to serve on {host} without authentication: anyone who can reach it could run batch jobs "
-            "on your account and read your files. Pass --auth-token (or BATCH_MCP_AUTH_TOKEN), or bind 127.0.0.1."
+            "on your account and read your files. Pass --auth-token (or BATCH_MCP_AUTH_TOKEN), set "
+            "BATCH_MCP_OAUTH_INTROSPECTION_URL (an OAuth resource server), or bind 127.0.0.1."
         )
     if len(auth_token) < MIN_PUBLIC_AUTH_TOKEN:
         raise UnsafeBinding(
@@ -248,13 +284,17 @@ def rebinding_protection(host: str) -> TransportSecuritySettings | None:
                                      allowed_origins=[f"http://{name}:*" for name in names])
 
 
-def http_app(mcp: MCPServer, transport: Transport, host: str, auth_token: str | None) -> ASGIApp:
-    """The ASGI app of an HTTP transport: DNS-rebinding protection on loopback, bearer auth with a token."""
-    check_binding(host, auth_token)
+def http_app(mcp: MCPServer, transport: Transport, host: str, auth_token: str | None, *,
+             hosted: bool = False) -> ASGIApp:
+    """The ASGI app of an HTTP transport: DNS-rebinding protection on loopback, bearer auth with a token.
+    Hosted, it is stateless (any replica answers any request: no session lives in one process) and its link
+    routes are outside the bearer auth."""
+    check_binding(host, auth_token, oauth=mcp.settings.auth is not None)
     security = rebinding_protection(host)
     app: ASGIApp = (mcp.sse_app(host=host, transport_security=security) if transport == "sse"
-                    else mcp.streamable_http_app(host=host, transport_security=security))
-    return BearerAuth(app, auth_token) if auth_token else app
+                    else mcp.streamable_http_app(host=host, transport_security=security, stateless_http=hosted))
+    exempt = (f"{UPLOADS_PATH}/", f"{DOWNLOADS_PATH}/") if hosted else ()
+    return BearerAuth(app, auth_token, exempt) if auth_token else app
 
 
 def log_allowed_folders(settings: Settings) -> None:
@@ -270,16 +310,21 @@ def log_allowed_folders(settings: Settings) -> None:
 async def serve(settings: Settings, transport: Transport = "stdio", host: str = "127.0.0.1",
                 port: int = 8000) -> None:
     auth = settings.auth_token.get_secret_value() if settings.auth_token else None
-    if transport != "stdio":
-        check_binding(host, auth)  # before anything is opened: a refused server touches nothing
-    log_allowed_folders(settings)
+    if settings.hosted and transport != "streamable-http":
+        raise UnsafeBinding("Hosted mode serves many callers over HTTP, each with its own keys: start it with "
+                            "--transport streamable-http (stdio and SSE serve one local user).")
+    oauth = oauth_of(settings)
+    if transport != "stdio":  # before anything is opened: a refused server touches nothing
+        check_binding(host, auth, oauth=oauth is not None)
+    if not settings.hosted:  # hosted callers reach their own folders only
+        log_allowed_folders(settings)
     async with open_app_state(settings) as state:
-        mcp = build_server(state)
+        mcp = build_server(state, oauth)
         if transport == "stdio":
             await mcp.run_stdio_async()
             return
         import uvicorn
 
-        config = uvicorn.Config(http_app(mcp, transport, host, auth), host=host, port=port,
+        config = uvicorn.Config(http_app(mcp, transport, host, auth, hosted=settings.hosted), host=host, port=port,
                                 log_level="warning", access_log=False, lifespan="on")
         await uvicorn.Server(config).serve()

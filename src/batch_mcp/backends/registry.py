@@ -23,6 +23,12 @@ log = logging.getLogger(__name__)
 FALLBACK_BACKEND = "digitalocean"
 
 Opener = Callable[[BackendSettings, HttpOptions], Backend]
+#: How a user gives a backend its key, for the message of a call to one without: the environment variable here.
+Setup = Callable[[Capabilities], str]
+
+
+def set_variable(capabilities: Capabilities) -> str:
+    return f"set {' or '.join(capabilities.token_env)}"
 
 
 @dataclass(frozen=True)
@@ -62,22 +68,25 @@ def default_backend(configured: list[str], requested: str | None = None) -> str:
 class Registry:
     """The configured backends by name, opened once and closed together."""
 
-    def __init__(self, backends: Mapping[str, Backend], *, default: str, configured: tuple[str, ...] = ()) -> None:
+    def __init__(self, backends: Mapping[str, Backend], *, default: str, configured: tuple[str, ...] = (),
+                 setup: Setup = set_variable) -> None:
         self._backends = dict(backends)
         self.default = default
         #: Backends with a key, including those not yet served through the seam.
         self.configured = configured or tuple(self._backends)
+        self._setup = setup
 
     @classmethod
     def open(cls, options: HttpOptions, *, default: str | None = None,
-             settings: Mapping[str, BackendSettings] | None = None) -> Registry:
+             settings: Mapping[str, BackendSettings] | None = None, setup: Setup = set_variable) -> Registry:
         """Every backend whose key is set: read from the environment, or only those ``settings`` names."""
         if settings is None:
             settings = {name: settings_for(entry.capabilities)() for name, entry in CATALOG.items()}
         configured = {name: read for name, read in settings.items() if read.api_key_value() is not None}
         backends = {name: entry.open(configured[name], options) for name, entry in CATALOG.items()
                     if name in configured and entry.open is not None}
-        return cls(backends, default=default_backend(list(configured), default), configured=tuple(configured))
+        return cls(backends, default=default_backend(list(configured), default), configured=tuple(configured),
+                   setup=setup)
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -99,8 +108,8 @@ class Registry:
         if name in self.configured:
             raise NotConfigured(f"{entry.capabilities.label} is configured but not served through this registry "
                                 "yet", backend=name, code="backend_unavailable")
-        raise NotConfigured(f"{entry.capabilities.label} is not configured: set "
-                            f"{' or '.join(entry.capabilities.token_env)}", backend=name, code="not_configured")
+        raise NotConfigured(f"{entry.capabilities.label} is not configured: {self._setup(entry.capabilities)}",
+                            backend=name, code="not_configured")
 
     def resolve(self, text: str) -> tuple[Backend, str]:
         """The backend and native id for ``backend:native``, or for a bare id when only one backend is here.

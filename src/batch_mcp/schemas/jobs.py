@@ -372,3 +372,15 @@ class ResultsPage(BaseModel):
     next: str | None = Field(default=None, description="URI of the next page; absent on the last one.")
     table_csv_path: str
     table_jsonl_path: str
+
+
+class UploadLink(BaseModel):
+    """Hosted mode: where to PUT a JSONL file so that submit_batch can take it by upload_id."""
+
+    upload_id: str = Field(description="Pass this to submit_batch once the file is uploaded.")
+    upload_url: str = Field(description="One-time, expiring URL on this service that takes the file as an HTTP "
+                                        "PUT body; it answers with the file's validation report.")
+    curl: str = Field(description="The shell command that uploads a file through it (replace the file name).")
+    expires_at: datetime
+    backend: str = Field(description="The backend the upload is for.")
+    next_step: str

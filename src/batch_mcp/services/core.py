@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
+import copy
 import logging
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import NamedTuple
+from typing import NamedTuple, Self
 
 import anyio
 
-from batch_mcp.backends.base import Backend, Capabilities, NotConfigured
+from batch_mcp.backends.base import Backend, Capabilities, NotConfigured, NotFoundError
 from batch_mcp.backends.registry import CATALOG, FALLBACK_BACKEND, Registry
 from batch_mcp.domain import Job, Ref
 from batch_mcp.schemas.preflight import PreflightReport
@@ -80,6 +81,17 @@ class ServiceCore:
         self.status_listeners: list[StatusListener] = []
         #: One lock per submission fingerprint: identical calls arriving together find one job, not make two.
         self._submitting: dict[str, anyio.Lock] = {}
+        #: Hosted mode: reach only the jobs recorded in this (tenant's) store, never one named by a guessed id.
+        self.recorded_only = False
+
+    def for_tenant(self, registry: Registry, store: JobStore, workspace: Workspace) -> Self:
+        """This service on one tenant's backends, store view and folders, sharing the locks, prices and
+        listeners (hosted mode makes one per call)."""
+        tenant = copy.copy(self)
+        tenant.registry, tenant.store, tenant.workspace = registry, store, workspace
+        tenant.lineage = Lineage(store)
+        tenant.recorded_only = True
+        return tenant
 
     @asynccontextmanager
     async def _claimed(self, key: Fingerprint) -> AsyncIterator[Claim]:
@@ -123,6 +135,11 @@ class ServiceCore:
         """The backend and native id of a job: a namespaced id names its backend; a bare one belongs where the
         store recorded it, else where the registry's rule puts it (the only backend; refused among several)."""
         ref = Ref.parse(job_id)
+        if self.recorded_only:
+            if (record := self.store.get_job(job_id)) is None:
+                raise NotFoundError(f"No batch job {job_id!r} was submitted through this service with your key; "
+                                    "list_batches shows yours", backend=ref.backend, code="not_found")
+            return record.backend, ref.native
         if ref.backend is not None:
             return self.backend_name(ref.backend), ref.native
         if (record := self.store.get_job(ref.native)) is not None:

@@ -89,6 +89,8 @@ class Jobs(ServiceCore):
             record = self.store.get_job(job.ref)
             if record is not None:
                 await self._seen(job)
+            elif self.recorded_only:
+                continue  # hosted: the account may be shared, the jobs shown are the caller's own
             summaries.append(job_summary(BatchView.from_job(job), record))
         return BatchList(batches=summaries, next_cursor=page.next_cursor, has_more=page.has_more)
 

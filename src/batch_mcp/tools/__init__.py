@@ -8,8 +8,9 @@ from batch_mcp.tools.resources import register_backends, register_prompts, regis
 
 
 def register_all(mcp: MCPServer, state: AppState) -> None:
-    register_batch_tools(mcp, state.registry)
+    hosted = state.hosting is not None
+    register_batch_tools(mcp, state.registry, hosted=hosted)
     register_resources(mcp, state)
     register_backends(mcp, state)
     register_subscriptions(mcp, state)
-    register_prompts(mcp)
+    register_prompts(mcp, hosted=hosted)

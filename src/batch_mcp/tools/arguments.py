@@ -84,6 +84,12 @@ CREATES_REMOTE = ToolAnnotations(read_only_hint=False, destructive_hint=False, i
 
 
 Tool = TypeVar("Tool", bound=Callable[..., Any])
+
+
+def unregistered(**_: Any) -> Callable[[Tool], Tool]:
+    """Stands in for ``mcp.tool`` or ``mcp.prompt`` where a configuration offers no such tool or prompt."""
+    return lambda tool: tool
+
 #: A completion window as the backends write them: ``24h``, ``48h``, ``7d``.
 WINDOW_PATTERN = r"^[1-9][0-9]{0,3}[hd]$"
 
@@ -94,8 +100,8 @@ class ArgumentShapes:
     alone, every schema stays as it always was."""
 
     def __init__(self, registry: Registry) -> None:
-        self.names = registry.names
-        shown = [CATALOG[name].capabilities for name in registry.names or (registry.default,)]
+        self.names = registry.configured  # hosted: every backend a caller may send a key for
+        shown = [CATALOG[name].capabilities for name in self.names or (registry.default,)]
         self.formats = tuple(dict.fromkeys(f for caps in shown for f in caps.line_formats))
         self.endpoints = tuple(dict.fromkeys(e for caps in shown for e in caps.endpoints))
         self.windows = "; ".join(f"{caps.name}: {caps.windows}" for caps in shown)

@@ -7,7 +7,7 @@ from typing import Annotated, Any, Literal
 from mcp.server import MCPServer
 from mcp.server.mcpserver import Context
 from mcp.server.mcpserver.exceptions import ToolError
-from mcp.types import ResourceLink, ToolAnnotations
+from mcp.types import ToolAnnotations
 from pydantic import Field
 
 from batch_mcp.backends.registry import Registry
@@ -26,7 +26,6 @@ from batch_mcp.schemas.jobs import (
 )
 from batch_mcp.schemas.preflight import PreflightReport
 from batch_mcp.services.prepare import RequestTemplate
-from batch_mcp.services.result_pages import ROWS_PER_PAGE, results_uri
 from batch_mcp.services.waiting import QUICK_WAIT_S, WATCHED_WAIT_S
 from batch_mcp.tools.arguments import (
     CREATES_REMOTE,
@@ -42,30 +41,29 @@ from batch_mcp.tools.arguments import (
     Roots,
     metadata_dict,
     titled,
+    unregistered,
 )
 from batch_mcp.tools.context import (
     AppState,
     asked_for_progress,
     progress_reporter,
+    results_links,
     state_of,
     workspace_for,
 )
 from batch_mcp.tools.describe import limits_sentence
 from batch_mcp.tools.errors import agent_errors
+from batch_mcp.tools.hosted_tools import register_hosted_tools
 
 
-def results_links(summary: Any) -> list[ResourceLink]:
-    """The merged table as a resource to read in pages, rather than rows inlined into the answer."""
-    return [ResourceLink(type="resource_link", uri=results_uri(summary.batch_id), name="results_table",
-                         title=f"Results of {summary.batch_id}", mime_type="application/json",
-                         description=f"The merged results table, {ROWS_PER_PAGE} rows a page; follow `next`.")]
-
-
-def register_batch_tools(mcp: MCPServer, registry: Registry) -> None:
+def register_batch_tools(mcp: MCPServer, registry: Registry, *, hosted: bool = False) -> None:
+    """Every batch tool; in hosted mode, those taking or writing paths on this machine give way to the links of
+    tools/hosted_tools.py (a remote caller's paths mean nothing here)."""
     choosable = ArgumentShapes(registry)
     limits = limits_sentence(registry)
+    local_tool = unregistered if hosted else mcp.tool
 
-    @mcp.tool(
+    @local_tool(
         **titled("Validate a batch file", READ_ONLY_LOCAL),
         description="Check a JSONL batch file locally before anything is uploaded: JSON on every line, unique "
                     "custom_id, the provider's line shape. Returns counts, the detected provider and endpoint, "
@@ -81,7 +79,7 @@ def register_batch_tools(mcp: MCPServer, registry: Registry) -> None:
         state = state_of(ctx)
         return await state.service.validate(path, provider, endpoint, workspace_for(state, roots), backend=backend)
 
-    @mcp.tool(
+    @local_tool(
         **titled("Upload a batch file", CREATES_REMOTE),
         description="Validate a JSONL file, then upload it for a batch (an identical earlier upload is reused). "
                     "Returns the file_id for create_batch. Prefer submit_batch, which also creates the job and is "
@@ -96,7 +94,7 @@ def register_batch_tools(mcp: MCPServer, registry: Registry) -> None:
         return await state.service.upload(path, provider, endpoint, workspace=workspace_for(state, roots),
                                           on_progress=progress_reporter(ctx, "bytes uploaded"), backend=backend)
 
-    @mcp.tool(
+    @local_tool(
         **titled("Create a batch from an uploaded file", CREATES_REMOTE),
         description="Create a batch job from a file_id returned by upload_batch_file. Idempotent: calling it "
                     "again with the same arguments returns the same job (pass new=true for another). "
@@ -120,7 +118,7 @@ def register_batch_tools(mcp: MCPServer, registry: Registry) -> None:
                                                   metadata_dict(metadata), new=new,
                                                   completion_window=completion_window)
 
-    @mcp.tool(
+    @local_tool(
         **titled("Submit a batch file", CREATES_REMOTE),
         description="The usual way to run a batch: validates the JSONL file, uploads it and creates the job in "
                     "one call. Submitting the same file with the same options again returns the existing job "
@@ -221,7 +219,7 @@ def register_batch_tools(mcp: MCPServer, registry: Registry) -> None:
     async def get_batch_results(batch_id: BatchId, ctx: Context[AppState, Any]) -> ResultLinksView:
         return await state_of(ctx).service.result_links(batch_id)
 
-    @mcp.tool(
+    @local_tool(
         **titled("Download batch results",
             ToolAnnotations(read_only_hint=False, destructive_hint=False, idempotent_hint=True, open_world_hint=True)),
         description="Save a finished job's results and errors files into an allowed folder (default "
@@ -243,7 +241,7 @@ def register_batch_tools(mcp: MCPServer, registry: Registry) -> None:
                                             workspace=workspace_for(state, roots),
                                             on_progress=progress_reporter(ctx, "bytes downloaded"))
 
-    @mcp.tool(
+    @local_tool(
         **titled("Prepare a batch file from data",
             ToolAnnotations(read_only_hint=False, destructive_hint=False, idempotent_hint=True, open_world_hint=False)),
         description="Turn records into a batch request file: a CSV (header row), JSONL (one object per line) or "
@@ -280,7 +278,7 @@ def register_batch_tools(mcp: MCPServer, registry: Registry) -> None:
         return await state.service.prepare(source, template, output, overwrite=overwrite,
                                            workspace=workspace_for(state, roots), backend=backend)
 
-    @mcp.tool(
+    @local_tool(
         **titled("Estimate a batch's cost", READ_ONLY_LOCAL),
         description="Estimate what a batch file will cost at batch prices, per model: input tokens estimated "
                     "from the prompts, output tokens at most each request's max_tokens. Prices come from a dated "
@@ -308,3 +306,6 @@ def register_batch_tools(mcp: MCPServer, registry: Registry) -> None:
         state = state_of(ctx)
         return await state.service.retry_failed(batch_id, workspace=workspace_for(state, roots),
                                                 on_progress=progress_reporter(ctx, "bytes uploaded"))
+
+    if hosted:
+        register_hosted_tools(mcp, choosable)

@@ -4,19 +4,21 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import anyio
 from mcp.server.connection import Connection
 from mcp.server.mcpserver import Context, ListRoots
 from mcp.server.session import ServerSession
 from mcp.server.subscriptions import ResourceUpdated, SubscriptionBus
-from mcp.types import ListRootsResult
+from mcp.types import ListRootsResult, ResourceLink
 
 from batch_mcp.backends.registry import Registry
 from batch_mcp.domain import Job, Progress
 from batch_mcp.schemas.jobs import JOBS_URI
 from batch_mcp.services.batches import BatchService
+from batch_mcp.services.links import Links
+from batch_mcp.services.result_pages import ROWS_PER_PAGE, results_uri
 from batch_mcp.services.workspace import Workspace, local_file_uri
 
 log = logging.getLogger(__name__)
@@ -28,14 +30,47 @@ class TooManySubscriptions(Exception):
     """A connection asked for more subscriptions than :data:`MAX_SUBSCRIPTIONS`."""
 
 
+class TenantView(Protocol):
+    """Hosted mode: who sent the request (an account per backend it sent a key for), and its own service."""
+
+    accounts: dict[str, str]
+    service: BatchService
+    origin: str
+
+
+class Tenants(Protocol):
+    links: Links
+
+    def current(self) -> TenantView: ...
+
+
 @dataclass
 class AppState:
-    service: BatchService
+    #: The service of a local server; a hosted one serves each request with its caller's (``service``).
+    base: BatchService
     bus: SubscriptionBus
-    #: Every configured backend, and the default one; ``batch://backends`` and INSTRUCTIONS describe it.
+    #: Every configured backend, and the default one; ``batch://backends`` and INSTRUCTIONS describe it. Hosted,
+    #: the backends a caller may send a key for.
     registry: Registry
     #: 2025-era ``resources/subscribe``: the URIs each connection asked for. (2026-07-28 clients listen on the bus.)
     subscriptions: dict[Connection, set[str]] = field(default_factory=dict)
+    #: Hosted mode's tenants (``batch_mcp.hosted``); None on a local server.
+    hosting: Tenants | None = None
+
+    @property
+    def service(self) -> BatchService:
+        """The service of this request: the caller's own in hosted mode."""
+        return self.base if self.hosting is None else self.hosting.current().service
+
+    def tenant(self) -> TenantView:
+        if self.hosting is None:
+            raise RuntimeError("a hosted tool was called on a local server")
+        return self.hosting.current()
+
+    def links(self) -> Links:
+        if self.hosting is None:
+            raise RuntimeError("a hosted tool was called on a local server")
+        return self.hosting.links
 
     def subscribe(self, connection: Connection, uri: str) -> None:
         uris = self.subscriptions.get(connection)
@@ -87,6 +122,13 @@ def workspace_for(state: AppState, roots: ListRootsResult) -> Workspace:
     """The allowed folders, narrowed to the client's ``file://`` roots that meet them."""
     folders = [local_file_uri(str(root.uri)) for root in roots.roots if str(root.uri).startswith("file:")]
     return state.service.workspace.narrowed_to(folder for folder in folders if folder is not None)
+
+
+def results_links(summary: Any) -> list[ResourceLink]:
+    """The merged table as a resource to read in pages, rather than rows inlined into the answer."""
+    return [ResourceLink(type="resource_link", uri=results_uri(summary.batch_id), name="results_table",
+                         title=f"Results of {summary.batch_id}", mime_type="application/json",
+                         description=f"The merged results table, {ROWS_PER_PAGE} rows a page; follow `next`.")]
 
 
 def job_uri(batch_id: str) -> str:

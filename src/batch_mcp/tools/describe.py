@@ -86,7 +86,14 @@ def limits_sentence(registry: Registry) -> str:
     return "one batch's limits (" + "; ".join(f"{caps.label}: {limits_text(caps)}" for caps in shown) + ")"
 
 
-def instructions(registry: Registry) -> str:
+#: Hosted mode's flow: a caller's files come and go through links, with its own key on every request.
+HOSTED_FLOW = ("Usual flow: create_upload_link → run its curl command → submit_batch with the upload_id → "
+               "wait_for_batch (repeat while timed_out) → download_batch_results, whose files are download links. "
+               "Every request carries your own provider key in its X-Api-Key-<Backend> header; you see only the "
+               "jobs made with it. A file over ")
+
+
+def instructions(registry: Registry, *, hosted: bool = False) -> str:
     """The server's INSTRUCTIONS: what it does, on which backends, at what price, and the usual flow."""
     configured = [caps for caps, ready in registry.capabilities() if ready]
     default = default_capabilities(registry)
@@ -97,10 +104,11 @@ def instructions(registry: Registry) -> str:
                    "from the id. ")
     else:
         where = f"Backend: {default.label} ({discount_text(default)}, results within {default.windows}). "
+    flow = HOSTED_FLOW if hosted else (
+        "Usual flow: validate_batch_file → submit_batch → wait_for_batch (repeat while timed_out) → "
+        "download_batch_results. Files must be JSONL inside the allowed folders; a file over ")
     return (
-        "Runs LLM batch inference jobs. " + where
-        + "Usual flow: validate_batch_file → submit_batch → wait_for_batch (repeat while timed_out) → "
-          "download_batch_results. Files must be JSONL inside the allowed folders; a file over "
+        "Runs LLM batch inference jobs. " + where + flow
         + limits_sentence(registry) + " runs as a job group through submit_batch. The resource batch://jobs lists "
           f"every job this server made; {BACKENDS_URI} gives each backend's limits, endpoints and rules."
     )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import logging
 from collections.abc import Awaitable, Callable
+from contextvars import ContextVar
 from typing import Any, ParamSpec, TypeVar
 
 from mcp.server.mcpserver.exceptions import ToolError
@@ -23,6 +24,7 @@ from batch_mcp.services.errors import (
     OverBatchLimits,
     ResultsExist,
 )
+from batch_mcp.services.links import LinkRefused
 from batch_mcp.services.once import SubmissionUnresolved
 from batch_mcp.services.preflight import UnusableInput
 from batch_mcp.services.prepare import PrepareError
@@ -36,7 +38,7 @@ R = TypeVar("R")
 #: Failures whose message already says what to do.
 _SELF_EXPLAINING = (FileChanged, IncompleteDownload, InvalidBatchFile, JobHasNoResults, JobStillRunning, NotDeletable,
                     OverBatchLimits, PrepareError, ResultsExist, UnusableInput, PathNotAllowed, ClaimLost,
-                    StoreUnavailable, SubmissionUnresolved)
+                    StoreUnavailable, SubmissionUnresolved, LinkRefused)
 
 #: What an agent does next after a backend error, by the error's kind (the most specific kind listed wins).
 _BACKEND_NEXT = (
@@ -61,17 +63,37 @@ _BACKEND_NEXT = (
 )
 
 
+#: Set for the calls of a hosted server, whose callers send their keys with each request instead.
+HOSTED_CALL: ContextVar[bool] = ContextVar("hosted_call", default=False)
+
+
+def key_header(capabilities: base.Capabilities) -> str:
+    """The request header that carries a caller's key for this backend in hosted mode."""
+    return f"X-Api-Key-{capabilities.label.replace(' ', '')}"
+
+
+def _key_advice(exc: base.BackendError) -> str | None:
+    """What to do about a missing or refused key, when the caller is the one who supplies it."""
+    if exc.backend not in CATALOG or not isinstance(exc, base.NotConfigured | base.AuthenticationError):
+        return None
+    caps = CATALOG[exc.backend].capabilities
+    if HOSTED_CALL.get():
+        said = "refused the key sent in" if isinstance(exc, base.AuthenticationError) else "needs a key in"
+        return (f"{caps.label} {said} the {key_header(caps)} header: send your own valid key there with every "
+                "request (it is never stored), then call the tool again.")
+    if isinstance(exc, base.AuthenticationError):
+        return (f"{caps.label} refused the key: set a valid {' or '.join(caps.token_env)} in the MCP server's "
+                "environment and restart it.")
+    return None
+
+
 def _backend_text(exc: base.BackendError) -> str:
     text = str(exc)
     if isinstance(exc, base.RecoveryInconclusive) and exc.candidates:
         named = (f"{exc.backend}:{c}" if exc.backend and not c.startswith(f"{exc.backend}:") else c
                  for c in exc.candidates)
         text += f" Candidates: {', '.join(named)}."
-    follow = next((hint for kind, hint in _BACKEND_NEXT if isinstance(exc, kind)), exc.hint)
-    if isinstance(exc, base.AuthenticationError) and exc.backend in CATALOG:
-        caps = CATALOG[exc.backend].capabilities
-        follow = (f"{caps.label} refused the key: set a valid {' or '.join(caps.token_env)} in the MCP server's "
-                  "environment and restart it.")
+    follow = _key_advice(exc) or next((hint for kind, hint in _BACKEND_NEXT if isinstance(exc, kind)), exc.hint)
     if exc.code == "upload_url_rejected":
         follow = "Call the same tool again in a few minutes; it fetches fresh upload links."
     if exc.code == "ambiguous_id":

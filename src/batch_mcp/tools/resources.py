@@ -18,6 +18,7 @@ from batch_mcp.services.batches import BatchService
 from batch_mcp.services.listing import JOBS_PAGE_SIZE, InvalidCursor
 from batch_mcp.services.result_pages import CELL_CHARS, ROWS_PER_PAGE, NoResultsTable, results_page
 from batch_mcp.store import StoreUnavailable
+from batch_mcp.tools.arguments import unregistered
 from batch_mcp.tools.context import AppState, TooManySubscriptions, connection_of, state_of
 from batch_mcp.tools.describe import BACKENDS_URI, backends_json
 from batch_mcp.tools.errors import explain
@@ -120,8 +121,11 @@ def _changes(uri: str) -> bool:
     return uri == JOBS_URI or (batch_id != uri and bool(batch_id) and not any(c in batch_id for c in "/?#"))
 
 
-def register_prompts(mcp: MCPServer) -> None:
-    @mcp.prompt(name="run_batch", title="Run a batch over a file")
+def register_prompts(mcp: MCPServer, *, hosted: bool = False) -> None:
+    """The common workflows; run_batch walks a local file through the path tools, which hosted mode has not."""
+    prompt = unregistered if hosted else mcp.prompt
+
+    @prompt(name="run_batch", title="Run a batch over a file")
     def run_batch(
         path: str = Field(description="The JSONL request file."),
         goal: str = Field(default="", description="What the batch is for, to guide the summary."),
