@@ -28,6 +28,9 @@ from batch_mcp.services.links import Links
 
 from test_stdio import server_env
 
+#: 2025-era clients still send resources/subscribe, which the SDK marks deprecated
+pytestmark = pytest.mark.filterwarnings("ignore:resources/(un)?subscribe is removed")
+
 SECRET = "account-secret-for-tests-0123456789abcdef"
 AUTH = "service-token-for-tests-0123456789abcdef"
 KEY_A = "dop_v1_tenant-A-key-6f1c0ffee"
@@ -131,6 +134,14 @@ async def test_two_tenants_reach_only_their_own_jobs_uploads_and_results(
         assert batch_id not in str(bobs_jobs)
         with pytest.raises(MCPError):
             await bob.read_resource(f"batch://jobs/{batch_id}")
+        # nor hear when hers changes, in either era (a guessed id would tell him that much)
+        with anyio.fail_after(5), pytest.raises(MCPError, match="for your key"):
+            async with bob.listen(resource_subscriptions=[f"batch://jobs/{batch_id}"]):
+                pass
+        async with server.tenant(KEY_B, mode="legacy") as bob_2025, server.tenant(KEY_A, mode="legacy") as alice_2025:
+            with pytest.raises(MCPError, match="for your key"):
+                await bob_2025.subscribe_resource(f"batch://jobs/{batch_id}")
+            await alice_2025.subscribe_resource(f"batch://jobs/{batch_id}")
 
         listed = await call(alice, "list_batches")
         assert [job["input_path"] for job in listed["batches"]] == [f"uploads/{upload_id}.jsonl"]

@@ -34,7 +34,7 @@ from batch_mcp.tools.errors import HOSTED_CALL, key_header
 
 log = logging.getLogger(__name__)
 #: The MCP methods that reach a tenant's jobs: they get a tenant; every other method needs none.
-TENANT_METHODS = frozenset({"tools/call", "resources/read"})
+TENANT_METHODS = frozenset({"tools/call", "resources/read", "resources/subscribe", "subscriptions/listen"})
 
 
 class KeyRefused(ValueError):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 from mcp import MCPError
@@ -9,7 +10,13 @@ from mcp.server import MCPServer
 from mcp.server.context import ServerRequestContext
 from mcp.server.mcpserver import Context
 from mcp.server.mcpserver.exceptions import ResourceError, ResourceNotFoundError
-from mcp.types import INVALID_PARAMS, EmptyResult, SubscribeRequestParams, UnsubscribeRequestParams
+from mcp.types import (
+    INVALID_PARAMS,
+    EmptyResult,
+    SubscribeRequestParams,
+    SubscriptionsListenRequestParams,
+    UnsubscribeRequestParams,
+)
 from pydantic import Field
 
 from batch_mcp.backends import base
@@ -100,6 +107,7 @@ def register_subscriptions(mcp: MCPServer, app_state: AppState) -> None:
         if not _changes(uri):
             raise MCPError(code=INVALID_PARAMS, message=f"{uri[:200]!r} never changes here: subscribe to "
                                                         f"{JOBS_URI} or {JOBS_URI}/{{batch_id}}.")
+        _refuse_others_jobs(app_state, [uri])
         try:
             app_state.subscribe(connection_of(ctx.session), uri)
         except TooManySubscriptions as exc:
@@ -113,6 +121,27 @@ def register_subscriptions(mcp: MCPServer, app_state: AppState) -> None:
     lowlevel = mcp._lowlevel_server  # MCPServer has no public hook for these two 2025-era methods
     lowlevel.add_request_handler("resources/subscribe", SubscribeRequestParams, subscribe)
     lowlevel.add_request_handler("resources/unsubscribe", UnsubscribeRequestParams, unsubscribe)
+    if app_state.hosting is not None and (served := lowlevel._request_handlers.get("subscriptions/listen")):
+        listen = served.handler  # the SDK's ListenHandler: asked only for the caller's own jobs
+
+        async def listen_to_own(ctx: ServerRequestContext[Any, Any], params: SubscriptionsListenRequestParams
+                                ) -> Any:
+            _refuse_others_jobs(app_state, params.notifications.resource_subscriptions or ())
+            return await listen(ctx, params)
+
+        lowlevel.add_request_handler("subscriptions/listen", SubscriptionsListenRequestParams, listen_to_own)
+
+
+def _refuse_others_jobs(app_state: AppState, uris: Iterable[str]) -> None:
+    """Hosted: another tenant's job id, even guessed, must not tell its caller when that job changes."""
+    if app_state.hosting is None:
+        return
+    store = app_state.hosting.current().service.store
+    for uri in uris:
+        batch_id = uri.removeprefix(f"{JOBS_URI}/")
+        if batch_id != uri and store.get_job(batch_id) is None:
+            raise MCPError(code=INVALID_PARAMS, message=f"No batch job {batch_id[:200]!r} for your key here: "
+                                                        "subscribe to the ids list_batches shows you.")
 
 
 def _changes(uri: str) -> bool:
