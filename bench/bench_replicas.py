@@ -59,8 +59,9 @@ POLL_S = 0.5
 #: Seconds a job stays in validating at the sandbox (0.3 by default): long enough to be polled a few times.
 VALIDATING_S = 3.0
 CALL_TIMEOUT_S = 300.0  # longer than a claim's lease: a submission orphaned by the kill waits that out
-#: Every agent's call on its own connection: no queue in the client in front of the replica.
-UNLIMITED = httpx2.Limits(max_connections=None, max_keepalive_connections=None)
+#: Every agent's call on its own connection (no queue in the client in front of the replica), none kept idle
+#: as long as the server's 5 s keep-alive: reusing one it is closing fails the call and the session with it.
+UNLIMITED = httpx2.Limits(max_connections=None, max_keepalive_connections=None, keepalive_expiry=1.0)
 #: A killed replica's claim is taken over once its lease lapses (read by servers that have the setting).
 LEASE_S = "2"
 
@@ -235,10 +236,10 @@ def store_counts(store_url: str | None, state_dir: Path) -> tuple[int, int, int]
     return int(row[0]), int(row[1]), int(row[2])
 
 
-def sandbox_jobs(sandbox: SandboxProcess) -> int:
-    origin = sandbox.base_url.split("/", 3)[:3]
-    response = httpx2.get("/".join(origin) + "/_sandbox/stats", headers={"Authorization": f"Bearer {sandbox.token}"})
-    return int(response.json()["jobs"])
+def sandbox_admin(sandbox: SandboxProcess, route: str) -> Any:
+    origin = "/".join(sandbox.base_url.split("/", 3)[:3])
+    return httpx2.get(f"{origin}/_sandbox/{route}", headers={"Authorization": f"Bearer {sandbox.token}"},
+                      timeout=60).json()
 
 
 @contextmanager
@@ -262,6 +263,7 @@ class Run:
     elapsed: float
     outcome: Outcome
     failures: list[str]
+    creates: int
 
 
 def run(label: str, agents: int, count: int, postgres: str | None, kill: bool = False) -> Run:
@@ -274,7 +276,9 @@ def run(label: str, agents: int, count: int, postgres: str | None, kill: bool = 
         outcome, elapsed = anyio.run(drive, servers, files, kill)
         distinct = len(set(files))
         failures = []
-        jobs = sandbox_jobs(sandbox)
+        jobs = int(sandbox_admin(sandbox, "stats")["jobs"])
+        # more creates than jobs: a create was sent again (same client token) and answered with its job
+        creates = sum(record["operation"] == "create_batch" for record in sandbox_admin(sandbox, "requests"))
         if jobs != distinct:
             failures.append(f"{jobs} jobs at the sandbox for {distinct} distinct files")
         if (counts := store_counts(store_url, WORK / "state-0")) != (distinct,) * 3:
@@ -287,7 +291,7 @@ def run(label: str, agents: int, count: int, postgres: str | None, kill: bool = 
         failures.append(f"the shared file's agents were told of {len(shared)} jobs")
     if lost := sum(1 for accounted in outcome.accounted if accounted != LINES):
         failures.append(f"{lost} downloads did not account for all {LINES} lines")
-    return Run(label, elapsed, outcome, failures)
+    return Run(label, elapsed, outcome, failures, creates)
 
 
 def main() -> int:
@@ -311,7 +315,8 @@ def main() -> int:
     for each in runs:
         rate, base_rate = len(each.outcome.batch_ids) / each.elapsed, len(base.outcome.batch_ids) / base.elapsed
         print(f"{each.label}: {each.elapsed:.1f} s, {rate:.1f} flows/s (ratio {rate / base_rate:.2f}), "
-              f"{len(each.outcome.get_batch_s)} get_batch calls, {each.outcome.retried} calls retried")
+              f"{len(each.outcome.get_batch_s)} get_batch calls, {each.outcome.retried} calls retried, "
+              f"{each.creates} creates at the sandbox for {len(set(each.outcome.batch_ids.values()))} jobs")
         for tool in ("get_batch", "submit"):
             for fraction, name in ((0.5, "p50"), (0.95, "p95"), (1.0, "max")):
                 print_ms_ratio(f"  {tool} {name}", percentile(getattr(each.outcome, f"{tool}_s"), fraction),
