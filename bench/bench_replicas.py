@@ -6,15 +6,16 @@ streamable HTTP) each submit a small file (one in five the same shared file, the
 load balancer would spread them. The sandbox runs standalone in a process of its own (a fresh one per run).
 
 1. baseline: one replica on SQLite (its own state folder); 2. three replicas on one PostgreSQL schema;
-3. the same with one replica killed with SIGKILL once half the agents have submitted: a call that dies
-   with it is retried on a live replica. Printed: flows per second (ratio to the baseline, higher is
-   better), p50/p95 of ``get_batch`` (ratio, lower is better). Checked in every run: exactly one job per
-   distinct file at the sandbox and in the store, every agent of the shared file named the same job, and
-   no record lost (each download accounts for every line of its file). Exit status 1 when a check fails.
+   the two alternate for two rounds; 3. three replicas with one killed with SIGKILL once half the agents
+   have submitted: a call that dies with it is retried on a live replica. Printed, for the fastest run of
+   each kind: flows per second (ratio to the baseline, higher is better), p50/p95 of ``get_batch`` and
+   ``submit_batch`` (ratios, lower is better). Checked in every run: exactly one job per distinct file at
+   the sandbox and in the store, every agent of the shared file named the same job, and no record lost
+   (each download accounts for every line of its file). Exit status 1 when a check fails.
 
     export BATCH_MCP_TEST_POSTGRES_URL="$(.ci/postgres)"
-    python bench/bench_replicas.py            # 300 agents per run
-    python bench/bench_replicas.py --quick    # 30 agents per run (smoke test)
+    python bench/bench_replicas.py            # 300 agents per run, best of two alternating rounds
+    python bench/bench_replicas.py --quick    # 30 agents per run, one round (smoke test)
 """
 
 from __future__ import annotations
@@ -52,6 +53,7 @@ from _common import (
 )
 
 WORK = BENCH_DIR / "replicas"
+BASELINE = "1 replica, SQLite"
 LINES = 3  # requests per file: the job, not the file, is what is measured
 SHARED_EVERY = 5  # every fifth agent submits the shared file
 SESSIONS = 4  # MCP sessions per replica, shared by the agents
@@ -265,6 +267,11 @@ class Run:
     failures: list[str]
     creates: int
 
+    @property
+    def rate(self) -> float:
+        """Flows (submit, polls, download) finished per second."""
+        return len(self.outcome.batch_ids) / self.elapsed
+
 
 def run(label: str, agents: int, count: int, postgres: str | None, kill: bool = False) -> Run:
     files = request_files(agents)
@@ -302,28 +309,34 @@ def main() -> int:
     args = parser.parse_args()
     if not args.postgres_url:
         parser.error('no PostgreSQL: export BATCH_MCP_TEST_POSTGRES_URL="$(.ci/postgres)" or pass --postgres-url')
-    agents = 30 if args.quick else 300
+    agents, rounds = (30, 1) if args.quick else (300, 2)
     print_header("Replicas: 3 servers on PostgreSQL vs 1 on SQLite, streamable HTTP, standalone sandbox",
                  f"{agents} agents per run ({agents // SHARED_EVERY} on one shared file), {LINES}-line files, "
                  f"{SESSIONS} MCP sessions per replica, jobs validating {VALIDATING_S:g} s, "
                  f"get_batch every {POLL_S:g} s until the job ends")
-    runs = [run("1 replica, SQLite", agents, 1, None),
-            run("3 replicas, PostgreSQL", agents, 3, args.postgres_url),
-            run("3 on PostgreSQL, 1 killed", agents, 3, args.postgres_url, kill=True)]
-    base = runs[0]
-    ok = True
+    runs = []
+    for _ in range(rounds):  # alternating, so both see the same load from the rest of the machine
+        runs += [run(BASELINE, agents, 1, None), run("3 replicas, PostgreSQL", agents, 3, args.postgres_url)]
+    runs.append(run("3 on PostgreSQL, 1 killed", agents, 3, args.postgres_url, kill=True))
     for each in runs:
-        rate, base_rate = len(each.outcome.batch_ids) / each.elapsed, len(base.outcome.batch_ids) / base.elapsed
-        print(f"{each.label}: {each.elapsed:.1f} s, {rate:.1f} flows/s (ratio {rate / base_rate:.2f}), "
-              f"{len(each.outcome.get_batch_s)} get_batch calls, {each.outcome.retried} calls retried, "
-              f"{each.creates} creates at the sandbox for {len(set(each.outcome.batch_ids.values()))} jobs")
+        print(f"{each.label}: {each.elapsed:.1f} s, {each.rate:.1f} flows/s, {len(each.outcome.get_batch_s)} "
+              f"get_batch calls, {each.outcome.retried} calls retried, {each.creates} creates at the sandbox for "
+              f"{len(set(each.outcome.batch_ids.values()))} jobs")
+        for failure in each.failures:
+            print(f"  FAILED: {failure}")
+    best: dict[str, Run] = {}
+    for each in runs:
+        if each.label not in best or each.elapsed < best[each.label].elapsed:
+            best[each.label] = each
+    base = best[BASELINE]
+    print(f"best of {rounds} (the kill run once), ratios to {BASELINE}:")
+    for label, each in best.items():
+        print(f"{label}: {each.rate:.1f} flows/s, ratio {each.rate / base.rate:.2f} (higher is better)")
         for tool in ("get_batch", "submit"):
             for fraction, name in ((0.5, "p50"), (0.95, "p95"), (1.0, "max")):
                 print_ms_ratio(f"  {tool} {name}", percentile(getattr(each.outcome, f"{tool}_s"), fraction),
                                percentile(getattr(base.outcome, f"{tool}_s"), fraction))
-        for failure in each.failures:
-            print(f"  FAILED: {failure}")
-        ok = ok and not each.failures
+    ok = not any(each.failures for each in runs)
     print("one job per distinct file, nothing lost: " + ("yes" if ok else "NO"))
     return 0 if ok else 1
 
