@@ -5,13 +5,14 @@ streamable HTTP) each submit a small file (one in five the same shared file, the
 ``get_batch`` until the job ends and download its results, every step through a different replica, as a
 load balancer would spread them. The sandbox runs standalone in a process of its own (a fresh one per run).
 
-1. baseline: one replica on SQLite (its own state folder); 2. three replicas on one PostgreSQL schema;
-   the two alternate for two rounds; 3. three replicas with one killed with SIGKILL once half the agents
-   have submitted: a call that dies with it is retried on a live replica. Printed, for the fastest run of
-   each kind: flows per second (ratio to the baseline, higher is better), p50/p95 of ``get_batch`` and
-   ``submit_batch`` (ratios, lower is better). Checked in every run: exactly one job per distinct file at
-   the sandbox and in the store, every agent of the shared file named the same job, and no record lost
-   (each download accounts for every line of its file). Exit status 1 when a check fails.
+1. baseline: one replica on SQLite (its own state folder); 2. one replica on PostgreSQL (what the store
+   costs); 3. three replicas on one PostgreSQL schema; these alternate for two rounds; 4. three replicas,
+   one killed with SIGKILL once half the agents have submitted: a call that dies with it is retried on a
+   live replica. Printed, for the fastest run of each kind: flows per second (ratio to the baseline,
+   higher is better), p50/p95 of ``get_batch`` and ``submit_batch`` (ratios, lower is better), and the
+   replicas' CPU time during the run. Checked in every run: exactly one job per distinct file at the
+   sandbox and in the store, every agent of the shared file named the same job, and no record lost (each
+   download accounts for every line of its file). Exit status 1 when a check fails.
 
     export BATCH_MCP_TEST_POSTGRES_URL="$(.ci/postgres)"
     python bench/bench_replicas.py            # 300 agents per run, best of two alternating rounds
@@ -49,6 +50,7 @@ from _common import (
     percentile,
     print_header,
     print_ms_ratio,
+    process_cpu_seconds,
     sandbox_process,
 )
 
@@ -266,6 +268,7 @@ class Run:
     outcome: Outcome
     failures: list[str]
     creates: int
+    server_cpu_s: float  # during the run, of the replicas still running at its end
 
     @property
     def rate(self) -> float:
@@ -280,7 +283,10 @@ def run(label: str, agents: int, count: int, postgres: str | None, kill: bool = 
         sandbox = stack.enter_context(sandbox_process(validating_s=VALIDATING_S))
         store_url = stack.enter_context(schema(postgres)) if postgres else None
         servers = stack.enter_context(replicas(sandbox, count, store_url))
+        started_cpu = [process_cpu_seconds(server.process.pid) for server in servers]
         outcome, elapsed = anyio.run(drive, servers, files, kill)
+        cpu = sum(process_cpu_seconds(server.process.pid) - before
+                  for server, before in zip(servers, started_cpu, strict=True) if server.alive)
         distinct = len(set(files))
         failures = []
         jobs = int(sandbox_admin(sandbox, "stats")["jobs"])
@@ -298,7 +304,7 @@ def run(label: str, agents: int, count: int, postgres: str | None, kill: bool = 
         failures.append(f"the shared file's agents were told of {len(shared)} jobs")
     if lost := sum(1 for accounted in outcome.accounted if accounted != LINES):
         failures.append(f"{lost} downloads did not account for all {LINES} lines")
-    return Run(label, elapsed, outcome, failures, creates)
+    return Run(label, elapsed, outcome, failures, creates, cpu)
 
 
 def main() -> int:
@@ -310,18 +316,19 @@ def main() -> int:
     if not args.postgres_url:
         parser.error('no PostgreSQL: export BATCH_MCP_TEST_POSTGRES_URL="$(.ci/postgres)" or pass --postgres-url')
     agents, rounds = (30, 1) if args.quick else (300, 2)
-    print_header("Replicas: 3 servers on PostgreSQL vs 1 on SQLite, streamable HTTP, standalone sandbox",
+    print_header("Replicas: 1 and 3 servers on PostgreSQL vs 1 on SQLite, streamable HTTP, standalone sandbox",
                  f"{agents} agents per run ({agents // SHARED_EVERY} on one shared file), {LINES}-line files, "
                  f"{SESSIONS} MCP sessions per replica, jobs validating {VALIDATING_S:g} s, "
                  f"get_batch every {POLL_S:g} s until the job ends")
     runs = []
     for _ in range(rounds):  # alternating, so both see the same load from the rest of the machine
-        runs += [run(BASELINE, agents, 1, None), run("3 replicas, PostgreSQL", agents, 3, args.postgres_url)]
+        runs += [run(BASELINE, agents, 1, None), run("1 replica, PostgreSQL", agents, 1, args.postgres_url),
+                 run("3 replicas, PostgreSQL", agents, 3, args.postgres_url)]
     runs.append(run("3 on PostgreSQL, 1 killed", agents, 3, args.postgres_url, kill=True))
     for each in runs:
-        print(f"{each.label}: {each.elapsed:.1f} s, {each.rate:.1f} flows/s, {len(each.outcome.get_batch_s)} "
-              f"get_batch calls, {each.outcome.retried} calls retried, {each.creates} creates at the sandbox for "
-              f"{len(set(each.outcome.batch_ids.values()))} jobs")
+        print(f"{each.label}: {each.elapsed:.1f} s, {each.rate:.1f} flows/s, server CPU {each.server_cpu_s:.1f} s, "
+              f"{len(each.outcome.get_batch_s)} get_batch calls, {each.outcome.retried} calls retried, "
+              f"{each.creates} creates at the sandbox for {len(set(each.outcome.batch_ids.values()))} jobs")
         for failure in each.failures:
             print(f"  FAILED: {failure}")
     best: dict[str, Run] = {}
