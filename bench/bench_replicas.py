@@ -338,7 +338,9 @@ def main() -> int:
     base = best[BASELINE]
     print(f"best of {rounds} (the kill run once), ratios to {BASELINE}:")
     for label, each in best.items():
-        print(f"{label}: {each.rate:.1f} flows/s, ratio {each.rate / base.rate:.2f} (higher is better)")
+        cpu, base_cpu = each.server_cpu_s / len(each.outcome.batch_ids), base.server_cpu_s / len(base.outcome.batch_ids)
+        print(f"{label}: {each.rate:.1f} flows/s, ratio {each.rate / base.rate:.2f} (higher is better); replicas' "
+              f"CPU {cpu * 1000:.0f} ms per flow, ratio {cpu / base_cpu:.2f}")
         for tool in ("get_batch", "submit"):
             for fraction, name in ((0.5, "p50"), (0.95, "p95"), (1.0, "max")):
                 print_ms_ratio(f"  {tool} {name}", percentile(getattr(each.outcome, f"{tool}_s"), fraction),
