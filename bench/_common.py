@@ -271,18 +271,20 @@ class SandboxProcess:
 
 
 @contextmanager
-def sandbox_process(backend: str = "digitalocean") -> Iterator[SandboxProcess]:
+def sandbox_process(backend: str = "digitalocean", **pace: float) -> Iterator[SandboxProcess]:
     """The sandbox in a process of its own, so its CPU and memory never count against the measured backend.
 
     It emulates ``backend``'s API, and ``base_url`` is that API's base (what an SDK takes). Its rate
-    limit is lifted (a benchmark makes many calls); its storage is ``.bench/sandbox-storage``.
+    limit is lifted (a benchmark makes many calls); its storage is ``.bench/sandbox-storage``. ``pace``
+    overrides SandboxConfig's lifecycle fields (e.g. ``validating_s``).
     """
     from batch_mcp.sandbox import SandboxConfig
     from batch_mcp.sandbox.server import api_base_path
 
     storage = BENCH_DIR / "sandbox-storage"
     shutil.rmtree(storage, ignore_errors=True)
-    config = SandboxConfig(backend=backend, token=BENCH_TOKEN, rate_limit_per_minute=1_000_000, storage_dir=storage)
+    config = SandboxConfig(backend=backend, token=BENCH_TOKEN, rate_limit_per_minute=1_000_000, storage_dir=storage,
+                           **pace)
     port = free_port()
     command = [sys.executable, "-c", _SANDBOX_MAIN, config.model_dump_json(), str(port)]
     with background("sandbox", command, port) as process:
