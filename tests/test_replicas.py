@@ -175,6 +175,23 @@ async def test_a_replica_killed_mid_submit_and_mid_wait_loses_nothing(standalone
         assert rows(url, "SELECT status, output_path IS NOT NULL FROM batches") == [("completed", True)]
 
 
+async def test_any_replica_answers_any_call(standalone: Sandbox, workdir: Path) -> None:
+    """Stateless replicas: a job submitted through the first is waited on through the second and downloaded
+    through the third, as a load balancer may route one agent's calls."""
+    with postgres_schema() as url, replicas(standalone, workdir, url) as servers:
+        (first, _), (second, _), (third, _) = servers
+        submitted = answer(await call(first, "submit_batch", SUBMIT))
+        batch_id = submitted["batch"]["batch_id"]
+        with anyio.fail_after(DEADLINE_S):
+            while not (waited := answer(await call(second, "wait_for_batch", {
+                    "batch_id": batch_id, "timeout_s": 10, "poll_interval_s": 0.2})))["batch"]["terminal"]:
+                pass
+        assert waited["batch"]["status"] == "completed"
+        downloaded = answer(await call(third, "download_batch_results", {"batch_id": batch_id}))
+        assert downloaded["succeeded"] + downloaded["failed"] == 300 and standalone.jobs() == 1
+        assert rows(url, "SELECT status, output_path IS NOT NULL FROM batches") == [("completed", True)]
+
+
 @pytest.mark.filterwarnings("ignore:resources/(un)?subscribe is removed")
 async def test_a_subscriber_on_one_replica_hears_what_another_replica_saw(sandbox: SandboxServer,
                                                                          workdir: Path) -> None:
