@@ -130,3 +130,19 @@ async def test_subscriptions_per_connection_are_bounded(sandbox: SandboxServer, 
         assert "unsubscribe from finished jobs first" in refused.value.message
         await client.unsubscribe_resource(f"{JOBS}/b-0")
         await client.subscribe_resource(f"{JOBS}/b-3")
+
+
+async def test_a_subscriber_hears_a_change_no_agent_was_waiting_on(sandbox: SandboxServer, workdir: Path) -> None:
+    """A host that subscribes to a job and then only listens (nobody calls wait_for_batch) once heard nothing
+    ever: the server now looks at its running jobs every watch_interval_s (leased: one replica of many)."""
+    updates = Updates()
+    settings = settings_for(sandbox, workdir, watch_interval_s=0.1)
+    async with open_app_state(settings) as state, \
+            Client(build_server(state), mode="legacy", message_handler=updates) as client:
+        batch_id = await _submit(client)
+        await client.subscribe_resource(f"{JOBS}/{batch_id}")
+        with anyio.fail_after(60):
+            while not (record := state.service.store.get_job(batch_id)).last_seen.is_terminal:
+                await anyio.sleep(0.05)
+        assert record.status == "completed"
+        assert f"{JOBS}/{batch_id}" in await updates.settled()

@@ -116,6 +116,8 @@ class Settings(BaseSettings):
                                                                  "crashed replica's is taken over after that.")
     resume_interval_s: float = Field(default=60.0, ge=0.1, description="Seconds between sweeps for creates "
                                       "whose answer was lost (one replica of many sweeps at a time).")
+    watch_interval_s: float = Field(default=60.0, ge=0.1, description="Seconds between looks at running jobs, "
+                                     "so subscribers hear of changes no agent is waiting on (one replica looks).")
     max_attempts: int = Field(default=5, ge=1, description="Attempts per API call before a fault is reported.")
     retry_base_delay_s: float = Field(default=0.5, ge=0, description="First backoff between attempts (doubles).")
     timeout_s: float = Field(default=60.0, gt=0, description="Seconds to wait for an API answer before retrying.")

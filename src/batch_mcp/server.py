@@ -7,11 +7,12 @@ connection and a job store or sandbox must not be per connection.
 
 from __future__ import annotations
 
+import functools
 import hmac
 import logging
 import threading
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from datetime import timedelta
 from pathlib import Path
@@ -54,6 +55,8 @@ log = logging.getLogger(__name__)
 _RELAY_RETRY_S = 5.0
 #: The lease on the periodic resume sweep: one replica on a store sweeps at a time.
 RESUME_LEASE = "resume-pending"
+#: The lease on looking at running jobs for subscribers: one replica polls them, its changes reach all.
+WATCH_LEASE = "watch-jobs"
 Transport = Literal["stdio", "streamable-http", "sse"]
 _DO = digitalocean.CAPABILITIES
 
@@ -137,30 +140,43 @@ async def open_app_state(settings: Settings) -> AsyncIterator[AppState]:
         service.status_listeners.append(state.announce)
         async with anyio.create_task_group() as background:
             if registry.names:  # in the background: a slow or unreachable API must not delay the handshake
-                background.start_soon(_resume, service, settings.resume_interval_s)
+                # at start unleased (a crash just before must not wait for its own stale lease), then leased
+                background.start_soon(functools.partial(_leased_every, store, RESUME_LEASE, settings.resume_interval_s,
+                                                        lambda: _resume_once(service), first_unleased=True))
+                background.start_soon(_leased_every, store, WATCH_LEASE, settings.watch_interval_s,
+                                      service.refresh_active)
             if store.database.dialect == "postgresql":
                 background.start_soon(_relay, store, state)
             yield state
             background.cancel_scope.cancel()
 
 
-async def _resume(service: BatchService, interval_s: float) -> None:
-    """Settle the creates whose answer was lost: at start, then every ``interval_s`` while the server runs, so a
-    replica (or IDE window) that died mid-submit has its job made by another without an agent asking again.
-    Each resend is claimed (exactly once either way); the periodic sweep is also leased, so of many replicas on
-    one store one sweeps at a time, and another takes over when it stops renewing."""
+async def _leased_every(store: JobStore, lease: str, interval_s: float, work: Callable[[], Awaitable[object]], *,
+                        first_unleased: bool = False) -> None:
+    """Do ``work`` every ``interval_s`` while the server runs (at once too with ``first_unleased``), under
+    ``lease``: of many replicas (or IDE windows) on one store one does it at a time, and another takes over
+    once the holder stops renewing (3 intervals)."""
     holder, ttl = uuid.uuid4().hex, timedelta(seconds=3 * interval_s)
-    first = True
+    first = first_unleased
     while True:
+        if not first:
+            await anyio.sleep(interval_s)
         try:
-            if first or service.store.take_lease(RESUME_LEASE, holder, ttl):
-                resumed = await service.resume_pending()
-                if resumed:
-                    log.info("resumed %d submission(s) whose answer was lost", len(resumed))
-        except StoreUnavailable as exc:  # logged at startup; the tools explain it; the next sweep tries again
-            log.debug("resume sweep skipped: %s", exc)
+            if first or store.take_lease(lease, holder, ttl):
+                await work()
+        except StoreUnavailable as exc:  # logged at startup; the tools explain it; the next round tries again
+            log.debug("%s skipped: %s", lease, exc)
+        except Exception:  # a background round must never take the server down; the next one tries again
+            log.warning("%s failed; trying again in %.0f s", lease, interval_s, exc_info=True)
         first = False
-        await anyio.sleep(interval_s)
+
+
+async def _resume_once(service: BatchService) -> None:
+    """Settle the creates whose answer was lost (each resend claimed: exactly once either way), so a replica
+    that died mid-submit has its job made by another without an agent asking again."""
+    resumed = await service.resume_pending()
+    if resumed:
+        log.info("resumed %d submission(s) whose answer was lost", len(resumed))
 
 
 async def _relay(store: JobStore, state: AppState) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -25,9 +26,25 @@ from batch_mcp.store import (
     JobRecord,
 )
 
+log = logging.getLogger(__name__)
+
 
 class Jobs(ServiceCore):
     """Read and steer jobs; every answer is recorded so nothing the server made is forgotten."""
+
+    async def refresh_active(self, scan: int = 500) -> int:
+        """Look again at every job of ours still running (among the ``scan`` newest) on a configured backend,
+        so that a change reaches subscribers even when no agent is waiting on it; how many were looked at."""
+        looked = 0
+        for record in self.store.list_jobs(limit=scan):
+            if record.last_seen.is_terminal or record.backend not in self.registry.names:
+                continue
+            looked += 1
+            try:
+                await self.get(record.ref)
+            except BackendError as exc:  # one job's fault must not stop the sweep; the next one tries again
+                log.debug("could not look at %s: %s", record.ref, exc)
+        return looked
 
     async def get(self, batch_id: str) -> Job:
         backend, native = self.job_backend(batch_id)
