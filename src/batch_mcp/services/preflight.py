@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import IO, Any, cast, get_args
 
 import msgspec
-from msgspec import UNSET, Raw, UnsetType
+from msgspec import UNSET
 
 from batch_mcp.backends import digitalocean
 from batch_mcp.backends.base import Capabilities
@@ -49,21 +49,34 @@ from batch_mcp.services.input_file import (
     hashed_lines,
     open_regular_file,
 )
+from batch_mcp.services.line_shapes import (
+    BODY,
+    BODY_MESSAGES,
+    BODY_MODEL,
+    CUSTOM_ID,
+    DECODER,
+    INPUT,
+    MAX_TOKENS,
+    METHOD,
+    PARAMS,
+    PARAMS_MESSAGES,
+    PARAMS_MODEL,
+    PROMPT,
+    PROMPT_FIELD,
+    AnthropicParams,
+    OpenAIBody,
+    RequestLine,
+    RequiredField,
+    describe,
+    output_ceiling,
+    prompt_size,
+    quote,
+)
 from batch_mcp.services.split import count_batches, overlong_line
 
 __all__ = ["Limits", "UnusableInput", "preflight"]
 
 _DO = digitalocean.CAPABILITIES
-_CHAT = "/v1/chat/completions"
-_RESPONSES = "/v1/responses"
-_COMPLETIONS = "/v1/completions"
-#: The body field each OpenAI endpoint cannot do without (a protocol fact; which endpoints a backend runs is
-#: its capabilities' business).
-_PROMPT_FIELD = {_CHAT: "messages", _RESPONSES: "input", "/v1/embeddings": "input", "/v1/moderations": "input",
-                 _COMPLETIONS: "prompt"}
-#: Output tokens assumed for a request that sets no limit, in the cost estimate's ceiling.
-DEFAULT_OUTPUT_TOKENS = 1000
-_QUOTE_MAX = 80  # longest value quoted back in a message
 
 
 #: Stands for a limit the backend does not document: no file can reach it.
@@ -97,120 +110,6 @@ class Limits:
         return _UNCAPPED if self.max_bytes is None else self.max_bytes
 
 
-
-# --- The shape a line is decoded into ------------------------------------------------------------------
-# JSON values decoded one level deep: containers hold msgspec.Raw slices, so the big prompt content is only
-# scanned, never built into Python objects. A field typed this way (or Any) accepts every JSON value, so
-# decoding fails only on real syntax errors and the checks below can say exactly which field is wrong.
-# The Structs are not tracked by the garbage collector (gc=False): decoded JSON cannot form cycles.
-_NonObject = list[Raw] | str | int | float | bool | None
-_Shallow = _NonObject | dict[str, Raw]
-
-
-class _OpenAIBody(msgspec.Struct, gc=False):
-    model: Any = UNSET
-    messages: _Shallow | UnsetType = UNSET
-    input: _Shallow | UnsetType = UNSET
-    instructions: _Shallow | UnsetType = UNSET
-    max_tokens: Any = UNSET
-    max_completion_tokens: Any = UNSET
-    max_output_tokens: Any = UNSET
-    prompt: _Shallow | UnsetType = UNSET
-
-
-class _AnthropicParams(msgspec.Struct, gc=False):
-    model: Any = UNSET
-    max_tokens: Any = UNSET
-    messages: _Shallow | UnsetType = UNSET
-    system: _Shallow | UnsetType = UNSET
-    stream: Any = UNSET
-    betas: Any = UNSET
-
-
-class _Request(msgspec.Struct, gc=False):
-    custom_id: Any = UNSET
-    method: Any = UNSET
-    url: Any = UNSET
-    body: _OpenAIBody | _NonObject | UnsetType = UNSET
-    params: _AnthropicParams | _NonObject | UnsetType = UNSET
-
-
-_DECODER = msgspec.json.Decoder(_Request | _NonObject)
-
-
-# --- Describing fields and values in messages ----------------------------------------------------------
-@dataclass(frozen=True)
-class _Field:
-    """A required field: its path in the line, its two problem codes, and what a correct value looks like."""
-
-    path: str
-    missing: ProblemCode
-    invalid: ProblemCode
-    expected: str
-
-
-_MESSAGES_EXAMPLE = 'a non-empty array of messages, e.g. [{"role": "user", "content": "..."}]'
-_CUSTOM_ID = _Field("custom_id", ProblemCode.MISSING_CUSTOM_ID, ProblemCode.INVALID_CUSTOM_ID,
-                    'a non-empty string unique in the file, e.g. "req-1", used to match each result')
-_METHOD = _Field("method", ProblemCode.MISSING_METHOD, ProblemCode.INVALID_METHOD, '"POST"')
-_BODY = _Field("body", ProblemCode.MISSING_BODY, ProblemCode.INVALID_BODY,
-               "an object holding the request for the url's endpoint (model, messages or input, ...)")
-_PARAMS = _Field("params", ProblemCode.MISSING_PARAMS, ProblemCode.INVALID_PARAMS,
-                 "an object holding a Messages API request (model, max_tokens, messages, ...)")
-_BODY_MODEL = _Field("body.model", ProblemCode.MISSING_MODEL, ProblemCode.INVALID_MODEL,
-                     'a non-empty string naming the model, e.g. "gpt-4o-mini"')
-_PARAMS_MODEL = _Field("params.model", ProblemCode.MISSING_MODEL, ProblemCode.INVALID_MODEL,
-                       'a non-empty string naming the model, e.g. "claude-sonnet-4-5"')
-_BODY_MESSAGES = _Field("body.messages", ProblemCode.MISSING_MESSAGES, ProblemCode.INVALID_MESSAGES,
-                        f"{_MESSAGES_EXAMPLE} ({_CHAT} needs it)")
-_PARAMS_MESSAGES = _Field("params.messages", ProblemCode.MISSING_MESSAGES, ProblemCode.INVALID_MESSAGES,
-                          _MESSAGES_EXAMPLE)
-_INPUT = _Field("body.input", ProblemCode.MISSING_INPUT, ProblemCode.INVALID_INPUT,
-                "a non-empty string or array of input items (the url's endpoint needs it)")
-_PROMPT = _Field("body.prompt", ProblemCode.MISSING_INPUT, ProblemCode.INVALID_INPUT,
-                 f"a non-empty string or array of prompts ({_COMPLETIONS} needs it)")
-_MAX_TOKENS = _Field("params.max_tokens", ProblemCode.MISSING_MAX_TOKENS, ProblemCode.INVALID_MAX_TOKENS,
-                     "an integer >= 1, the most tokens to generate, e.g. 1024")
-
-
-def _quote(value: str) -> str:
-    return repr(value if len(value) <= _QUOTE_MAX else value[:_QUOTE_MAX] + "...")
-
-
-def _describe(value: Any) -> str:
-    """A value as a message shows it: scalars quoted, containers by their JSON type."""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return f"{str(value).lower()} (a boolean)"
-    if isinstance(value, int | float):
-        return f"{value!r} (a number)"
-    if isinstance(value, str):
-        return f"{_quote(value)} (a string)" if value else "an empty string"
-    if isinstance(value, list):
-        return "an array" if value else "an empty array"
-    return "an object"
-
-
-def _output_ceiling(*limits: Any) -> int:
-    """The first integer output limit a request sets, else the default the cost estimate assumes."""
-    for limit in limits:
-        if type(limit) is int:
-            return limit
-    return DEFAULT_OUTPUT_TOKENS
-
-
-def _prompt_size(*fields: Any) -> int:
-    """Size of the prompt fields: characters of a string, JSON bytes of an array's items."""
-    size = 0
-    for value in fields:
-        if type(value) is list:
-            size += sum(map(len, value))
-        elif type(value) is str:
-            size += len(value)
-    return size
-
-
 # --- The pass ------------------------------------------------------------------------------------------
 class _Scan:
     """Everything learnt about the file so far. One instance per file; not thread-safe."""
@@ -220,7 +119,7 @@ class _Scan:
         self.limits = limits
         self.caps = caps = limits.capabilities
         self.endpoints, self.line_formats = caps.endpoints, caps.line_formats  # read on every line
-        self.url_field = _Field("url", ProblemCode.MISSING_URL, ProblemCode.UNSUPPORTED_URL,
+        self.url_field = RequiredField("url", ProblemCode.MISSING_URL, ProblemCode.UNSUPPORTED_URL,
                                 f"one of {', '.join(caps.endpoints)}, the same on every line")
         self.provider_given = provider is not None
         self.provider = provider
@@ -257,20 +156,20 @@ class _Scan:
             text = message() if callable(message) else message
             listed.append(Problem(line=line, severity=severity, code=code, message=text))
 
-    def bad_field(self, line: int, value: Any, field: _Field) -> None:
+    def bad_field(self, line: int, value: Any, field: RequiredField) -> None:
         if value is UNSET:
             self.add(line, "error", field.missing,
                      f"{field.path} is missing; add {field.path}: {field.expected}")
         else:
             self.add(line, "error", field.invalid,
-                     f"{field.path} is {_describe(value)}; it must be {field.expected}")
+                     f"{field.path} is {describe(value)}; it must be {field.expected}")
 
     # Whole file ----------------------------------------------------------------------------------------
     def check_name(self) -> None:
         name = self.path.name
         if self.limits.require_jsonl_suffix and not (len(name) > 6 and name.lower().endswith(".jsonl")):
             self.add(None, "error", ProblemCode.WRONG_EXTENSION,
-                     f"the file name {_quote(name)} does not end in .jsonl, which the upload API requires; "
+                     f"the file name {quote(name)} does not end in .jsonl, which the upload API requires; "
                      f"rename the file, e.g. to {name.rsplit('.', 1)[0] or 'requests'}.jsonl")
 
     def line_too_large(self, number: int) -> None:
@@ -351,13 +250,13 @@ class _Scan:
                          "valid UTF-8; save the file as UTF-8 (JSON text must be UTF-8)")
                 return
         try:
-            request = _DECODER.decode(line)
+            request = DECODER.decode(line)
         except (msgspec.MsgspecError, RecursionError) as exc:
             self.add(number, "error", ProblemCode.INVALID_JSON, partial(explain_invalid_json, line, exc))
             return
-        if type(request) is not _Request:
+        if type(request) is not RequestLine:
             self.add(number, "error", ProblemCode.NOT_AN_OBJECT,
-                     f"the line is {_describe(request)}, not a JSON object; each line must be one request "
+                     f"the line is {describe(request)}, not a JSON object; each line must be one request "
                      'object: {"custom_id": ..., "method": "POST", "url": ..., "body": {...}} for openai, '
                      '{"custom_id": ..., "params": {...}} for anthropic')
             return
@@ -368,7 +267,7 @@ class _Scan:
         elif provider == "anthropic":
             self.check_anthropic(number, request)
 
-    def provider_of(self, number: int, request: _Request) -> Provider | None:
+    def provider_of(self, number: int, request: RequestLine) -> Provider | None:
         """The provider whose rules this line is checked against; None when it cannot be checked further."""
         openai_keys = request.method is not UNSET or request.url is not UNSET or request.body is not UNSET
         anthropic_keys = request.params is not UNSET
@@ -413,12 +312,12 @@ class _Scan:
 
     def check_custom_id(self, number: int, custom_id: Any) -> None:
         if type(custom_id) is not str or not custom_id:
-            self.bad_field(number, custom_id, _CUSTOM_ID)
+            self.bad_field(number, custom_id, CUSTOM_ID)
             return
         first = self.custom_ids.setdefault(custom_id, number)
         if first != number:
             self.add(number, "error", ProblemCode.DUPLICATE_CUSTOM_ID,
-                     f"duplicate custom_id {_quote(custom_id)} (first used on line {first}); give every "
+                     f"duplicate custom_id {quote(custom_id)} (first used on line {first}); give every "
                      "request a unique custom_id")
         if not CUSTOM_ID_PATTERN.fullmatch(custom_id):
             self.bad_custom_id_format(number, custom_id)
@@ -430,16 +329,16 @@ class _Scan:
                 else "has characters other than letters, digits, '_' and '-'")
         if self.provider == "openai" and self.caps.custom_id == "any":
             self.add(number, "warning", ProblemCode.CUSTOM_ID_FORMAT,
-                     f"custom_id {_quote(custom_id)} {flaw}; openai accepts it, but 1-64 of [A-Za-z0-9_-] "
+                     f"custom_id {quote(custom_id)} {flaw}; openai accepts it, but 1-64 of [A-Za-z0-9_-] "
                      "is safe with every provider: consider renaming it")
         else:
             self.add(number, "error", ProblemCode.CUSTOM_ID_FORMAT,
-                     f"custom_id {_quote(custom_id)} {flaw}; anthropic accepts only 1-64 characters of "
+                     f"custom_id {quote(custom_id)} {flaw}; anthropic accepts only 1-64 characters of "
                      "[A-Za-z0-9_-]: rename it")
 
-    def check_openai(self, number: int, request: _Request) -> None:
+    def check_openai(self, number: int, request: RequestLine) -> None:
         if request.method != "POST":
-            self.bad_field(number, request.method, _METHOD)
+            self.bad_field(number, request.method, METHOD)
         url = request.url
         if url not in self.endpoints:
             self.bad_url(number, url)
@@ -449,20 +348,20 @@ class _Scan:
         elif url != self.endpoint:
             self.url_disagrees(number, url)
         body = request.body
-        if type(body) is not _OpenAIBody:
-            self.bad_field(number, body, _BODY)
+        if type(body) is not OpenAIBody:
+            self.bad_field(number, body, BODY)
             return
-        needs = _PROMPT_FIELD.get(url)  # type: ignore[arg-type]
+        needs = PROMPT_FIELD.get(url)  # type: ignore[arg-type]
         if needs == "messages":
             if type(body.messages) is not list or not body.messages:
-                self.bad_field(number, body.messages, _BODY_MESSAGES)
+                self.bad_field(number, body.messages, BODY_MESSAGES)
         elif needs == "input" and (type(body.input) not in (str, list) or not body.input):
-            self.bad_field(number, body.input, _INPUT)
+            self.bad_field(number, body.input, INPUT)
         elif needs == "prompt" and (type(body.prompt) not in (str, list) or not body.prompt):
-            self.bad_field(number, body.prompt, _PROMPT)
-        self.count_request(number, body.model, _BODY_MODEL,
-                           _prompt_size(body.messages, body.input, body.instructions, body.prompt),
-                           _output_ceiling(body.max_tokens, body.max_completion_tokens,
+            self.bad_field(number, body.prompt, PROMPT)
+        self.count_request(number, body.model, BODY_MODEL,
+                           prompt_size(body.messages, body.input, body.instructions, body.prompt),
+                           output_ceiling(body.max_tokens, body.max_completion_tokens,
                                            body.max_output_tokens))
 
     def bad_url(self, number: int, url: Any) -> None:
@@ -471,7 +370,7 @@ class _Scan:
             self.bad_field(number, url, self.url_field)
             return
         self.add(number, "error", ProblemCode.UNSUPPORTED_ENDPOINT,
-                 lambda: f"{self.caps.label} does not run batches for {_quote(url)}; it accepts "
+                 lambda: f"{self.caps.label} does not run batches for {quote(url)}; it accepts "
                          f"{', '.join(self.caps.endpoints)}: change the url, or use a backend that runs this "
                          "endpoint (batch://backends)")
 
@@ -486,16 +385,16 @@ class _Scan:
                      f"url {url} differs from {self.endpoint}, used from line {self.endpoint_line}; a batch "
                      f"has a single endpoint: move the {url} requests to a file of their own")
 
-    def check_anthropic(self, number: int, request: _Request) -> None:
+    def check_anthropic(self, number: int, request: RequestLine) -> None:
         params = request.params
-        if type(params) is not _AnthropicParams:
-            self.bad_field(number, params, _PARAMS)
+        if type(params) is not AnthropicParams:
+            self.bad_field(number, params, PARAMS)
             return
         max_tokens = params.max_tokens
         if type(max_tokens) is not int or max_tokens < 1:
-            self.bad_field(number, max_tokens, _MAX_TOKENS)
+            self.bad_field(number, max_tokens, MAX_TOKENS)
         if type(params.messages) is not list or not params.messages:
-            self.bad_field(number, params.messages, _PARAMS_MESSAGES)
+            self.bad_field(number, params.messages, PARAMS_MESSAGES)
         if params.stream is True:
             self.add(number, "error", ProblemCode.STREAM_REQUESTED,
                      "params.stream is true; batch requests never stream: remove it (or set it to false)")
@@ -503,10 +402,10 @@ class _Scan:
             self.add(number, "error", ProblemCode.BETAS_IN_PARAMS,
                      "params.betas is set; beta flags are not part of a request's params: remove betas (a "
                      "batch takes its beta features from the anthropic-beta header of the create call)")
-        self.count_request(number, params.model, _PARAMS_MODEL,
-                           _prompt_size(params.messages, params.system), _output_ceiling(max_tokens))
+        self.count_request(number, params.model, PARAMS_MODEL,
+                           prompt_size(params.messages, params.system), output_ceiling(max_tokens))
 
-    def count_request(self, number: int, model: Any, field: _Field, prompt_bytes: int,
+    def count_request(self, number: int, model: Any, field: RequiredField, prompt_bytes: int,
                       max_output_tokens: int) -> None:
         """Check the model; tally the requests, prompt size and output ceiling per model (cost estimate)."""
         self.prompt_bytes += prompt_bytes
@@ -528,8 +427,8 @@ class _Scan:
         """Reported once per extra model, at its first line."""
         first = next(iter(self.usage))
         self.add(number, "error", ProblemCode.MIXED_MODELS,
-                 lambda: f"model {_quote(model)} differs from {_quote(first)}, used from line {self.first_model_line}; "
-                         f"{self.caps.label} runs one model per batch: move the {_quote(model)} requests to a file "
+                 lambda: f"model {quote(model)} differs from {quote(first)}, used from line {self.first_model_line}; "
+                         f"{self.caps.label} runs one model per batch: move the {quote(model)} requests to a file "
                          "of their own")
 
     # Result --------------------------------------------------------------------------------------------
