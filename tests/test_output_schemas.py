@@ -118,6 +118,7 @@ async def test_every_result_of_the_canonical_flow_validates_against_its_output_s
         assert retry["retried"] == summary["failed"] + summary["missing"]
         retry_id = retry["submitted"]["batch"]["batch_id"]
         assert (await call("get_batch", batch_id=retry_id))["parent_batch_id"] == batch_id
+        assert retry["submitted"]["batch"]["parent_batch_id"] == batch_id  # as get_batch says, from the start
         running = (await call("submit_batch", path="data/tickets.jsonl", new=True))["batch"]["batch_id"]
         clock.advance(0.2)  # past validating and queued, far from done
         assert (await call("cancel_batch", batch_id=running))["status"] in ("cancelling", "cancelled")

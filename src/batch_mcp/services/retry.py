@@ -67,6 +67,9 @@ class Retrying(ServiceCore):
                                       record.metadata if record else None,
                                       workspace=Workspace([target.parent]), on_progress=on_progress,
                                       parent_batch_id=batch_id)
+        # the job as get_batch will show it: a retry names the job whose failures it reruns
+        submitted = submitted.model_copy(update={"batch": submitted.batch.model_copy(
+            update={"parent_batch_id": batch_id})})
         return RetryResult(retried=failed + missing, failed=failed, missing=missing, not_retried=invalid,
                            retry_file=str(target), submitted=submitted,
                            next_step="Call wait_for_batch on the new job, then download_batch_results on it: its "
