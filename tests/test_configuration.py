@@ -92,6 +92,8 @@ def test_pasted_whitespace_around_tokens_is_dropped(clean_env: Path, monkeypatch
     assert settings.auth_token.get_secret_value() == "k" * 40
     monkeypatch.setenv("MODEL_ACCESS_KEY", " \n")
     assert Settings().token is None  # a blank API token is no token: the tools say how to set one
+    monkeypatch.setenv("DIGITALOCEAN_TOKEN", SECRET)  # nor does it hide the next variable (MCPB leaves it "")
+    assert Settings().token_value() == SECRET
 
 
 async def test_a_token_with_a_trailing_newline_reaches_the_api(sandbox: SandboxServer, workdir: Path,

@@ -187,6 +187,16 @@ class Settings(BaseSettings):
         return check_base_url(url, f"BATCH_MCP_{str(info.field_name).upper()}") if url else None
 
     @model_validator(mode="after")
+    def _token_from_the_next_variable(self) -> Settings:
+        """An empty MODEL_ACCESS_KEY (an MCP host's optional field left blank) hid DIGITALOCEAN_TOKEN: the
+        first of the variables that holds a token is the one used, as for every other backend."""
+        if self.token is None:
+            found = (value.strip() for name in _DO.token_env if (value := os.environ.get(name, "")).strip())
+            if token := next(found, None):
+                self.token = SecretStr(token)
+        return self
+
+    @model_validator(mode="after")
     def _oauth_complete(self) -> Settings:
         wanted = {"BATCH_MCP_OAUTH_ISSUER": self.oauth_issuer, "BATCH_MCP_OAUTH_CLIENT_ID": self.oauth_client_id,
                   "BATCH_MCP_OAUTH_CLIENT_SECRET": self.oauth_client_secret, "BATCH_MCP_PUBLIC_URL": self.public_url}
