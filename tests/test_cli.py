@@ -57,8 +57,8 @@ async def test_sandbox_command_serves_the_api(tmp_path: Path, dialect: str) -> N
 
     from test_stdio import free_port, wait_for_port
 
-    port = free_port()
-    server = subprocess.Popen([sys.executable, "-m", "batch_mcp", "sandbox", "--port", str(port), "--token", "t-1",
+    port = free_port()  # the token as pasted, with the newline a shell's $(cat token) or a copy keeps
+    server = subprocess.Popen([sys.executable, "-m", "batch_mcp", "sandbox", "--port", str(port), "--token", " t-1\n",
                                "--dialect", dialect], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         wait_for_port(port)

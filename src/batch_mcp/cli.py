@@ -97,7 +97,12 @@ def _serve(args: argparse.Namespace) -> int:
 def _sandbox(args: argparse.Namespace) -> int:
     from batch_mcp.sandbox import SandboxConfig, api_base_path, serve
 
-    config = SandboxConfig(token=args.token, backend=args.backend, dialect=args.dialect,
+    token = args.token.strip()  # as every client strips its key: a pasted newline must not refuse them all
+    if not token:
+        print("batch-mcp sandbox: --token (or BATCH_MCP_SANDBOX_TOKEN) is empty; give it any non-blank string",
+              file=sys.stderr)
+        return 2
+    config = SandboxConfig(token=token, backend=args.backend, dialect=args.dialect,
                            failure_rate=args.failure_rate, requests_per_s=args.requests_per_s,
                            storage_dir=args.state_dir)
     shapes = {"digitalocean": f"dialect {args.dialect}", "anthropic": "the Anthropic Message Batches API"}
