@@ -262,7 +262,7 @@ class Submitting(ServiceCore):
         holder settles it; if the holder dies, the next identical submit (or the next start) takes over."""
         claim = self.store.claim(submission.fingerprint, backend=submission.backend)
         if claim is None:
-            log.info("submission %s is being made by another server; left to it", submission.request_id)
+            log.debug("submission %s is being made by another server; left to it", submission.request_id)
             return None
         try:
             with self.store.keeping(claim):
