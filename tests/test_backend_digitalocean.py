@@ -172,12 +172,17 @@ async def test_a_repeated_create_is_the_same_job_and_recover_replays_it(dialect_
 
 async def test_cancel(dialect_sandbox: SandboxServer, backend: DigitalOceanBackend, tmp_path: Path) -> None:
     ref = (await backend.upload(request_file(tmp_path, 400), "openai")).ref
-    job = await backend.create(planned(ref))
-    for _ in range(400):  # DigitalOcean refuses to cancel before the job reached its provider
-        if (await backend.get(job.id)).status is not JobStatus.VALIDATING:
-            break
-        await anyio.sleep(0.02)
-    cancelling = await backend.cancel(job.id)
+    clock = dialect_sandbox.sandbox.clock
+    clock.freeze()  # only advance() moves it: on a loaded machine the job once finished before the cancel
+    try:
+        job = await backend.create(planned(ref))
+        for _ in range(400):  # DigitalOcean refuses to cancel before the job reached its provider
+            if (await backend.get(job.id)).status is not JobStatus.VALIDATING:
+                break
+            clock.advance(0.02)
+        cancelling = await backend.cancel(job.id)
+    finally:
+        clock.thaw()
     assert cancelling.status in (JobStatus.CANCELLING, JobStatus.CANCELLED)
     assert cancelling.cancel_requested_at is not None or cancelling.status is JobStatus.CANCELLING
     assert (await finish(backend, job.id)).status is JobStatus.CANCELLED

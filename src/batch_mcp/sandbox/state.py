@@ -74,6 +74,12 @@ class Clock:
         """Stop real time from passing, so only ``advance`` moves the clock: exact timings on a slow machine."""
         self.frozen_at = time.time()
 
+    def thaw(self) -> None:
+        """Let real time pass again, from where the frozen clock stood (nothing jumps ahead)."""
+        if self.frozen_at is not None:
+            self.offset_s += self.frozen_at - time.time()
+            self.frozen_at = None
+
 
 @dataclass(frozen=True)
 class EmulatedApi:
