@@ -59,7 +59,6 @@ _REFUSED = (InvalidRequestError, NotFoundError, PermissionDeniedError)
 _MAX_CONFLICTS = 3
 #: How far back a lost create's recovery rules out other submissions' jobs: far beyond any clock skew.
 ATTRIBUTION_HORIZON = timedelta(days=1)
-_PAGE = 500
 
 
 class Submitting(ServiceCore):
@@ -215,20 +214,10 @@ class Submitting(ServiceCore):
         return job
 
     def _made_by_others(self, submission: Submission) -> frozenset[str]:
-        """Jobs on the submission's backend that other submissions here made, created within a day of it: a
+        """Jobs on the submission's backend that other submissions here made, planned within a day of it: a
         backend that matches a lost create by its shape alone must not take one of them for this one's."""
-        since, taken = submission.created_at - ATTRIBUTION_HORIZON, set()
-        before: tuple[datetime, str] | None = None
-        while True:
-            records = self.store.list_jobs(limit=_PAGE, before=before)
-            for record in records:
-                if record.created_at < since:
-                    return frozenset(taken)
-                if record.backend == submission.backend and record.request_id not in (None, submission.request_id):
-                    taken.add(record.batch_id)
-            if len(records) < _PAGE:
-                return frozenset(taken)
-            before = (records[-1].created_at, records[-1].batch_id)
+        return self.store.jobs_of_other_submissions(submission.backend, submission.request_id,
+                                                    submission.created_at - ATTRIBUTION_HORIZON)
 
     async def _still_as_checked(self, submission: Submission) -> None:
         """An inline backend reads the input at create (and again to recover a lost answer by its request

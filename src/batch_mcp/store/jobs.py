@@ -294,6 +294,15 @@ class JobStore(GroupRecords):
                                  f"not {job.id!r}")
             self._upsert_batch(conn, job)
 
+    def jobs_of_other_submissions(self, backend: str, request_id: str, since: datetime) -> frozenset[str]:
+        """The jobs other submissions on ``backend`` made, planned since ``since``: not this one's to recover."""
+        rows = self._query(
+            f"SELECT batch_id FROM submissions WHERE {self._scope.where()} AND backend = :backend"
+            " AND batch_id IS NOT NULL AND request_id != :request_id AND created_at >= :since",
+            {"backend": backend, "request_id": request_id, "since": _time_to_text(since)},
+        )
+        return frozenset(row["batch_id"] for row in rows)
+
     def pending_submissions(self, backend: str | None = None) -> list[Submission]:
         """Create calls whose answer was never stored (oldest first), on one backend or on all of them."""
         rows = self._query(
